@@ -1,0 +1,31 @@
+# Two commands for a fresh clone:  `make demo`  and  `make test`.
+# Both create .venv (pinned versions from pyproject.toml + constraints.txt) when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.histosynth-installed
+
+.PHONY: demo test venv clean-results dag
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# The whole workflow on config/config.yaml, offline (no model hub, no ../shared data).
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --printshellcmds --show-failed-logs
+	@echo "demo finished: outputs are under results/"
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
+
+dag: $(STAMP)
+	$(BIN)/snakemake --dag | dot -Tpng > results/dag.png
+
+clean-results:
+	rm -rf results resources/demo .snakemake

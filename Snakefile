@@ -1,0 +1,21 @@
+# histosynth: whole-slide images and patch datasets -> prompts -> LoRA Stable Diffusion ->
+# filtered synthetic patches -> evaluation report. See README.md and ../DESIGN in the docs.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,86 @@
+"""Config and sample-sheet loading, shared by the Snakefile and the tests.
+
+The JSON schemas in ``config/schemas/`` are the single source of defaults and of what is allowed;
+``snakemake.utils.validate`` applies them (and fills defaults) here and in ``rules/common.smk``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_DIR = REPO_ROOT / "config" / "schemas"
+CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
+SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"
+SAMPLE_COLUMNS = ("slide_id", "slide_path", "case_id")
+
+
+def validate_config(config: dict) -> dict:
+    """Validate ``config`` against the schema, filling defaults in place; returns it."""
+    from snakemake.utils import validate
+
+    validate(config, str(CONFIG_SCHEMA))
+    return config
+
+
+def default_config(**overrides) -> dict:
+    """The schema's defaults, with top-level ``overrides`` merged in (for tests and notebooks)."""
+    cfg = copy.deepcopy(overrides)
+    return validate_config(cfg)
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        return validate_config(yaml.safe_load(fh) or {})
+
+
+def load_samples(path: str | os.PathLike | None) -> pd.DataFrame:
+    """Read and check the sample sheet; errors name the file, the column or the slide."""
+    from snakemake.utils import validate
+
+    if not path:
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "label"])
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"sample sheet {p} (config key 'samples') does not exist")
+    df = pd.read_csv(p, sep="\t", dtype=str, comment="#").dropna(how="all")
+    missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"sample sheet {p}: missing column(s) {missing}; it has {list(df.columns)} (tab-separated?)")
+    for col in SAMPLE_COLUMNS:
+        empty = df[df[col].isna() | (df[col].str.strip() == "")]
+        if len(empty):
+            raise InputError(f"sample sheet {p}: empty {col!r} in row(s) {[int(i) + 2 for i in empty.index]} (line numbers)")
+    dup = df.loc[df["slide_id"].duplicated(keep=False), "slide_id"]
+    if len(dup):
+        raise InputError(f"sample sheet {p}: duplicate slide_id {sorted(set(dup))}")
+    if "label" not in df.columns:
+        df["label"] = pd.NA
+    try:
+        validate(df, str(SAMPLES_SCHEMA))
+    except Exception as e:  # snakemake's WorkflowError carries the row number and jsonschema's reason
+        raise InputError(f"sample sheet {p}: {e}") from e
+    return df.set_index("slide_id", drop=False)
+
+
+def check_output_names(samples: pd.DataFrame, config: dict) -> None:
+    """Slides and imported datasets share results/tiles/; their names must not collide."""
+    names = [d["name"] for d in config.get("patch_datasets", [])]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"config 'patch_datasets': duplicate name(s) {dup}")
+    clash = sorted(set(names) & set(samples["slide_id"]))
+    if clash:
+        raise InputError(f"config 'patch_datasets' name(s) {clash} equal slide_id(s) in the sample sheet; rename one")
+
+
+def sample_label_names(samples: pd.DataFrame) -> list[str]:
+    """Slide-level classes, sorted, so every slide's file uses the same label indices."""
+    return sorted(str(x) for x in samples["label"].dropna().unique())

@@ -1,0 +1,215 @@
+"""The patch HDF5 contract (DESIGN.md, "File contracts"), written and read in one place.
+
+Datasets, all with N rows in the same order:
+
+- ``imgs``      (N, S, S, 3) uint8, one patch per chunk, gzip-compressed.
+- ``coords``    (N, 2) int64, top-left x, y at level 0 (-1, -1 for patches that come from a
+                patch dataset, not a slide). CLAM-compatible attrs ``patch_size`` (pixels read at
+                ``patch_level``), ``patch_level``, ``downsample``, plus ``mpp`` and
+                ``magnification`` of the stored pixels.
+- ``labels``    (N,) int64, -1 = unlabelled; attr ``label_names`` (index -> name).
+- ``slide_ids`` (N,) UTF-8 strings; ``case_ids`` (N,) UTF-8 strings.
+- ``mpp``       (N,) float32, micrometres per stored pixel (NaN where unknown).
+
+Readers never load all pixels at once: ``PatchFile.iter_batches`` streams them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputError
+
+UNLABELLED = -1
+NO_COORD = -1
+REQUIRED_DATASETS = ("imgs", "coords", "labels", "slide_ids", "case_ids", "mpp")
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+def magnification_for_mpp(mpp: float) -> float:
+    """Nominal objective magnification for a pixel size (0.25 um/px ~ 40x, 0.5 ~ 20x, 1.0 ~ 10x)."""
+    return float("nan") if not np.isfinite(mpp) or mpp <= 0 else 10.0 / mpp
+
+
+@dataclass
+class PatchBatch:
+    """Rows to append to a patch file. All arrays share their first dimension."""
+
+    imgs: np.ndarray
+    coords: np.ndarray
+    labels: np.ndarray
+    slide_ids: Sequence[str]
+    case_ids: Sequence[str]
+    mpp: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.imgs)
+
+
+@dataclass
+class PatchFileSpec:
+    """What a patch file says about itself: image size, label vocabulary, CLAM attrs."""
+
+    patch_size: int
+    label_names: list[str]
+    coords_attrs: dict = field(default_factory=dict)
+    root_attrs: dict = field(default_factory=dict)
+
+
+class PatchWriter:
+    """Append-only writer; the file appears under its final name only after a clean ``close``.
+
+    Use as a context manager: an exception inside the block discards the temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike, spec: PatchFileSpec, compression_level: int = 4):
+        self.path = Path(path)
+        self.spec = spec
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._h5 = self._stack.enter_context(h5py.File(tmp, "w"))
+        s = int(spec.patch_size)
+        gz = dict(compression="gzip", compression_opts=compression_level)
+        h = self._h5
+        h.create_dataset("imgs", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3), chunks=(1, s, s, 3), **gz)
+        coords = h.create_dataset("coords", (0, 2), np.int64, maxshape=(None, 2), chunks=(4096, 2))
+        labels = h.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+        h.create_dataset("slide_ids", (0,), STR_DTYPE, maxshape=(None,), chunks=(4096,))
+        h.create_dataset("case_ids", (0,), STR_DTYPE, maxshape=(None,), chunks=(4096,))
+        h.create_dataset("mpp", (0,), np.float32, maxshape=(None,), chunks=(4096,))
+        labels.attrs["label_names"] = np.array(list(spec.label_names), dtype=STR_DTYPE)
+        for k, v in spec.coords_attrs.items():
+            coords.attrs[k] = v
+        for k, v in spec.root_attrs.items():
+            h.attrs[k] = v
+        h.attrs["output_patch_size"] = s
+        self.n = 0
+
+    def append(self, batch: PatchBatch) -> None:
+        m = len(batch)
+        if m == 0:
+            return
+        s = self.spec.patch_size
+        if batch.imgs.shape[1:] != (s, s, 3) or batch.imgs.dtype != np.uint8:
+            raise ValueError(f"{self.path}: patches must be uint8 ({s},{s},3), got {batch.imgs.dtype} {batch.imgs.shape[1:]}")
+        start, end = self.n, self.n + m
+        for name, values in (
+            ("imgs", batch.imgs),
+            ("coords", np.asarray(batch.coords, np.int64).reshape(m, 2)),
+            ("labels", np.asarray(batch.labels, np.int64)),
+            ("slide_ids", np.asarray(batch.slide_ids, dtype=object)),
+            ("case_ids", np.asarray(batch.case_ids, dtype=object)),
+            ("mpp", np.asarray(batch.mpp, np.float32)),
+        ):
+            ds = self._h5[name]
+            ds.resize(end, axis=0)
+            ds[start:end] = values
+        self.n = end
+
+    def set_coords_attrs(self, **attrs) -> None:
+        """Attributes known only after the data is written (e.g. a pixel size found on the way)."""
+        for k, v in attrs.items():
+            self._h5["coords"].attrs[k] = v
+
+    def close(self) -> None:
+        self._h5.attrs["n_patches"] = self.n
+        self._stack.close()
+
+    def __enter__(self) -> "PatchWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._stack.__exit__(exc_type, exc, tb)
+
+
+class PatchFile:
+    """Read-only view of a patch file: small per-patch arrays in memory, pixels streamed."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except (OSError, FileNotFoundError) as e:
+            raise InputError(f"{self.path}: not a readable HDF5 patch file ({e})") from e
+        missing = [d for d in REQUIRED_DATASETS if d not in self._h5]
+        if missing:
+            self._h5.close()
+            raise InputError(f"{self.path}: not a histosynth patch file, missing datasets {missing}")
+        h = self._h5
+        self.imgs = h["imgs"]
+        self.coords = h["coords"][:]
+        self.labels = h["labels"][:]
+        self.label_names = [str(x) for x in h["labels"].attrs.get("label_names", [])]
+        self.slide_ids = h["slide_ids"].asstr()[:].astype(object)
+        self.case_ids = h["case_ids"].asstr()[:].astype(object)
+        self.mpp = h["mpp"][:]
+        self.coords_attrs = dict(h["coords"].attrs)
+        self.attrs = dict(h.attrs)
+        self.patch_size = int(self.imgs.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.imgs.shape[0])
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Pixels of the given rows, in the order given."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8)
+        order = np.argsort(idx)
+        out = np.empty((idx.size, self.patch_size, self.patch_size, 3), np.uint8)
+        # h5py fancy indexing needs increasing, unique indices
+        uniq, inverse = np.unique(idx[order], return_inverse=True)
+        block = self.imgs[uniq]
+        out[order] = block[inverse]
+        return out
+
+    def iter_batches(self, batch_size: int = 256, indices: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(row_indices, pixels)`` in chunks of at most ``batch_size`` rows."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        for start in range(0, idx.size, batch_size):
+            rows = idx[start : start + batch_size]
+            yield rows, self.read(rows)
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "PatchFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_patch_file(path: str | os.PathLike) -> int:
+    """Check a file against the contract; return its patch count or raise ``InputError``."""
+    with PatchFile(path) as pf:
+        n = len(pf)
+        s = pf.patch_size
+        problems = []
+        if pf.imgs.dtype != np.uint8 or pf.imgs.shape[1:] != (s, s, 3):
+            problems.append(f"imgs must be uint8 (N,S,S,3), is {pf.imgs.dtype} {pf.imgs.shape}")
+        if pf.imgs.chunks is not None and pf.imgs.chunks[0] != 1:
+            problems.append(f"imgs must be chunked one patch per chunk, chunks={pf.imgs.chunks}")
+        for name, arr in (("coords", pf.coords), ("labels", pf.labels), ("slide_ids", pf.slide_ids),
+                          ("case_ids", pf.case_ids), ("mpp", pf.mpp)):
+            if len(arr) != n:
+                problems.append(f"{name} has {len(arr)} rows, imgs has {n}")
+        for key in ("patch_size", "patch_level", "downsample", "mpp", "magnification"):
+            if key not in pf.coords_attrs:
+                problems.append(f"coords lacks attr {key!r}")
+        if n and (pf.labels.max() >= len(pf.label_names) or pf.labels.min() < UNLABELLED):
+            problems.append(f"labels outside 0..{len(pf.label_names) - 1} (or -1) with label_names {pf.label_names}")
+        if problems:
+            raise InputError(f"{path}: violates the patch-file contract: " + "; ".join(problems))
+        return n

@@ -1,0 +1,152 @@
+"""``split_patches``: pool every patch file, split train/val/test by group, stratified by label.
+
+Groups (``case_id`` by default) are split, not patches, so no patient appears in two splits.
+Each group gets its majority label and scikit-learn's ``train_test_split`` stratifies the groups
+by it (falling back to an unstratified split, with a warning, when a class has too few groups).
+Fractions are fractions of groups. Patches are copied in batches, never all loaded at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .atomic import atomic_path
+from .errors import InputError
+from .patchfile import UNLABELLED, PatchBatch, PatchFile, PatchFileSpec, PatchWriter, magnification_for_mpp
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def _pool_rare(strata: np.ndarray) -> np.ndarray:
+    """Classes with a single group cannot be stratified: pool them with the most common class."""
+    counts = Counter(strata.tolist())
+    rare = [c for c, n in counts.items() if n < 2]
+    if not rare or len(counts) == len(rare):
+        return strata
+    common = counts.most_common(1)[0][0]
+    return np.array([common if s in rare else s for s in strata.tolist()])
+
+
+def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split unique groups into (rest, taken) with ``fraction`` of them taken, stratified when possible."""
+    if fraction <= 0 or len(groups) == 0:
+        return groups, groups[:0]
+    n_take = int(np.ceil(fraction * len(groups)))
+    if n_take >= len(groups):
+        raise InputError(f"split: only {len(groups)} group(s) left, cannot hold out {what} "
+                         f"(split.{what}={fraction}); add cases or set split.{what} to 0")
+    strata = _pool_rare(np.asarray(strata))
+    try:
+        rest, taken = train_test_split(groups, test_size=n_take, stratify=strata, random_state=seed)
+    except ValueError as e:
+        log.warning("split: cannot stratify the %s split by label (%s); splitting groups at random", what, e)
+        rest, taken = train_test_split(groups, test_size=n_take, random_state=seed)
+    return np.asarray(rest), np.asarray(taken)
+
+
+def assign_splits(labels: Sequence[int], groups: Sequence[str], val: float, test: float, seed: int) -> np.ndarray:
+    """Split name per patch; every group lands in exactly one split."""
+    labels = np.asarray(labels)
+    groups = np.asarray(groups, dtype=object)
+    if len(groups) == 0:
+        return np.array([], dtype=object)
+    majority = {}
+    for g, lab in zip(groups, labels):
+        majority.setdefault(g, Counter())[lab] += 1
+    uniq = np.array(sorted(majority), dtype=object)
+    strata = np.array([majority[g].most_common(1)[0][0] for g in uniq])
+    rest, test_groups = _split_groups(uniq, strata, test, seed, "test")
+    rest_strata = np.array([majority[g].most_common(1)[0][0] for g in rest])
+    train_groups, val_groups = _split_groups(rest, rest_strata, val / (1 - test) if test < 1 else 0, seed + 1, "val")
+    where = {g: "train" for g in train_groups} | {g: "val" for g in val_groups} | {g: "test" for g in test_groups}
+    return np.array([where[g] for g in groups], dtype=object)
+
+
+def _merged_label_names(files: list[PatchFile]) -> list[str]:
+    names: list[str] = []
+    for pf in files:
+        names += [n for n in pf.label_names if n not in names]
+    return names
+
+
+def _merged_coords_attrs(files: list[PatchFile]) -> dict:
+    """Attributes all sources agree on are kept; the rest become 'mixed' (-1 / NaN)."""
+    keys = ("patch_size", "patch_level", "mpp", "magnification")
+    out = {}
+    for k in keys:
+        vals = {repr(np.asarray(pf.coords_attrs.get(k, np.nan)).tolist()) for pf in files}
+        out[k] = files[0].coords_attrs.get(k, np.nan) if len(vals) == 1 else (np.nan if k in ("mpp", "magnification") else -1)
+    levels = {repr(np.asarray(pf.coords_attrs.get("downsample", [1.0, 1.0])).tolist()) for pf in files}
+    out["downsample"] = files[0].coords_attrs.get("downsample", np.array([1.0, 1.0])) if len(levels) == 1 else np.array([-1.0, -1.0])
+    if not np.isfinite(out["mpp"]):
+        out["magnification"] = magnification_for_mpp(out["mpp"])
+    return out
+
+
+def split_patches(
+    inputs: Sequence[str | os.PathLike],
+    outputs: dict[str, str | os.PathLike],
+    manifest: str | os.PathLike,
+    summary: str | os.PathLike | None,
+    val: float,
+    test: float,
+    seed: int,
+    group_by: str = "case_id",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Write ``outputs['train'|'val'|'test']``, the manifest TSV and a split x label count TSV."""
+    if not inputs:
+        raise InputError("split: no patch files to split (no slides in the sample sheet and no patch_datasets)")
+    files = [PatchFile(p) for p in inputs]
+    try:
+        sizes = {pf.patch_size for pf in files}
+        if len(sizes) > 1:
+            raise InputError(f"split: patch files have different patch sizes {sorted(sizes)}: "
+                             + ", ".join(f"{pf.path.name}={pf.patch_size}" for pf in files))
+        names = _merged_label_names(files)
+        rows = []
+        for fi, pf in enumerate(files):
+            remap = np.array([names.index(n) for n in pf.label_names] + [UNLABELLED], np.int64)
+            lab = remap[pf.labels] if len(pf) else np.zeros(0, np.int64)
+            rows.append(pd.DataFrame({
+                "source_file": str(pf.path), "source_index": np.arange(len(pf)), "slide_id": pf.slide_ids,
+                "case_id": pf.case_ids, "label": lab, "_file": fi,
+            }))
+        man = pd.concat(rows, ignore_index=True)
+        man["label_name"] = [names[i] if i >= 0 else "" for i in man["label"]]
+        man["split"] = assign_splits(man["label"].to_numpy(), man[group_by].to_numpy(), val, test, seed)
+        spec = PatchFileSpec(patch_size=files[0].patch_size, label_names=names, coords_attrs=_merged_coords_attrs(files),
+                             root_attrs=dict(source="split", group_by=group_by, seed=seed))
+        man["split_index"] = -1
+        for split in SPLITS:
+            sel = man[man["split"] == split]
+            man.loc[sel.index, "split_index"] = np.arange(len(sel))
+            with PatchWriter(outputs[split], PatchFileSpec(spec.patch_size, names, spec.coords_attrs,
+                                                           dict(spec.root_attrs, split=split))) as w:
+                for fi, part in sel.groupby("_file", sort=True):
+                    pf, src, labs = files[fi], part["source_index"].to_numpy(), part["label"].to_numpy()
+                    for s in range(0, len(src), batch_size):
+                        rows_idx = src[s : s + batch_size]
+                        w.append(PatchBatch(pf.read(rows_idx), pf.coords[rows_idx], labs[s : s + batch_size],
+                                            pf.slide_ids[rows_idx], pf.case_ids[rows_idx], pf.mpp[rows_idx]))
+    finally:
+        for pf in files:
+            pf.close()
+    man = man.drop(columns="_file")
+    with atomic_path(manifest) as tmp:
+        man.to_csv(tmp, sep="\t", index=False)
+    counts = man.groupby(["split", "label_name"]).size().unstack(fill_value=0)
+    log.info("split by %s (val %.2f, test %.2f, seed %d):\n%s", group_by, val, test, seed, counts.to_string())
+    if summary is not None:
+        with atomic_path(summary) as tmp:
+            counts.to_csv(tmp, sep="\t")
+    return man

@@ -1,0 +1,167 @@
+"""``tile_slide``: one whole-slide image -> a patch HDF5 and a QC thumbnail."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .labels import DAB_LABEL_NAMES, DabParams, dab_labels
+from .patchfile import UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
+from .tissue import TissueParams, pixel_tissue, slide_tissue_mask, to_rgb_uint8
+from .wsi import PatchReader, ReadPlan, grid_coords, mask_fraction, open_slide, plan_read, slide_mpp
+
+log = logging.getLogger(__name__)
+PREVIEW_PX = 1024
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """Config ``tiling:`` (defaults and documentation live in the config schema)."""
+
+    patch_size: int
+    mpp: float
+    stride: int | None
+    min_tissue_fraction: float
+    assume_mpp: float | None
+    batch_size: int
+    labels: dict
+    tissue: dict
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "TilingParams":
+        return cls(**cfg)
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.patch_size
+
+
+@dataclass
+class SlideTiles:
+    """What tiling one slide produced (also stored as attributes of the HDF5)."""
+
+    slide_id: str
+    n_patches: int
+    n_candidates: int
+    base_mpp: float
+    mpp_source: str
+    plan: ReadPlan
+    tissue_area_mm2: float
+    saturation_threshold: float
+    seconds: float
+
+
+def _label_setup(tiling: TilingParams, sample_label: str | None, label_names: list[str]):
+    method = tiling.labels["method"]
+    if method == "dab":
+        return DAB_LABEL_NAMES, DabParams(tiling.labels["dab_threshold"], tiling.labels["min_positive_fraction"])
+    names = list(label_names)
+    if sample_label is not None and sample_label not in names:
+        names.append(sample_label)
+    return names, None
+
+
+def tile_slide(
+    slide_path: str | os.PathLike,
+    slide_id: str,
+    case_id: str,
+    out_h5: str | os.PathLike,
+    out_thumbnail: str | os.PathLike,
+    tiling: TilingParams,
+    sample_label: str | None = None,
+    label_names: list[str] = (),
+    threads: int = 1,
+    progress: bool = True,
+) -> SlideTiles:
+    t0 = time.perf_counter()
+    tissue = TissueParams.from_config(tiling.tissue)
+    slide = open_slide(slide_path, slide_id)
+    base_mpp, mpp_source = slide_mpp(slide, slide_id, tiling.assume_mpp)
+    plan = plan_read(slide, base_mpp, tiling.mpp, tiling.patch_size, tiling.step)
+    if plan.downsample < 1:
+        log.warning("slide %s: target %.3f um/px is finer than the scan (%.3f um/px); patches are upsampled %.2fx",
+                    slide_id, tiling.mpp, base_mpp, 1 / plan.downsample)
+    width, height = slide.dimensions
+    log.info("slide %s: %dx%d px at %.4f um/px (%s), %d levels; reading level %d (downsample %.2f), %d px -> %d px",
+             slide_id, width, height, base_mpp, mpp_source, slide.level_count, plan.level, plan.level_downsample,
+             plan.read_size, tiling.patch_size)
+
+    # tissue mask on a low-resolution image; openslide picks the best level for the thumbnail
+    mask_ds_target = max(tissue.mask_mpp / base_mpp, 1.0)
+    thumb = slide.get_thumbnail((max(1, int(width / mask_ds_target)), max(1, int(height / mask_ds_target))))
+    thumb_rgb = to_rgb_uint8(np.asarray(thumb.convert("RGB")))
+    mask_ds = width / thumb_rgb.shape[1]
+    mask, threshold = slide_tissue_mask(thumb_rgb, tissue, mask_mpp=mask_ds * base_mpp)
+    tissue_area_mm2 = float(mask.sum() * (mask_ds * base_mpp) ** 2 / 1e6)
+
+    candidates = grid_coords(width, height, plan.footprint, plan.step)
+    frac = mask_fraction(mask, mask_ds, candidates, plan.footprint)
+    coords = candidates[frac >= tiling.min_tissue_fraction]
+    log.info("slide %s: tissue %.2f mm^2 (saturation threshold %.0f); %d of %d grid positions have >= %.0f%% tissue",
+             slide_id, tissue_area_mm2, threshold, len(coords), len(candidates), 100 * tiling.min_tissue_fraction)
+    if len(coords) == 0:
+        log.warning("slide %s: no tissue found; writing an empty patch file", slide_id)
+
+    names, dab = _label_setup(tiling, sample_label, list(label_names))
+    fixed_label = names.index(sample_label) if (dab is None and sample_label is not None) else UNLABELLED
+    spec = PatchFileSpec(
+        patch_size=tiling.patch_size,
+        label_names=names,
+        coords_attrs=dict(
+            patch_size=plan.read_size, patch_level=plan.level,
+            downsample=np.array([plan.level_downsample] * 2), level_dim=np.array(slide.level_dimensions[plan.level]),
+            downsampled_level_dim=np.array(slide.level_dimensions[plan.level]), name=slide_id,
+            mpp=tiling.mpp, magnification=magnification_for_mpp(tiling.mpp), footprint_level0=plan.footprint,
+        ),
+        root_attrs=dict(
+            source="slide", slide_id=slide_id, case_id=case_id, slide_path=str(slide_path), base_mpp=base_mpp,
+            mpp_source=mpp_source, mpp=tiling.mpp, tissue_area_mm2=tissue_area_mm2,
+            saturation_threshold=threshold, label_method=tiling.labels["method"], n_candidates=len(candidates),
+        ),
+    )
+    reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, threads)
+    with PatchWriter(out_h5, spec) as writer:
+        bar = tqdm(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
+        for xy, imgs in reader.iter_batches(coords, tiling.batch_size):
+            if dab is not None:
+                masks = np.stack([pixel_tissue(im, tissue, threshold)[0] for im in imgs])
+                labels = dab_labels(imgs, dab, masks)
+            else:
+                labels = np.full(len(imgs), fixed_label)
+            writer.append(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
+                                     np.full(len(imgs), tiling.mpp, np.float32)))
+            bar.update(len(imgs))
+        bar.close()
+    write_thumbnail(slide, mask, coords, plan.footprint, out_thumbnail, title=f"{slide_id}: {len(coords)} patches")
+    slide.close()
+    result = SlideTiles(slide_id, len(coords), len(candidates), base_mpp, mpp_source, plan, tissue_area_mm2, threshold,
+                        time.perf_counter() - t0)
+    log.info("slide %s: wrote %d patches to %s in %.1f s", slide_id, len(coords), out_h5, result.seconds)
+    return result
+
+
+def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "") -> None:
+    """Slide preview with the tissue mask tinted green and every kept patch outlined."""
+    width, height = slide.dimensions
+    preview = slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")
+    scale = preview.width / width
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize(preview.size, Image.Resampling.NEAREST)
+    tint = Image.new("RGB", preview.size, (0, 200, 0))
+    preview = Image.composite(Image.blend(preview, tint, 0.25), preview, m)
+    draw = ImageDraw.Draw(preview)
+    for x, y in coords:
+        x0, y0 = x * scale, y * scale
+        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=(20, 60, 220), width=1)
+    if title:
+        draw.rectangle([0, 0, 8 + 6 * len(title), 14], fill=(255, 255, 255))
+        draw.text((4, 2), title, fill=(0, 0, 0))
+    with atomic_path(out_png) as tmp:
+        preview.save(tmp, format="PNG")

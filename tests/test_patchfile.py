@@ -1,0 +1,57 @@
+import h5py
+import numpy as np
+import pytest
+
+from histosynth.errors import InputError
+from histosynth.patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter, check_patch_file
+
+
+def batch(n, s=8, start=0, label=0):
+    imgs = np.stack([np.full((s, s, 3), (start + i) % 256, np.uint8) for i in range(n)])
+    return PatchBatch(imgs, np.stack([np.arange(start, start + n)] * 2, 1), np.full(n, label), [f"s{start}"] * n,
+                      ["c"] * n, np.full(n, 0.5, np.float32))
+
+
+SPEC = PatchFileSpec(8, ["a", "b"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0))
+
+
+def test_roundtrip_and_ordered_reads(tmp_path):
+    path = tmp_path / "p.h5"
+    with PatchWriter(path, SPEC) as w:
+        w.append(batch(5))
+        w.append(batch(3, start=5, label=1))
+    assert check_patch_file(path) == 8
+    with PatchFile(path) as pf:
+        assert pf.label_names == ["a", "b"] and pf.labels.tolist() == [0] * 5 + [1] * 3
+        assert [int(x[0, 0, 0]) for x in pf.read([6, 1, 6])] == [6, 1, 6]
+        got = [rows.tolist() for rows, _ in pf.iter_batches(3)]
+        assert got == [[0, 1, 2], [3, 4, 5], [6, 7]]
+        assert pf.imgs.chunks == (1, 8, 8, 3) and pf.imgs.compression == "gzip"
+        assert pf.slide_ids[5] == "s5" and pf.coords[7].tolist() == [7, 7]
+
+
+def test_error_inside_writer_leaves_nothing(tmp_path):
+    path = tmp_path / "p.h5"
+    with pytest.raises(RuntimeError):
+        with PatchWriter(path, SPEC) as w:
+            w.append(batch(2))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_patch_shape_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        with PatchWriter(tmp_path / "p.h5", SPEC) as w:
+            w.append(batch(2, s=16))
+
+
+def test_contract_violations_are_named(tmp_path):
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as h:
+        h["imgs"] = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match="missing datasets"):
+        check_patch_file(path)
+    with PatchWriter(path, PatchFileSpec(8, ["a"], {})) as w:
+        w.append(batch(2, label=3))
+    with pytest.raises(InputError, match="coords lacks attr 'mpp'.*labels outside"):
+        check_patch_file(path)

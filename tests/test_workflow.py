@@ -1,0 +1,108 @@
+"""The real workflow, run by snakemake in a temporary working directory."""
+
+import numpy as np
+import pytest
+import yaml
+
+from histosynth.patchfile import PatchFile, check_patch_file
+
+pytestmark = pytest.mark.workflow
+
+
+def write_config(workdir, samples_rows, datasets=(), **extra):
+    sheet = workdir / "samples.tsv"
+    sheet.write_text("slide_id\tslide_path\tcase_id\tlabel\n" + "".join("\t".join(r) + "\n" for r in samples_rows))
+    cfg = {
+        "samples": str(sheet),
+        "patch_datasets": list(datasets),
+        "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
+        "split": {"val": 0.25, "test": 0.25, "seed": 0},
+        **extra,
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, run_snakemake):
+    """Demo slides built by the workflow itself, plus an imported MedMNIST-style dataset."""
+    wd = tmp_path_factory.mktemp("wf")
+    rng = np.random.default_rng(0)
+    np.savez(wd / "mini.npz", train_images=rng.integers(0, 255, (12, 28, 28, 3), dtype=np.uint8),
+             train_labels=(np.arange(12) % 2).reshape(12, 1))
+    rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}", "") for i in (1, 2, 3)]
+    cfg = write_config(wd, rows, datasets=[{"name": "mini", "format": "medmnist", "path": str(wd / "mini.npz"),
+                                            "label_names": ["dab_negative", "dab_positive"]}])
+    res = run_snakemake(wd, "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-4000:]
+    return wd, cfg
+
+
+def test_outputs_follow_the_contract(finished_run):
+    wd, _ = finished_run
+    for i in (1, 2, 3):
+        assert check_patch_file(wd / f"results/tiles/demo_0{i}.h5") > 0
+        assert (wd / f"results/tiles/demo_0{i}.thumbnail.png").stat().st_size > 0
+        assert (wd / f"results/logs/tile_slide/demo_0{i}.log").exists()
+        assert (wd / f"results/benchmarks/tile_slide/demo_0{i}.tsv").exists()
+    assert check_patch_file(wd / "results/tiles/mini.h5") == 12
+    total = sum(check_patch_file(wd / f"results/patches/{s}.h5") for s in ("train", "val", "test"))
+    tiles = sum(check_patch_file(p) for p in (wd / "results/tiles").glob("*.h5"))
+    assert total == tiles
+    with PatchFile(wd / "results/patches/train.h5") as pf:
+        assert pf.label_names == ["dab_negative", "dab_positive"]
+    assert (wd / "results/patches/examples.png").stat().st_size > 0
+
+
+def test_complete_run_schedules_nothing(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    res = run_snakemake(wd, "--configfile", str(cfg), "-n")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_tiling_change_reruns_tiling_and_split_only(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    c = yaml.safe_load(cfg.read_text())
+    c["tiling"]["min_tissue_fraction"] = 0.7
+    changed = wd / "changed.yaml"
+    changed.write_text(yaml.safe_dump(c))
+    out = run_snakemake(wd, "--configfile", str(changed), "-n").stdout
+    assert "tile_slide" in out and "split_patches" in out
+    assert "make_demo_slide" not in out
+    # import_patches reads tiling.patch_size only, so it is not stale
+    assert "import_patches" not in out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [({"tiling": {"patch_sise": 32}}, "patch_sise"), ({"split": {"val": "lots"}}, "lots")],
+)
+def test_bad_config_stops_with_the_key(tmp_path, extra, message, run_snakemake):
+    cfg = write_config(tmp_path, [("s1", "x.svs", "c1", "")], **extra)
+    res = run_snakemake(tmp_path, "--configfile", str(cfg), "-n")
+    assert res.returncode != 0 and message in res.stdout + res.stderr
+
+
+def test_duplicate_slide_id_stops_the_run(tmp_path, run_snakemake):
+    cfg = write_config(tmp_path, [("s1", "a.svs", "c1", ""), ("s1", "b.svs", "c2", "")])
+    res = run_snakemake(tmp_path, "--configfile", str(cfg), "-n")
+    assert res.returncode != 0 and "duplicate slide_id ['s1']" in res.stdout + res.stderr
+
+
+def test_missing_slide_file_is_named(tmp_path, run_snakemake):
+    cfg = write_config(tmp_path, [("s1", "nowhere/missing.svs", "c1", "")])
+    res = run_snakemake(tmp_path, "--configfile", str(cfg), "-n")
+    assert res.returncode != 0 and "nowhere/missing.svs" in res.stdout + res.stderr
+
+
+def test_corrupt_slide_fails_alone_with_keep_going(tmp_path, run_snakemake):
+    (tmp_path / "broken.svs").write_text("not a slide at all\n")
+    cfg = write_config(tmp_path, [("good", "resources/demo/demo_04.tiff", "c1", ""), ("broken", "broken.svs", "c2", "")])
+    res = run_snakemake(tmp_path, "--configfile", str(cfg), "--keep-going")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert check_patch_file(tmp_path / "results/tiles/good.h5") > 0
+    assert not (tmp_path / "results/tiles/broken.h5").exists()
+    assert "slide 'broken'" in out and "not a whole-slide image" in out
+    assert not (tmp_path / "results/patches/train.h5").exists()

@@ -1,0 +1,9 @@
+from _common import run
+from histosynth.importers import import_patches
+
+
+def main(sm):
+    import_patches(sm.params.dataset, sm.output.patches, patch_size=sm.params.patch_size)
+
+
+run(snakemake, main)  # noqa: F821
