@@ -13,6 +13,9 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/morphology.smk"
+include: "rules/text.smk"
 
 
 rule all:

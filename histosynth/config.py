@@ -84,3 +84,47 @@ def check_output_names(samples: pd.DataFrame, config: dict) -> None:
 def sample_label_names(samples: pd.DataFrame) -> list[str]:
     """Slide-level classes, sorted, so every slide's file uses the same label indices."""
     return sorted(str(x) for x in samples["label"].dropna().unique())
+
+
+def _schema_rows(props: dict, prefix: str = "", required=()):
+    for key, spec in props.items():
+        name = prefix + key
+        if spec.get("type") == "object" and "properties" in spec:
+            yield from _schema_rows(spec["properties"], name + ".")
+            continue
+        items = spec.get("items")
+        if spec.get("type") == "array" and isinstance(items, dict) and "properties" in items:
+            yield name, "list", "[]", spec.get("description", "")
+            yield from _schema_rows(items["properties"], name + "[].", items.get("required", ()))
+            continue
+        extra = spec.get("additionalProperties")
+        if isinstance(extra, dict) and "properties" in extra:  # a map of named entries, e.g. experiments
+            yield name, "map", json_default(spec.get("default", "—")), spec.get("description", "named entries")
+            yield from _schema_rows(extra["properties"], name + ".<name>.", extra.get("required", ()))
+            continue
+        kind = spec.get("type", "")
+        kind = "/".join(kind) if isinstance(kind, list) else kind or ('"otsu" or integer' if "oneOf" in spec else "")
+        desc = spec.get("description", "")
+        if "enum" in spec:
+            desc += f" (one of: {', '.join(map(str, spec['enum']))})"
+        default = "required" if key in required else spec.get("default", "—")
+        yield name, kind, json_default(default), desc.replace("|", "/").replace("\n", " ")
+
+
+def json_default(value) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def config_reference_markdown() -> str:
+    """The key table of config/README.md, generated from the schema (a test keeps them in sync)."""
+    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, kind, default, desc in _schema_rows(schema["properties"]):
+        lines.append(f"| `{name}` | {kind} | `{default}` | {desc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m histosynth.config  -> prints the key table
+    print(config_reference_markdown())

@@ -17,6 +17,8 @@ SAMPLES = load_samples(config["samples"])
 DATASETS = {d["name"]: d for d in config["patch_datasets"]}
 check_output_names(SAMPLES, config)
 SLIDE_LABELS = sample_label_names(SAMPLES)
+SPLITS = ["train", "val", "test"]
+EXPERIMENTS = config["experiments"]
 
 
 def _alternation(names):
@@ -27,6 +29,8 @@ wildcard_constraints:
     slide=_alternation(list(SAMPLES["slide_id"])),
     dataset=_alternation(list(DATASETS)),
     demo_slide=r"demo_\d+",
+    split="|".join(SPLITS),
+    experiment=_alternation(list(EXPERIMENTS)),
 
 
 def slide_path(wildcards):
@@ -53,12 +57,51 @@ def tile_thumbnails():
     return [f"results/tiles/{s}.thumbnail.png" for s in sorted(SAMPLES["slide_id"])]
 
 
+# which prompt settings each strategy reads: a change reruns only the experiments it affects
+PROMPT_KEYS = {
+    "label": ["label_template", "label_text"],
+    "morphology": ["label_template", "label_text", "morphology_template"],
+    "report": ["label_template", "label_text", "report_template", "patch_scores"],
+    "class_description": ["label_text", "class_description_template", "class_descriptions"],
+}
+
+
+def strategy(wildcards):
+    return EXPERIMENTS[wildcards.experiment]["prompts"]
+
+
+def prompt_params(wildcards):
+    return {k: config["prompts"][k] for k in PROMPT_KEYS[strategy(wildcards)]}
+
+
+def prompt_inputs(wildcards):
+    inputs = {"patches": "results/patches/train.h5", "base": "results/models/base"}
+    if strategy(wildcards) == "morphology":
+        inputs["clusters"] = "results/morphology/clusters.tsv"
+    if strategy(wildcards) == "report":
+        if config["reports"]["path"]:
+            inputs["summaries"] = "results/reports/summaries.tsv"
+        if config["prompts"]["patch_scores"]:
+            inputs["patch_scores"] = config["prompts"]["patch_scores"]
+    return inputs
+
+
+def uses_strategy(name):
+    return any(e["prompts"] == name for e in EXPERIMENTS.values())
+
+
 def final_outputs():
-    return [
+    outputs = [
         *tile_thumbnails(),
         "results/patches/train.h5",
         "results/patches/val.h5",
         "results/patches/test.h5",
         "results/patches/summary.tsv",
         "results/patches/examples.png",
+        *expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
     ]
+    if uses_strategy("morphology"):
+        outputs += ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]
+    if config["reports"]["path"]:
+        outputs.append("results/reports/summaries.tsv")
+    return outputs

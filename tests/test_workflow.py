@@ -1,6 +1,7 @@
 """The real workflow, run by snakemake in a temporary working directory."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -17,6 +18,8 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "patch_datasets": list(datasets),
         "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
         "split": {"val": 0.25, "test": 0.25, "seed": 0},
+        "embedding": {"num_workers": 0},
+        "morphology": {"k": 2, "sweep": [2, 3]},
         **extra,
     }
     path = workdir / "config.yaml"
@@ -32,8 +35,12 @@ def finished_run(tmp_path_factory, run_snakemake):
     np.savez(wd / "mini.npz", train_images=rng.integers(0, 255, (12, 28, 28, 3), dtype=np.uint8),
              train_labels=(np.arange(12) % 2).reshape(12, 1))
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}", "") for i in (1, 2, 3)]
+    (wd / "reports.csv").write_text("case_id,text\ncase1,\"Invasive ductal carcinoma, grade 2. Margins negative.\"\ncase2,\n")
     cfg = write_config(wd, rows, datasets=[{"name": "mini", "format": "medmnist", "path": str(wd / "mini.npz"),
-                                            "label_names": ["dab_negative", "dab_positive"]}])
+                                            "label_names": ["dab_negative", "dab_positive"]}],
+                       reports={"path": str(wd / "reports.csv")},
+                       experiments={"label_only": {"prompts": "label"}, "morphology": {"prompts": "morphology"},
+                                    "report": {"prompts": "report"}})
     res = run_snakemake(wd, "--configfile", str(cfg))
     assert res.returncode == 0, res.stderr[-4000:]
     return wd, cfg
@@ -61,17 +68,45 @@ def test_complete_run_schedules_nothing(finished_run, run_snakemake):
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
 
 
-def test_tiling_change_reruns_tiling_and_split_only(finished_run, run_snakemake):
-    wd, cfg = finished_run
+def scheduled(run_snakemake, wd, cfg, change):
     c = yaml.safe_load(cfg.read_text())
-    c["tiling"]["min_tissue_fraction"] = 0.7
+    change(c)
     changed = wd / "changed.yaml"
     changed.write_text(yaml.safe_dump(c))
-    out = run_snakemake(wd, "--configfile", str(changed), "-n").stdout
-    assert "tile_slide" in out and "split_patches" in out
-    assert "make_demo_slide" not in out
-    # import_patches reads tiling.patch_size only, so it is not stale
-    assert "import_patches" not in out
+    res = run_snakemake(wd, "--configfile", str(changed), "-n", "--quiet", "rules")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {line.split()[0] for line in res.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()} - {"total", "job"}
+
+
+def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["tiling"].update(min_tissue_fraction=0.7))
+    assert {"tile_slide", "split_patches", "embed_patches", "cluster_morphology", "build_prompts"} <= rules
+    # import_patches reads tiling.patch_size only; models and demo slides do not depend on tiling
+    assert not rules & {"import_patches", "make_demo_slide", "prepare_base_model", "prepare_embedder", "summarize_reports"}
+
+
+def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
+    assert rules == {"build_prompts", "all"}
+    res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
+    assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
+
+
+def test_prompts_for_every_experiment(finished_run):
+    wd, _ = finished_run
+    with PatchFile(wd / "results/patches/train.h5") as pf:
+        n = len(pf)
+    for exp in ("label_only", "morphology", "report"):
+        df = pd.read_csv(wd / f"results/prompts/{exp}.tsv", sep="\t")
+        assert len(df) == n and not df["truncated"].any()
+    morph = pd.read_csv(wd / "results/prompts/morphology.tsv", sep="\t")
+    assert morph["prompt"].str.contains("morphology type (?:zero|one)$").all()
+    summaries = pd.read_csv(wd / "results/reports/summaries.tsv", sep="\t", keep_default_na=False).set_index("case_id")
+    assert summaries.loc["case1", "summary"] == "invasive ductal carcinoma; grade 2; margins negative"
+    assert summaries.loc["case2", "status"] == "empty"
+    assert (wd / "results/morphology/k_sweep.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(

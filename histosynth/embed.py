@@ -1,0 +1,95 @@
+"""``embed_patches``: one embedding per patch, aligned row by row with the patch file.
+
+Batched ``inference_mode`` on the best device; a DataLoader whose workers each open the HDF5
+themselves (h5py handles must not cross processes); preprocessing runs in the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .errors import InputError
+from .models.embedder import load_embedder, pick_device
+from .patchfile import PatchFile
+
+log = logging.getLogger(__name__)
+
+
+def patch_fingerprint(pf: PatchFile) -> str:
+    """Identifies a patch file's rows (order, slides, cases, labels, coords, first and last pixels)."""
+    h = hashlib.sha256()
+    ends = pf.read([0, len(pf) - 1]) if len(pf) else np.zeros(0, np.uint8)
+    for arr in (pf.coords, pf.labels, pf.slide_ids.astype(str), pf.case_ids.astype(str), ends):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(str(len(pf)).encode())
+    return h.hexdigest()
+
+
+class _PatchDataset:
+    """torch Dataset over a patch file; the HDF5 is opened lazily in each worker."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with h5py.File(path, "r") as h:
+            self.n = int(h["imgs"].shape[0])
+        self._h5 = None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5["imgs"][i]
+
+
+def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int, num_workers: int, device: str = "auto",
+                  progress: bool = True) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    device = pick_device(device)
+    emb = load_embedder(embedder_dir, pooling, device)
+    with PatchFile(patch_h5) as pf:
+        n, fingerprint = len(pf), patch_fingerprint(pf)
+    ds = _PatchDataset(str(patch_h5))
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers if n else 0, collate_fn=emb.preprocess,
+                        persistent_workers=False)
+    t0 = time.perf_counter()
+    chunks = []
+    with torch.inference_mode():
+        for x in tqdm(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress, mininterval=2):
+            chunks.append(emb.forward(x.to(device)).float().cpu().numpy())
+    dim = chunks[0].shape[1] if chunks else 0
+    if not chunks:  # an empty split still needs the backbone's width
+        with torch.inference_mode():
+            dim = emb.forward(emb.preprocess([np.zeros((32, 32, 3), np.uint8)]).to(device)).shape[1]
+    feats = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
+        d = h.create_dataset("embeddings", data=feats.astype(np.float32))
+        d.attrs.update(emb.meta)
+        d.attrs.update(pooling=pooling, patch_file=str(patch_h5), patch_fingerprint=fingerprint, n_patches=n, device=device)
+    rate = n / max(time.perf_counter() - t0, 1e-9)
+    log.info("embedded %d patches from %s with %s (%s pooling, dim %d) on %s: %.1f images/s", n, patch_h5,
+             emb.meta["backbone"], pooling, dim, device, rate)
+    return n
+
+
+def load_embeddings(emb_h5, patch_h5) -> tuple[np.ndarray, dict]:
+    """Embeddings, checked to line up with ``patch_h5`` row by row."""
+    with h5py.File(emb_h5, "r") as h:
+        feats, attrs = h["embeddings"][:], dict(h["embeddings"].attrs)
+    with PatchFile(patch_h5) as pf:
+        fp, n = patch_fingerprint(pf), len(pf)
+    if len(feats) != n or attrs.get("patch_fingerprint") != fp:
+        raise InputError(f"embeddings {emb_h5} do not line up with {patch_h5} ({len(feats)} rows vs {n} patches, "
+                         "or the patch file changed since embedding); rerun embed_patches")
+    return feats, attrs

@@ -1,0 +1,108 @@
+"""``cluster_morphology``: k-means "morphology types" on patch embeddings (Osorio et al.).
+
+Scaling (MinMax as the paper, or standard) and k-means are fitted on the training split and
+applied to every split. Outputs: per-patch assignments, centroids, cluster sizes, a k-sweep plot
+(inertia and silhouette) to help choose k, and a grid of the patches nearest each centroid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.metrics import silhouette_score  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+from .errors import InputError  # noqa: E402
+from .patchfile import PatchFile  # noqa: E402
+from .plots import image_grid  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _scaler(kind: str):
+    return MinMaxScaler() if kind == "minmax" else StandardScaler()
+
+
+def fit_clusters(feats: np.ndarray, k: int, scaler: str, n_init: int, seed: int):
+    if k > len(feats):
+        raise InputError(f"morphology.k = {k} is larger than the number of training patches ({len(feats)}); lower morphology.k")
+    sc = _scaler(scaler).fit(feats)
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(sc.transform(feats))
+    return sc, km
+
+
+def k_sweep(feats: np.ndarray, ks: list[int], scaler: str, seed: int, out_png, chosen_k: int) -> pd.DataFrame:
+    """Inertia (elbow) and silhouette for each k that the data allows; plotted to ``out_png``."""
+    x = _scaler(scaler).fit_transform(feats)
+    rows = []
+    for k in sorted({k for k in ks if 2 <= k < len(x)}):
+        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
+        sil = silhouette_score(x, km.labels_, sample_size=min(len(x), 5000), random_state=seed)
+        rows.append({"k": k, "inertia": km.inertia_, "silhouette": sil})
+    df = pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    if len(df):
+        ax1.plot(df.k, df.inertia, "o-", color="tab:blue")
+        ax2 = ax1.twinx()
+        ax2.plot(df.k, df.silhouette, "s--", color="tab:orange")
+        ax2.set_ylabel("silhouette", color="tab:orange")
+        ax1.axvline(chosen_k, color="grey", lw=0.8, ls=":")
+    ax1.set_xlabel("k (number of morphology clusters)")
+    ax1.set_ylabel("inertia", color="tab:blue")
+    ax1.set_title(f"k-sweep on {len(x)} training embeddings (chosen k = {chosen_k})")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return df
+
+
+def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray], split_labels: dict[str, np.ndarray],
+                       cfg: dict, out: dict, train_patches: str | os.PathLike) -> pd.DataFrame:
+    """Fit on train, assign every split; write ``out['assignments'|'centroids'|'sizes'|'sweep'|'examples']``."""
+    k, per_label = cfg["k"], cfg["per_label"]
+    groups = {None: np.ones(len(train_emb), bool)} if not per_label else {lab: split_labels["train"] == lab for lab in np.unique(split_labels["train"])}
+    rows, centroids, nearest = [], [], {}
+    for lab, sel in groups.items():
+        sc, km = fit_clusters(train_emb[sel], k, cfg["scaler"], cfg["n_init"], cfg["seed"])
+        for split, feats in split_embs.items():
+            mask = np.ones(len(feats), bool) if lab is None else split_labels[split] == lab
+            if not mask.any():
+                continue
+            x = sc.transform(feats[mask])
+            assign = km.predict(x)
+            dist = km.transform(x)[np.arange(len(x)), assign]
+            for idx, c, d, l in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
+                rows.append({"split": split, "index": int(idx), "label": int(l), "cluster": int(c), "distance": float(d)})
+        for c, center in enumerate(sc.inverse_transform(km.cluster_centers_)):
+            centroids.append({"label_group": "all" if lab is None else int(lab), "cluster": c,
+                              **{f"f{j}": float(v) for j, v in enumerate(center)}})
+    df = pd.DataFrame(rows)
+    sizes = (df[df.split == "train"].groupby(["label", "cluster"]).size().rename("n_train").reset_index())
+    for name, frame in (("assignments", df), ("centroids", pd.DataFrame(centroids)), ("sizes", sizes)):
+        with atomic_path(out[name]) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False)
+    k_sweep(train_emb, cfg["sweep"], cfg["scaler"], cfg["seed"], out["sweep"], k)
+    # the patches nearest each centroid show what a "morphology type" looks like
+    train = df[df.split == "train"].sort_values("distance")
+    grid_rows = []
+    with PatchFile(train_patches) as pf:
+        keys = ["label", "cluster"] if per_label else ["cluster"]
+        for key, part in train.groupby(keys, sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            idx = part["index"].to_numpy()[: cfg["examples_per_cluster"]]
+            title = (f"{pf.label_names[key[0]]} / " if per_label else "") + f"cluster {key[-1]} (n={len(part)})"
+            grid_rows.append((title, pf.read(idx)))
+    image_grid(grid_rows, out["examples"], columns=cfg["examples_per_cluster"])
+    log.info("morphology: k=%d%s on %d training patches; cluster sizes %s", k, " per label" if per_label else "",
+             len(train_emb), sizes["n_train"].tolist())
+    return df

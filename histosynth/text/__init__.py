@@ -1,0 +1,1 @@
+"""Pathology report text: extractive summaries, LLM summaries, prompt building."""

@@ -1,0 +1,58 @@
+# Morphology: DINO-style embeddings of every split, k-means morphology clusters (Osorio et al.).
+
+
+rule embed_patches:
+    input:
+        patches="results/patches/{split}.h5",
+        embedder="results/models/embedder",
+    output:
+        embeddings="results/embeddings/{split}.h5",
+    log:
+        "results/logs/embed_patches/{split}.log",
+    benchmark:
+        "results/benchmarks/embed_patches/{split}.tsv"
+    params:
+        embedding=config["embedding"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/embed_patches.py"
+
+
+rule cluster_morphology:
+    input:
+        embeddings=expand("results/embeddings/{split}.h5", split=SPLITS),
+        patches=expand("results/patches/{split}.h5", split=SPLITS),
+    output:
+        assignments="results/morphology/clusters.tsv",
+        centroids="results/morphology/centroids.tsv",
+        sizes="results/morphology/cluster_sizes.tsv",
+        sweep=report(
+            "results/morphology/k_sweep.png",
+            caption="../report/k_sweep.rst",
+            category="2. Prompts",
+            subcategory="Morphology",
+        ),
+        examples=report(
+            "results/morphology/cluster_examples.png",
+            caption="../report/cluster_examples.rst",
+            category="2. Prompts",
+            subcategory="Morphology",
+        ),
+    log:
+        "results/logs/cluster_morphology/clusters.log",
+    benchmark:
+        "results/benchmarks/cluster_morphology/clusters.tsv"
+    params:
+        morphology=config["morphology"],
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/cluster_morphology.py"

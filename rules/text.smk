@@ -1,0 +1,50 @@
+# Text: report summaries (cached per report) and one prompt per training patch per experiment.
+
+
+rule summarize_reports:
+    input:
+        reports=config["reports"]["path"] or [],
+        base="results/models/base",
+    output:
+        summaries="results/reports/summaries.tsv",
+    log:
+        "results/logs/summarize_reports/summaries.log",
+    benchmark:
+        "results/benchmarks/summarize_reports/summaries.tsv"
+    params:
+        reports=config["reports"],
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/summarize_reports.py"
+
+
+rule build_prompts:
+    input:
+        unpack(prompt_inputs),
+    output:
+        prompts="results/prompts/{experiment}.tsv",
+        frequencies=report(
+            "results/prompts/{experiment}.freq.tsv",
+            caption="../report/prompt_frequencies.rst",
+            category="2. Prompts",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}"},
+        ),
+    log:
+        "results/logs/build_prompts/{experiment}.log",
+    benchmark:
+        "results/benchmarks/build_prompts/{experiment}.tsv"
+    params:
+        strategy=lambda wc: config["experiments"][wc.experiment]["prompts"],
+        prompts=prompt_params,
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/build_prompts.py"

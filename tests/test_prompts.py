@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from histosynth.config import default_config
+from histosynth.errors import InputError
+from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
+from histosynth.text.prompts import build_prompts
+
+
+def words(s):
+    return len(s.split()) + 2
+
+
+@pytest.fixture()
+def train_h5(tmp_path):
+    path = tmp_path / "train.h5"
+    n = 6
+    with PatchWriter(path, PatchFileSpec(8, ["healthy", "tumor"], {})) as w:
+        w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 2)), [0, 1, 1, 0, 1, 1],
+                            ["s"] * n, ["c1", "c1", "c2", "c3", "c3", "c2"], np.ones(n)))
+    return path
+
+
+@pytest.fixture()
+def cfg():
+    return default_config()["prompts"]
+
+
+def test_label_and_class_description(train_h5, cfg):
+    df = build_prompts("label", train_h5, cfg, words, 77)
+    assert df["prompt"].tolist()[:2] == ["Histology image of healthy tissue", "Histology image of tumor tissue"]
+    cfg["class_descriptions"] = {"tumor": "colorectal adenocarcinoma epithelium"}
+    df = build_prompts("class_description", train_h5, cfg, words, 77)
+    assert df["prompt"][1] == "a histopathological image of an area with colorectal adenocarcinoma epithelium"
+    assert df["prompt"][0] == "a histopathological image of an area with healthy"
+
+
+def test_morphology_prompts_write_clusters_in_words(train_h5, cfg, tmp_path):
+    clusters = tmp_path / "c.tsv"
+    pd.DataFrame({"split": ["train"] * 6 + ["val"], "index": [0, 1, 2, 3, 4, 5, 0], "label": [0, 1, 1, 0, 1, 1, 0],
+                  "cluster": [0, 32, 32, 5, 1, 0, 3]}).to_csv(clusters, sep="\t", index=False)
+    df = build_prompts("morphology", train_h5, cfg, words, 77, clusters_tsv=clusters, out_tsv=tmp_path / "p.tsv", out_freq=tmp_path / "f.tsv")
+    assert df["prompt"][1] == "Histology image of tumor tissue, morphology type thirty-two"
+    freq = pd.read_csv(tmp_path / "f.tsv", sep="\t")
+    assert freq["count"].sum() == 6 and freq.iloc[0]["count"] == 2
+
+
+def test_clusters_that_do_not_line_up_are_refused(train_h5, cfg, tmp_path):
+    clusters = tmp_path / "c.tsv"
+    pd.DataFrame({"split": ["train"] * 3, "index": [0, 1, 2], "label": [0, 1, 1], "cluster": [0, 1, 2]}).to_csv(clusters, sep="\t", index=False)
+    with pytest.raises(InputError, match="rerun cluster_morphology"):
+        build_prompts("morphology", train_h5, cfg, words, 77, clusters_tsv=clusters)
+
+
+def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, caplog):
+    summaries = tmp_path / "s.tsv"
+    pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", ""]}).to_csv(summaries, sep="\t", index=False)
+    df = build_prompts("report", train_h5, cfg, words, 77, summaries_tsv=summaries)
+    assert df["prompt"][0] == "invasive ductal carcinoma; grade 3"
+    assert df["fallback"].tolist() == [False, False, True, True, True, True]
+    assert df["prompt"][2] == "Histology image of tumor tissue"
+    assert "have no report summary" in caplog.text
+    scores = tmp_path / "scores.tsv"
+    pd.DataFrame({"index": range(6), "tumor": [0.9, 0.1, 0.5, 0.0, 0.7, 0.2], "til": [0.0, 0.8, 0.1, 0.6, 0.2, 0.4]}).to_csv(scores, sep="\t", index=False)
+    cfg["patch_scores"] = str(scores)
+    df = build_prompts("report", train_h5, cfg, words, 77, summaries_tsv=summaries)
+    assert df["prompt"][0] == "high tumor; low til; invasive ductal carcinoma; grade 3"
+
+
+def test_overlong_prompts_are_counted_not_hidden(train_h5, cfg, caplog):
+    cfg["label_template"] = "Histology image of {label} tissue " + "very " * 80
+    df = build_prompts("label", train_h5, cfg, words, 77)
+    assert df["truncated"].all() and (df["n_tokens"] > 77).all()
+    assert "6 of 6 prompts exceed" in caplog.text

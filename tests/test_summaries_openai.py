@@ -1,0 +1,108 @@
+"""The real ``openai`` client against an OpenAI-compatible server on 127.0.0.1."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from histosynth.config import default_config
+from histosynth.text.summarize import summarize_reports
+
+from fake_openai import FakeOpenAI
+
+
+def words(s):
+    return len(s.split()) + 2
+
+
+def write_reports(path, n, special=None):
+    special = special or {}
+    rows = [{"case_id": f"C{i}", "text": f"CASE[C{i}] invasive carcinoma report {special.get(i, '')}"} for i in range(n)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def cfg_for(server, tmp_path, **openai):
+    cfg = default_config()["reports"]
+    cfg.update(path=str(tmp_path / "r.csv"), backend="openai", cache_dir=str(tmp_path / "cache"))
+    cfg["openai"].update(base_url=server.base_url, api_key_env="HISTOSYNTH_TEST_KEY", max_retries=3, **openai)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("HISTOSYNTH_TEST_KEY", "sk-test-secret")
+
+
+def test_retries_on_429_and_500_then_caches(tmp_path):
+    write_reports(tmp_path / "r.csv", 5, {1: "RATE-LIMIT", 3: "SERVER-ERROR"})
+    with FakeOpenAI() as server:
+        cfg = cfg_for(server, tmp_path, max_concurrency=2)
+        df = summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, words, progress=False)
+        assert sorted(server.requests) == sorted([f"C{i}" for i in range(5)] + ["C1", "C3"])  # one retry each
+        assert sorted(server.answered) == [f"C{i}" for i in range(5)]
+        assert server.auth == {"Bearer sk-test-secret"}
+        assert set(df["status"]) == {"requested"} and df.set_index("case_id").loc["C3", "summary"].endswith("case C3")
+        # a rerun asks nothing: everything comes from the cache
+        server.requests.clear()
+        df2 = summarize_reports(cfg["path"], tmp_path / "s2.tsv", cfg, words, progress=False)
+        assert server.requests == [] and set(df2["status"]) == {"cached"}
+        assert df2["summary"].tolist() == df["summary"].tolist()
+    # the key is never written to results
+    for f in [tmp_path / "s.tsv", *(tmp_path / "cache").iterdir()]:
+        assert "sk-test-secret" not in f.read_text()
+
+
+def test_token_budget_trims_long_answers(tmp_path):
+    write_reports(tmp_path / "r.csv", 1)
+    with FakeOpenAI() as server:
+        cfg = cfg_for(server, tmp_path)
+        cfg["max_tokens"] = 6  # "invasive ductal carcinoma" (3 words) + 2 specials fits, the rest does not
+        df = summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, words, progress=False)
+    assert df.loc[0, "summary"] == "invasive ductal carcinoma" and df.loc[0, "status"] == "truncated"
+
+
+def test_missing_api_key_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("HISTOSYNTH_TEST_KEY")
+    write_reports(tmp_path / "r.csv", 1)
+    with FakeOpenAI() as server:
+        cfg = cfg_for(server, tmp_path)
+        with pytest.raises(Exception, match="HISTOSYNTH_TEST_KEY"):
+            summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, words, progress=False)
+
+
+KILLABLE = """
+import sys
+from histosynth.config import default_config
+from histosynth.text.summarize import summarize_reports
+cfg = default_config()["reports"]
+cfg.update(path=sys.argv[1], backend="openai", cache_dir=sys.argv[2])
+cfg["openai"].update(base_url=sys.argv[3], api_key_env="HISTOSYNTH_TEST_KEY", max_concurrency=1)
+summarize_reports(cfg["path"], sys.argv[4], cfg, lambda s: len(s.split()) + 2, progress=False)
+"""
+
+
+def test_killed_run_resumes_without_asking_again(tmp_path):
+    n = 12
+    write_reports(tmp_path / "r.csv", n)
+    with FakeOpenAI(delay_s=0.15) as server:
+        proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path / "r.csv"), str(tmp_path / "cache"),
+                                 server.base_url, str(tmp_path / "s.tsv")], env=dict(os.environ), cwd=tmp_path)
+        deadline = time.time() + 60
+        while len(server.answered) < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=30)
+        time.sleep(0.3)  # let an in-flight answer be written or dropped
+        done_before = {p.stem for p in (tmp_path / "cache").glob("*.json")}
+        assert 4 <= len(done_before) < n, "the kill should land half-way"
+        assert not (tmp_path / "s.tsv").exists()
+        first_round = list(server.answered)
+        server.requests.clear()
+        cfg = cfg_for(server, tmp_path)
+        df = summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, words, progress=False)
+        assert len(server.requests) == n - len(done_before)
+        assert not set(server.requests) & set(first_round[: len(done_before)])
+        assert (df["status"] == "cached").sum() == len(done_before) and len(df) == n

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from _common import run
+from histosynth.models.clip_tokenizer import load_tokenizer
+from histosynth.text.prompts import build_prompts, token_counter
+
+
+def main(sm):
+    tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
+    build_prompts(
+        sm.params.strategy, sm.input.patches, sm.params.prompts, token_counter(tokenizer), tokenizer.model_max_length,
+        clusters_tsv=sm.input.get("clusters"), summaries_tsv=sm.input.get("summaries"),
+        out_tsv=sm.output.prompts, out_freq=sm.output.frequencies,
+    )
+
+
+run(snakemake, main)  # noqa: F821

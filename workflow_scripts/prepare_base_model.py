@@ -1,0 +1,9 @@
+from _common import run
+from histosynth.models.base_model import prepare_base_model
+
+
+def main(sm):
+    prepare_base_model(sm.params.name, sm.output.model)
+
+
+run(snakemake, main)  # noqa: F821

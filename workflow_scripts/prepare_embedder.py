@@ -1,0 +1,9 @@
+from _common import run
+from histosynth.models.embedder import prepare_embedder
+
+
+def main(sm):
+    prepare_embedder(sm.params.backbone, sm.output.model, image_size=sm.params.image_size)
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from _common import run
+from histosynth.models.clip_tokenizer import load_tokenizer
+from histosynth.text.prompts import token_counter
+from histosynth.text.summarize import summarize_reports
+
+
+def main(sm):
+    tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
+    summarize_reports(sm.input.reports, sm.output.summaries, sm.params.reports, token_counter(tokenizer))
+
+
+run(snakemake, main)  # noqa: F821
