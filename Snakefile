@@ -16,6 +16,8 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/morphology.smk"
 include: "rules/text.smk"
+include: "rules/classifier.smk"
+include: "rules/diffusion.smk"
 
 
 rule all:

@@ -27,7 +27,45 @@ def validate_config(config: dict) -> dict:
     from snakemake.utils import validate
 
     validate(config, str(CONFIG_SCHEMA))
+    _check_experiment_overrides(config)
     return config
+
+
+def _without_defaults(schema: dict) -> dict:
+    """The schema of a section with its defaults removed, to validate partial overrides."""
+    if isinstance(schema, dict):
+        return {k: _without_defaults(v) for k, v in schema.items() if k != "default"}
+    if isinstance(schema, list):
+        return [_without_defaults(v) for v in schema]
+    return schema
+
+
+def _check_experiment_overrides(config: dict) -> None:
+    """``experiments.<name>.train|sample`` may only name keys of the top-level sections, with valid values."""
+    import jsonschema
+
+    props = yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]
+    for name, exp in config.get("experiments", {}).items():
+        for section in ("train", "sample"):
+            override = exp.get(section) or {}
+            errors = sorted(jsonschema.Draft202012Validator(_without_defaults(props[section])).iter_errors(override), key=str)
+            if errors:
+                e = errors[0]
+                where = ".".join(["experiments", name, section, *map(str, e.absolute_path)])
+                raise InputError(f"config {where}: {e.message}")
+
+
+def settings_hash(*parts) -> str:
+    """Short stable hash of settings (e.g. to key training checkpoints by what produced them)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def experiment_settings(config: dict, experiment: str, section: str) -> dict:
+    """The top-level ``train`` / ``sample`` settings with the experiment's overrides applied."""
+    return {**config[section], **(config["experiments"][experiment].get(section) or {})}
 
 
 def default_config(**overrides) -> dict:

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .errors import InputError
-from .models.embedder import load_embedder, pick_device
+from .device import pick_device
+from .models.embedder import load_embedder
 from .patchfile import PatchFile
 
 log = logging.getLogger(__name__)

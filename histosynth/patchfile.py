@@ -49,6 +49,7 @@ class PatchBatch:
     slide_ids: Sequence[str]
     case_ids: Sequence[str]
     mpp: np.ndarray
+    extra: dict = field(default_factory=dict)  # values of PatchFileSpec.extra columns
 
     def __len__(self) -> int:
         return len(self.imgs)
@@ -62,6 +63,7 @@ class PatchFileSpec:
     label_names: list[str]
     coords_attrs: dict = field(default_factory=dict)
     root_attrs: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # additional per-patch columns: name -> "str" | "int" | "float"
 
 
 class PatchWriter:
@@ -85,6 +87,9 @@ class PatchWriter:
         h.create_dataset("slide_ids", (0,), STR_DTYPE, maxshape=(None,), chunks=(4096,))
         h.create_dataset("case_ids", (0,), STR_DTYPE, maxshape=(None,), chunks=(4096,))
         h.create_dataset("mpp", (0,), np.float32, maxshape=(None,), chunks=(4096,))
+        for name, kind in spec.extra.items():
+            dtype = {"str": STR_DTYPE, "int": np.int64, "float": np.float32}[kind]
+            h.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
         labels.attrs["label_names"] = np.array(list(spec.label_names), dtype=STR_DTYPE)
         for k, v in spec.coords_attrs.items():
             coords.attrs[k] = v
@@ -108,6 +113,7 @@ class PatchWriter:
             ("slide_ids", np.asarray(batch.slide_ids, dtype=object)),
             ("case_ids", np.asarray(batch.case_ids, dtype=object)),
             ("mpp", np.asarray(batch.mpp, np.float32)),
+            *((name, np.asarray(batch.extra[name], dtype=object if kind == "str" else None)) for name, kind in self.spec.extra.items()),
         ):
             ds = self._h5[name]
             ds.resize(end, axis=0)
@@ -160,6 +166,13 @@ class PatchFile:
 
     def __len__(self) -> int:
         return int(self.imgs.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        """An additional per-patch column (e.g. ``prompts`` and ``seeds`` of synthetic sets)."""
+        if name not in self._h5:
+            raise InputError(f"{self.path}: no column {name!r}")
+        ds = self._h5[name]
+        return ds.asstr()[:].astype(object) if h5py.check_string_dtype(ds.dtype) else ds[:]
 
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Pixels of the given rows, in the order given."""

@@ -6,6 +6,8 @@ sys.path.insert(0, workflow.basedir)  # the package is importable even when not 
 
 from histosynth.config import (
     check_output_names,
+    experiment_settings,
+    settings_hash,
     load_samples,
     sample_label_names,
     validate_config,
@@ -86,6 +88,18 @@ def prompt_inputs(wildcards):
     return inputs
 
 
+def train_settings(wildcards):
+    return experiment_settings(config, wildcards.experiment, "train")
+
+
+def sample_settings(wildcards):
+    return experiment_settings(config, wildcards.experiment, "sample")
+
+
+def resolution(wildcards):
+    return train_settings(wildcards)["resolution"] or config["tiling"]["patch_size"]
+
+
 def uses_strategy(name):
     return any(e["prompts"] == name for e in EXPERIMENTS.values())
 
@@ -99,6 +113,9 @@ def final_outputs():
         "results/patches/summary.tsv",
         "results/patches/examples.png",
         *expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
+        "results/classifier/metrics.json",
+        *expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
+        *expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
     ]
     if uses_strategy("morphology"):
         outputs += ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]

@@ -63,3 +63,16 @@ def test_config_readme_documents_every_schema_key():
     readme = (REPO_ROOT / "config" / "README.md").read_text()
     assert config_reference_markdown() in readme, "regenerate the table: python -m histosynth.config"
     assert "`morphology.k`" in readme and "`experiments.<name>.prompts`" in readme
+
+
+def test_experiment_overrides_are_checked_and_merged():
+    from histosynth.config import experiment_settings
+
+    cfg = default_config(experiments={"big": {"prompts": "label", "train": {"rank": 16}, "sample": {"scheduler": "euler"}}})
+    assert experiment_settings(cfg, "big", "train")["rank"] == 16
+    assert experiment_settings(cfg, "big", "train")["max_steps"] == cfg["train"]["max_steps"]
+    assert experiment_settings(cfg, "big", "sample")["scheduler"] == "euler"
+    with pytest.raises(InputError, match=r"experiments\.big\.train.*'rnak'"):
+        default_config(experiments={"big": {"prompts": "label", "train": {"rnak": 16}}})
+    with pytest.raises(InputError, match=r"experiments\.big\.sample\.scheduler"):
+        default_config(experiments={"big": {"prompts": "label", "sample": {"scheduler": "magic"}}})

@@ -1,5 +1,7 @@
 """The real workflow, run by snakemake in a temporary working directory."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +22,10 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "split": {"val": 0.25, "test": 0.25, "seed": 0},
         "embedding": {"num_workers": 0},
         "morphology": {"k": 2, "sweep": [2, 3]},
+        "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "validation_every": 6, "validation_images_per_class": 1},
+        "sample": {"steps": 2, "per_class": 2, "batch_size": 4},
+        "classifier": {"epochs": 1},
+        "filter": {"max_rounds": 1},
         **extra,
     }
     path = workdir / "config.yaml"
@@ -89,9 +95,35 @@ def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "all"}
+    assert rules == {"build_prompts", "cache_latents", "train_lora", "sample", "filter_synthetic", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
+    assert "results/models/label_only/lora" not in res.stdout
+
+
+def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sample"].update(guidance_scale=3.0))
+    assert rules == {"sample", "filter_synthetic", "all"}
+
+
+def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
+    assert rules == {"sample", "filter_synthetic", "all"}
+    res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
+    assert "results/synthetic/report/raw.h5" in res.stdout and "results/synthetic/label_only/raw.h5" not in res.stdout
+
+
+def test_diffusion_outputs(finished_run):
+    wd, _ = finished_run
+    for exp in ("label_only", "morphology", "report"):
+        assert (wd / f"results/models/{exp}/lora/pytorch_lora_weights.safetensors").is_file()
+        assert check_patch_file(wd / f"results/synthetic/{exp}/raw.h5") > 0
+        check_patch_file(wd / f"results/synthetic/{exp}/filtered.h5")
+        assert len(pd.read_csv(wd / f"results/models/{exp}/loss.tsv", sep="\t")) == 6
+    metrics = json.loads((wd / "results/classifier/metrics.json").read_text())
+    assert "macro_auc" in metrics["test"]
 
 
 def test_prompts_for_every_experiment(finished_run):

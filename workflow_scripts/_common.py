@@ -4,6 +4,7 @@ and turn input errors into one clear line instead of a traceback."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +24,11 @@ def run(snakemake, main) -> None:
     logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger(f"histosynth.rule.{snakemake.rule}")
+    # BLAS / torch threads follow the rule's `threads`, so parallel jobs do not oversubscribe cores
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(max(1, snakemake.threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     try:
         main(snakemake)
     except InputError as e:

@@ -60,18 +60,6 @@ class Embedder:
     meta: dict
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embedder:
     import torch
 

@@ -1,0 +1,203 @@
+"""``train_classifier``: torchvision ResNet-18 on the real train split (the LoRA paper's filter).
+
+ImageNet weights come from a local file when ``classifier.weights`` names one (torchvision's
+``resnet18-f37072fd.pth`` or a safetensors copy), otherwise the network starts from random init.
+Model selection keeps the epoch with the best validation macro AUC, as the paper does; test
+metrics (accuracy, macro AUC, per-class report) come from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .device import pick_device
+from .errors import InputError
+from .patchfile import PatchFile
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "classifier.json"
+
+
+def build_resnet18(n_classes: int, weights: str = ""):
+    import torch
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    if weights:
+        p = Path(weights)
+        if not p.is_file():
+            raise InputError(f"classifier.weights {p} does not exist")
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(p)
+        else:
+            state = torch.load(p, weights_only=True, map_location="cpu")
+        net.load_state_dict(state)
+    net.fc = torch.nn.Linear(net.fc.in_features, n_classes)
+    return net
+
+
+def to_tensor(imgs: np.ndarray, size: int):
+    """uint8 (B,S,S,3) -> normalised float (B,3,size,size)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def predict_proba(net, imgs: np.ndarray, size: int, device: str, batch: int = 128) -> np.ndarray:
+    import torch
+
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(imgs), batch):
+            out.append(torch.softmax(net(to_tensor(imgs[s : s + batch], size).to(device)), dim=1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.fc.out_features), np.float32)
+
+
+def predict_file(net, patch_h5, size: int, device: str, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities for every patch of a file (streamed) and its labels."""
+    probs = []
+    with PatchFile(patch_h5) as pf:
+        labels = pf.labels
+        for _, imgs in pf.iter_batches(batch):
+            probs.append(predict_proba(net, imgs, size, device, batch))
+    return (np.concatenate(probs) if probs else np.zeros((0, net.fc.out_features), np.float32)), labels
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float:
+    """One-vs-rest macro AUC over the classes present (sklearn); NaN when fewer than two are."""
+    from sklearn.metrics import roc_auc_score
+
+    present = np.unique(labels)
+    if len(present) < 2:
+        return float("nan")
+    if n_classes == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    p = probs[:, present]
+    p = p / p.sum(axis=1, keepdims=True)
+    if len(present) == 2:
+        return float(roc_auc_score(labels == present[1], p[:, 1]))
+    return float(roc_auc_score(labels, p, multi_class="ovr", average="macro", labels=present))
+
+
+def evaluate(labels, probs, label_names) -> dict:
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    pred = probs.argmax(1)
+    idx = list(range(len(label_names)))
+    return {
+        "n": int(len(labels)), "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
+        "macro_auc": macro_auc(labels, probs, len(label_names)),
+        "macro_f1": float(f1_score(labels, pred, labels=idx, average="macro", zero_division=0)) if len(labels) else float("nan"),
+        "per_class": classification_report(labels, pred, labels=idx, target_names=label_names, output_dict=True, zero_division=0)
+        if len(labels) else {},
+    }
+
+
+def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True) -> dict:
+    import torch
+
+    torch.manual_seed(cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    device = pick_device(cfg["device"])
+    with PatchFile(train_h5) as pf:
+        labels, names, n = pf.labels, pf.label_names, len(pf)
+    if n == 0:
+        raise InputError(f"{train_h5}: empty training split; cannot train the classifier")
+    if (labels < 0).any():
+        raise InputError(f"{train_h5}: {(labels < 0).sum()} unlabelled patches; the classifier needs labels")
+    missing = [names[c] for c in range(len(names)) if not (labels == c).any()]
+    if missing:
+        log.warning("classifier: no training patches for class(es) %s; it can never predict them", missing)
+    net = build_resnet18(len(names), cfg["weights"]).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["learning_rate"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    best, best_auc, history = None, -1.0, []
+    t0 = time.perf_counter()
+    with PatchFile(train_h5) as pf:
+        for epoch in range(1, cfg["epochs"] + 1):
+            net.train()
+            order = rng.permutation(n)
+            total = 0.0
+            for s in tqdm(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
+                rows = order[s : s + cfg["batch_size"]]
+                imgs = pf.read(rows)
+                flip = rng.random(len(rows)) < 0.5
+                imgs[flip] = imgs[flip, :, ::-1]  # horizontal flips
+                x = to_tensor(imgs, image_size).to(device)
+                y = torch.from_numpy(labels[rows]).to(device)
+                opt.zero_grad()
+                loss = loss_fn(net(x), y)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(rows)
+            vprobs, vlabels = predict_file(net, val_h5, image_size, device)
+            vauc = macro_auc(vlabels, vprobs, len(names))
+            score = vauc if np.isfinite(vauc) else -total  # no usable validation: keep the lowest training loss
+            history.append({"epoch": epoch, "train_loss": total / n, "val_macro_auc": vauc})
+            log.info("classifier epoch %d: train loss %.4f, val macro AUC %.4f", epoch, total / n, vauc)
+            if score > best_auc or best is None:
+                best_auc, best = score, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best)
+    seconds = time.perf_counter() - t0
+    tprobs, tlabels = predict_file(net, test_h5, image_size, device)
+    metrics = {"test": evaluate(tlabels, tprobs, names), "history": history, "best_epoch": int(np.argmax(
+        [h["val_macro_auc"] if np.isfinite(h["val_macro_auc"]) else -h["train_loss"] for h in history]) + 1),
+        "image_size": image_size, "weights": cfg["weights"] or "random init", "seconds": seconds, "device": device,
+        "label_names": names}
+    save_classifier(net, out_dir, names, image_size)
+    with atomic_path(metrics_json) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    log.info("classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s", metrics["test"]["accuracy"],
+             metrics["test"]["macro_auc"], metrics["best_epoch"], seconds)
+    return metrics
+
+
+def save_classifier(net, out_dir, names, image_size: int) -> None:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps({"architecture": "torchvision.resnet18", "label_names": names,
+                                                   "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_classifier(folder, device: str = "auto"):
+    """(network, config) from a folder written by ``train_classifier`` (safetensors, no pickle)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / CONFIG_FILE).read_text())
+    net = build_resnet18(len(cfg["label_names"]))
+    net.load_state_dict(load_file(folder / MODEL_FILE))
+    device = pick_device(device)
+    return net.to(device).eval(), {**cfg, "device": device}

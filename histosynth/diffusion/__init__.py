@@ -1,0 +1,1 @@
+"""Stable Diffusion stages: latent cache, LoRA fine-tuning, sampling (diffusers + peft + accelerate)."""

@@ -1,0 +1,161 @@
+"""``sample``: synthetic patches from the base model + LoRA with a diffusers scheduler by name.
+
+Image i gets seed ``sample.seed + i`` through its own ``torch.Generator``, so the same seed gives
+the same image whatever the batch it lands in. Output: a patch HDF5 (the contract, plus
+``prompts``, ``seeds`` and ``round`` columns) and a PNG grid with a row per class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..device import pick_device
+from ..errors import InputError
+from ..patchfile import NO_COORD, PatchBatch, PatchFile, PatchFileSpec, PatchWriter, magnification_for_mpp
+from ..plots import image_grid
+from .train import LORA_FILE, LORA_META, base_fingerprint
+
+log = logging.getLogger(__name__)
+SYNTHETIC_COLUMNS = {"prompts": "str", "seeds": "int", "round": "int"}
+
+
+def scheduler_class(name: str):
+    import diffusers
+
+    table = {
+        "ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}),
+        "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+        "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+        "euler": ("EulerDiscreteScheduler", {}), "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+        "pndm": ("PNDMScheduler", {}), "unipc": ("UniPCMultistepScheduler", {}), "lms": ("LMSDiscreteScheduler", {}),
+        "heun": ("HeunDiscreteScheduler", {}),
+    }
+    if name not in table:
+        raise InputError(f"sample.scheduler {name!r} is not one of {sorted(table)}")
+    cls, kwargs = table[name]
+    return getattr(diffusers, cls), kwargs
+
+
+def load_pipeline(base_dir, lora_dir, scheduler: str, device: str):
+    """Plain diffusers: ``from_pretrained(base)`` then ``load_lora_weights(lora_dir)``."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    base, lora = Path(base_dir), Path(lora_dir) if lora_dir else None
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
+    if lora is not None:
+        if not (lora / LORA_FILE).is_file():
+            raise InputError(f"LoRA folder {lora} has no {LORA_FILE}")
+        meta_file = lora / LORA_META
+        if meta_file.is_file():
+            trained_on = json.loads(meta_file.read_text())["base_model"]
+            here = base_fingerprint(base)
+            if trained_on != here:
+                raise InputError(f"LoRA {lora} was trained on base model {trained_on}, not on {base} ({here}); retrain it")
+        try:
+            pipe.load_lora_weights(lora)
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise InputError(f"LoRA {lora} does not fit base model {base}: {e}") from e
+    cls, kwargs = scheduler_class(scheduler)
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)
+    device = pick_device(device)
+    pipe.to(device, torch.float16 if device == "cuda" else torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def plan_samples(prompts_tsv, cfg: dict) -> pd.DataFrame:
+    """Which prompt and seed each synthetic image gets.
+
+    ``per_prompt``: every distinct training prompt N times. Otherwise ``per_class`` images per
+    class, spread over that class's training prompts in proportion to how often they occur
+    (largest remainders), so a class's synthetic set mirrors its prompt mix.
+    """
+    p = pd.read_csv(prompts_tsv, sep="\t", keep_default_na=False)
+    freq = p.groupby(["label", "label_name", "prompt"]).size().rename("n").reset_index()
+    rows = []
+    if cfg.get("per_prompt"):
+        for r in freq.itertuples():
+            rows += [(r.label, r.label_name, r.prompt)] * cfg["per_prompt"]
+    else:
+        for (lab, name), part in freq.groupby(["label", "label_name"], sort=True):
+            share = part["n"].to_numpy() / part["n"].sum() * cfg["per_class"]
+            count = np.floor(share).astype(int)
+            for j in np.argsort(-(share - count), kind="stable")[: cfg["per_class"] - count.sum()]:
+                count[j] += 1
+            for prompt, c in zip(part["prompt"], count):
+                rows += [(lab, name, prompt)] * int(c)
+    plan = pd.DataFrame(rows, columns=["label", "label_name", "prompt"])
+    plan["seed"] = cfg["seed"] + np.arange(len(plan))
+    return plan
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], cfg: dict, resolution: int) -> np.ndarray:
+    """uint8 (N, R, R, 3); one generator per image."""
+    import torch
+
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    kwargs = dict(num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"], generator=gens, height=resolution,
+                  width=resolution, output_type="np", eta=cfg["eta"])
+    if cfg["negative_prompt"]:
+        kwargs["negative_prompt"] = [cfg["negative_prompt"]] * len(prompts)
+    out = pipe(list(prompts), **kwargs).images
+    if not np.isfinite(out).all():
+        raise FloatingPointError("sampling produced NaN pixels (fp16 overflow?); try sample.device cpu or another scheduler")
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def synthetic_spec(train_h5, experiment: str, resolution: int, sample_cfg: dict) -> PatchFileSpec:
+    with PatchFile(train_h5) as pf:
+        names, mpp = pf.label_names, float(pf.coords_attrs.get("mpp", np.nan))
+    stored = mpp * pf.patch_size / resolution if np.isfinite(mpp) else np.nan
+    return PatchFileSpec(resolution, names,
+                         coords_attrs=dict(patch_size=resolution, patch_level=-1, downsample=np.array([1.0, 1.0]),
+                                           mpp=stored, magnification=magnification_for_mpp(stored), name=experiment),
+                         root_attrs=dict(source="synthetic", experiment=experiment, sample_settings=json.dumps(sample_cfg)),
+                         extra=SYNTHETIC_COLUMNS)
+
+
+def write_batches(writer: PatchWriter, imgs, labels, prompts, seeds, round_no: int, experiment: str) -> None:
+    n = len(imgs)
+    writer.append(PatchBatch(imgs, np.full((n, 2), NO_COORD), labels, [f"synthetic:{experiment}"] * n,
+                             [f"synthetic:{experiment}:{s}" for s in seeds], np.full(n, writer.spec.coords_attrs["mpp"]),
+                             extra={"prompts": list(prompts), "seeds": list(seeds), "round": [round_no] * n}))
+
+
+def class_grid(h5, out_png, per_class: int = 8) -> None:
+    rows = []
+    with PatchFile(h5) as pf:
+        for lab in np.unique(pf.labels):
+            idx = np.flatnonzero(pf.labels == lab)[:per_class]
+            rows.append((f"{pf.label_names[lab]} (n={(pf.labels == lab).sum()})", pf.read(idx)))
+    image_grid(rows, out_png, columns=per_class)
+
+
+def sample(base_dir, lora_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
+           progress: bool = True) -> dict:
+    plan = plan_samples(prompts_tsv, cfg)
+    if plan.empty:
+        raise InputError(f"{prompts_tsv}: no prompts to sample from")
+    pipe = load_pipeline(base_dir, lora_dir, cfg["scheduler"], cfg["device"])
+    spec = synthetic_spec(train_h5, experiment, resolution, cfg)
+    t0 = time.perf_counter()
+    with PatchWriter(out_h5, spec) as w:
+        for s in tqdm(range(0, len(plan), cfg["batch_size"]), desc=f"sample {experiment}", unit="batch", disable=not progress, mininterval=2):
+            part = plan.iloc[s : s + cfg["batch_size"]]
+            imgs = generate(pipe, part["prompt"].tolist(), part["seed"].tolist(), cfg, resolution)
+            write_batches(w, imgs, part["label"].to_numpy(), part["prompt"], part["seed"].to_numpy(), 0, experiment)
+    seconds = time.perf_counter() - t0
+    class_grid(out_h5, grid_png)
+    rate = len(plan) / max(seconds, 1e-9)
+    log.info("sampled %d images (%d classes, %d distinct prompts) with %s, %d steps, CFG %.1f at %d px: %.2f images/s on %s",
+             len(plan), plan["label"].nunique(), plan["prompt"].nunique(), cfg["scheduler"], cfg["steps"], cfg["guidance_scale"],
+             resolution, rate, pipe.device)
+    return {"n": len(plan), "seconds": seconds, "images_per_s": rate, "device": str(pipe.device)}

@@ -1,0 +1,27 @@
+# Classifier: ResNet-18 on the real train split (model selection by validation macro AUC).
+
+
+rule train_classifier:
+    input:
+        train="results/patches/train.h5",
+        val="results/patches/val.h5",
+        test="results/patches/test.h5",
+    output:
+        model=directory("results/classifier/model"),
+        metrics="results/classifier/metrics.json",
+    log:
+        "results/logs/train_classifier/classifier.log",
+    benchmark:
+        "results/benchmarks/train_classifier/classifier.tsv"
+    params:
+        classifier=config["classifier"],
+        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=6 * 60,
+        gpu=1,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/train_classifier.py"

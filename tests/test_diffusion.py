@@ -1,0 +1,186 @@
+"""LoRA fine-tuning, sampling, the classifier and the filter loop on tiny models (CPU)."""
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from histosynth.classifier import train_classifier
+from histosynth.config import default_config
+from histosynth.diffusion.filtering import filter_synthetic
+from histosynth.diffusion.latents import cache_latents
+from histosynth.diffusion.sample import generate, load_pipeline, sample
+from histosynth.diffusion.train import LORA_FILE, _checkpoints, fixed_batch_loss, train_lora
+from histosynth.errors import InputError
+from histosynth.models.base_model import prepare_base_model
+from histosynth.models.clip_tokenizer import load_tokenizer
+from histosynth.patchfile import PatchFile, check_patch_file
+from histosynth.split import split_patches
+from histosynth.text.prompts import build_prompts, token_counter
+from histosynth.tiling import TilingParams, tile_slide
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, demo_slide):
+    """Demo slide -> DAB-labelled 32 px patches -> split -> label prompts -> latent cache."""
+    d = tmp_path_factory.mktemp("diff")
+    cfg = default_config(tiling={"patch_size": 32, "mpp": 1.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}})
+    tile_slide(demo_slide, "d", "c", d / "tiles.h5", d / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+    split = {s: d / f"{s}.h5" for s in ("train", "val", "test")}
+    with PatchFile(d / "tiles.h5") as pf:
+        assert len(pf) >= 20
+    split_patches([d / "tiles.h5"], split, d / "m.tsv", None, 0, 0, 0)
+    base = prepare_base_model("tiny", d / "base")
+    tok = load_tokenizer(str(base / "tokenizer"))
+    build_prompts("label", split["train"], cfg["prompts"], token_counter(tok), 77, out_tsv=d / "prompts.tsv")
+    cache_latents(split["train"], d / "prompts.tsv", base, d / "latents.h5", 32, True, progress=False)
+    return {"dir": d, "base": base, "split": split, "prompts": d / "prompts.tsv", "latents": d / "latents.h5", "cfg": cfg}
+
+
+def train_cfg(**kw):
+    return default_config(train={"max_steps": 30, "batch_size": 8, "learning_rate": 2e-3, "checkpoint_every": 10,
+                                 "validation_every": 30, "validation_images_per_class": 2, **kw})["train"]
+
+
+def run_training(setup, name, cfg, **kw):
+    d = setup["dir"] / name
+    return train_lora(setup["latents"], setup["base"], d / "lora", d / "loss.tsv", d / "loss.png", d / "val", d / "ckpt", cfg,
+                      progress=False, **kw), d
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    summary, d = run_training(setup, "full", train_cfg())
+    return summary, d
+
+
+def test_latent_cache_holds_both_orientations_and_prompts(setup):
+    with h5py.File(setup["latents"], "r") as h:
+        assert h["latent_mean"].shape[1:] == (4, 8, 8) and "latent_mean_flip" in h
+        assert not np.allclose(h["latent_mean"][0], h["latent_mean_flip"][0])
+        assert h["prompt_embeds"].shape[0] == len(set(pd.read_csv(setup["prompts"], sep="\t")["prompt"])) + 1
+        assert h["prompts"].asstr()[-1] == ""  # the unconditional prompt for CFG dropout
+
+
+def test_lora_training_lowers_the_loss(setup, trained):
+    summary, d = trained
+    before = fixed_batch_loss(setup["latents"], setup["base"])
+    after = fixed_batch_loss(setup["latents"], setup["base"], d / "lora")
+    assert after < before
+    assert (d / "lora" / LORA_FILE).is_file() and (d / "loss.png").stat().st_size > 0
+    assert len(pd.read_csv(d / "loss.tsv", sep="\t")) == 30
+    assert list((d / "val").glob("step-*.png"))
+
+
+def test_lora_loads_into_plain_diffusers_and_changes_output(setup, trained):
+    from diffusers import StableDiffusionPipeline
+
+    _, d = trained
+    prompt = pd.read_csv(setup["prompts"], sep="\t")["prompt"][0]
+
+    def image(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(prompt, num_inference_steps=5, generator=torch.Generator().manual_seed(0), height=32, width=32, output_type="np").images[0]
+
+    plain = StableDiffusionPipeline.from_pretrained(setup["base"])
+    adapted = StableDiffusionPipeline.from_pretrained(setup["base"])
+    adapted.load_lora_weights(d / "lora")
+    assert np.abs(image(plain) - image(adapted)).mean() > 1e-4
+
+
+def test_killed_training_resumes_from_its_checkpoint_exactly(setup, trained):
+    cfg = train_cfg()
+    stopped, d = run_training(setup, "resumed", cfg, stop_after_step=20)
+    assert stopped == {"stopped_at": 20} and [s for s, _ in _checkpoints(d / "ckpt")] == [10, 20]
+    assert not (d / "lora").exists()
+    summary, _ = run_training(setup, "resumed", cfg)
+    assert summary["resumed_from"] == 20
+    from safetensors.torch import load_file
+
+    a = load_file(trained[1] / "lora" / LORA_FILE)
+    b = load_file(d / "lora" / LORA_FILE)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert pd.read_csv(d / "loss.tsv", sep="\t")["step"].tolist() == list(range(1, 31))
+
+
+def test_nan_loss_stops_without_saving(setup, tmp_path):
+    bad = tmp_path / "nan.h5"
+    bad.write_bytes(setup["latents"].read_bytes())
+    with h5py.File(bad, "r+") as h:
+        h["latent_mean"][...] = np.nan
+        h["latent_mean_flip"][...] = np.nan
+    d = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        train_lora(bad, setup["base"], d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False)
+    assert not (d / "lora").exists()
+
+
+def test_empty_training_set_is_refused(setup, tmp_path):
+    from histosynth.patchfile import PatchFileSpec, PatchWriter
+
+    with PatchWriter(tmp_path / "empty.h5", PatchFileSpec(32, ["a"], {})):
+        pass
+    (tmp_path / "p.tsv").write_text("index\tlabel\tlabel_name\tprompt\n")
+    with pytest.raises(InputError, match="empty"):
+        cache_latents(tmp_path / "empty.h5", tmp_path / "p.tsv", setup["base"], tmp_path / "l.h5", 32, True, progress=False)
+
+
+def test_sampling_is_reproducible_per_seed(setup, trained):
+    pipe = load_pipeline(setup["base"], trained[1] / "lora", "dpmsolver++", "cpu")
+    cfg = default_config(sample={"steps": 4})["sample"]
+    prompt = "Histology image of DAB-positive tissue"
+    batch = generate(pipe, [prompt, prompt, prompt], [5, 6, 7], cfg, 32)
+    alone = generate(pipe, [prompt], [6], cfg, 32)
+    assert np.array_equal(batch[1], alone[0])
+    assert not np.array_equal(batch[0], batch[1])
+
+
+def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
+    meta = json.loads((trained[1] / "lora" / "histosynth_lora.json").read_text())
+    other = tmp_path / "lora"
+    other.mkdir()
+    (other / LORA_FILE).write_bytes((trained[1] / "lora" / LORA_FILE).read_bytes())
+    meta["base_model"]["cross_attention_dim"] = 768
+    (other / "histosynth_lora.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="was trained on base model"):
+        load_pipeline(setup["base"], other, "ddim", "cpu")
+
+
+def test_sample_and_filter_loop(setup, trained):
+    d = setup["dir"] / "synthetic"
+    cfg = default_config(sample={"steps": 3, "per_class": 4, "batch_size": 4}, filter={"max_rounds": 2, "min_confidence": 0.0},
+                         classifier={"epochs": 1})
+    s = sample(setup["base"], trained[1] / "lora", setup["prompts"], setup["split"]["train"], d / "raw.h5", d / "raw.png",
+               cfg["sample"], 32, "exp")
+    with PatchFile(d / "raw.h5") as pf:
+        n_classes = len(np.unique(pf.labels))
+        assert len(pf) == 4 * n_classes == s["n"] and list(pf.column("seeds")) == list(range(len(pf)))
+    train_classifier(setup["split"]["train"], setup["split"]["val"], setup["split"]["test"], d / "clf", d / "clf.json",
+                     cfg["classifier"], 32, progress=False)
+    res = filter_synthetic(d / "raw.h5", d / "clf", setup["base"], trained[1] / "lora", setup["split"]["train"], d / "f.h5",
+                           d / "acc.tsv", d / "acc.png", d / "fgrid.png", cfg["filter"], cfg["sample"], 32, "exp")
+    acc = pd.read_csv(d / "acc.tsv", sep="\t")
+    assert acc["round"].max() <= 2 and res["rounds_run"] <= 3
+    assert check_patch_file(d / "f.h5") == res["accepted"] == sum(r["accepted"] for r in res["per_class"])
+    assert {r["label_name"] for r in res["per_class"]} == set(acc["label_name"])
+    for r in res["per_class"]:
+        assert 0 <= r["acceptance"] <= 1
+    with PatchFile(d / "f.h5") as pf:  # accepted images keep prompt class and carry their round
+        assert set(pf.column("round")) <= {0, 1, 2}
+
+
+def test_classifier_beats_chance_on_pathmnist(shared_data, tmp_path):
+    from histosynth.importers import import_patches
+
+    import_patches({"name": "pm", "format": "medmnist", "path": str(shared_data / "patches/pathmnist/pathmnist_train_first1000_28.npz")},
+                   tmp_path / "pm.h5", 28, progress=False)
+    split = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
+    split_patches([tmp_path / "pm.h5"], split, tmp_path / "m.tsv", None, 0.15, 0.2, 0)
+    cfg = default_config(classifier={"epochs": 5, "learning_rate": 1e-3})["classifier"]
+    m = train_classifier(split["train"], split["val"], split["test"], tmp_path / "clf", tmp_path / "m.json", cfg, 28, progress=False)
+    assert m["test"]["n"] == 200
+    print("PathMNIST classifier:", m["test"]["accuracy"], m["test"]["macro_auc"])
+    assert m["test"]["accuracy"] > 0.4 and m["test"]["macro_auc"] > 0.85  # chance: 0.11 and 0.5
