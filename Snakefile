@@ -18,6 +18,8 @@ include: "rules/morphology.smk"
 include: "rules/text.smk"
 include: "rules/classifier.smk"
 include: "rules/diffusion.smk"
+include: "rules/evaluation.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -116,61 +116,76 @@ def evaluate(labels, probs, label_names) -> dict:
 
 
 def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True) -> dict:
+    """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``."""
     import torch
 
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     device = pick_device(cfg["device"])
-    with PatchFile(train_h5) as pf:
-        labels, names, n = pf.labels, pf.label_names, len(pf)
-    if n == 0:
-        raise InputError(f"{train_h5}: empty training split; cannot train the classifier")
-    if (labels < 0).any():
-        raise InputError(f"{train_h5}: {(labels < 0).sum()} unlabelled patches; the classifier needs labels")
-    missing = [names[c] for c in range(len(names)) if not (labels == c).any()]
-    if missing:
-        log.warning("classifier: no training patches for class(es) %s; it can never predict them", missing)
-    net = build_resnet18(len(names), cfg["weights"]).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["learning_rate"])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    best, best_auc, history = None, -1.0, []
-    t0 = time.perf_counter()
-    with PatchFile(train_h5) as pf:
+    train_files = [train_h5] if isinstance(train_h5, (str, os.PathLike)) else list(train_h5)
+    sources = [PatchFile(p) for p in train_files]
+    try:
+        names = sources[0].label_names
+        for pf in sources[1:]:
+            if pf.label_names != names:
+                raise InputError(f"{pf.path} has classes {pf.label_names}, {sources[0].path} has {names}")
+        rows = np.concatenate([np.stack([np.full(len(pf), i), np.arange(len(pf))], 1) for i, pf in enumerate(sources)])
+        labels = np.concatenate([pf.labels for pf in sources])
+        n = len(rows)
+        if n == 0:
+            raise InputError(f"{', '.join(map(str, train_files))}: no training patches; cannot train the classifier")
+        if (labels < 0).any():
+            raise InputError(f"{(labels < 0).sum()} unlabelled training patches; the classifier needs labels")
+        missing = [names[c] for c in range(len(names)) if not (labels == c).any()]
+        if missing:
+            log.warning("classifier: no training patches for class(es) %s; it can never predict them", missing)
+        net = build_resnet18(len(names), cfg["weights"]).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg["learning_rate"])
+        loss_fn = torch.nn.CrossEntropyLoss()
+        best, best_score, history = None, -np.inf, []
+        t0 = time.perf_counter()
         for epoch in range(1, cfg["epochs"] + 1):
             net.train()
             order = rng.permutation(n)
             total = 0.0
             for s in tqdm(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
-                rows = order[s : s + cfg["batch_size"]]
-                imgs = pf.read(rows)
-                flip = rng.random(len(rows)) < 0.5
-                imgs[flip] = imgs[flip, :, ::-1]  # horizontal flips
-                x = to_tensor(imgs, image_size).to(device)
-                y = torch.from_numpy(labels[rows]).to(device)
+                batch = order[s : s + cfg["batch_size"]]
+                parts = []
+                for i, pf in enumerate(sources):  # read each file's rows together, resize to one size
+                    sel = batch[rows[batch, 0] == i]
+                    if len(sel):
+                        parts.append((sel, to_tensor(pf.read(rows[sel, 1]), image_size)))
+                x = torch.cat([t for _, t in parts])
+                y = torch.from_numpy(np.concatenate([labels[sel] for sel, _ in parts]))
+                flip = torch.from_numpy(rng.random(len(x)) < 0.5)
+                x[flip] = x[flip].flip(-1)  # horizontal flips
                 opt.zero_grad()
-                loss = loss_fn(net(x), y)
+                loss = loss_fn(net(x.to(device)), y.to(device))
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(rows)
+                total += loss.item() * len(x)
             vprobs, vlabels = predict_file(net, val_h5, image_size, device)
             vauc = macro_auc(vlabels, vprobs, len(names))
             score = vauc if np.isfinite(vauc) else -total  # no usable validation: keep the lowest training loss
             history.append({"epoch": epoch, "train_loss": total / n, "val_macro_auc": vauc})
             log.info("classifier epoch %d: train loss %.4f, val macro AUC %.4f", epoch, total / n, vauc)
-            if score > best_auc or best is None:
-                best_auc, best = score, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    finally:
+        for pf in sources:
+            pf.close()
     net.load_state_dict(best)
     seconds = time.perf_counter() - t0
     tprobs, tlabels = predict_file(net, test_h5, image_size, device)
-    metrics = {"test": evaluate(tlabels, tprobs, names), "history": history, "best_epoch": int(np.argmax(
-        [h["val_macro_auc"] if np.isfinite(h["val_macro_auc"]) else -h["train_loss"] for h in history]) + 1),
-        "image_size": image_size, "weights": cfg["weights"] or "random init", "seconds": seconds, "device": device,
-        "label_names": names}
+    metrics = {"test": evaluate(tlabels, tprobs, names), "history": history, "best_epoch": best_epoch, "image_size": image_size,
+               "weights": cfg["weights"] or "random init", "seconds": seconds, "device": device, "label_names": names,
+               "train_files": [str(p) for p in train_files], "n_train": int(n), "test_file": str(test_h5)}
     save_classifier(net, out_dir, names, image_size)
     with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
     log.info("classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s", metrics["test"]["accuracy"],
-             metrics["test"]["macro_auc"], metrics["best_epoch"], seconds)
+             metrics["test"]["macro_auc"], best_epoch, seconds)
     return metrics
 
 

@@ -2,6 +2,8 @@
 import re
 import sys
 
+import pandas as pd
+
 sys.path.insert(0, workflow.basedir)  # the package is importable even when not pip-installed
 
 from histosynth.config import (
@@ -33,6 +35,7 @@ wildcard_constraints:
     demo_slide=r"demo_\d+",
     split="|".join(SPLITS),
     experiment=_alternation(list(EXPERIMENTS)),
+    kind="inception|embedding",
 
 
 def slide_path(wildcards):
@@ -44,7 +47,7 @@ def slide_value(column):
 
     def get(wildcards):
         value = SAMPLES.loc[wildcards.slide, column]
-        return None if value is None or value != value else str(value)
+        return None if pd.isna(value) else str(value)
 
     return get
 
@@ -100,6 +103,11 @@ def resolution(wildcards):
     return train_settings(wildcards)["resolution"] or config["tiling"]["patch_size"]
 
 
+def reference_feature_files():
+    kinds = sorted({config["evaluation"]["fid_extractor"], "embedding"})
+    return [f"results/eval/reference/{kind}.h5" for kind in kinds]
+
+
 def uses_strategy(name):
     return any(e["prompts"] == name for e in EXPERIMENTS.values())
 
@@ -116,6 +124,7 @@ def final_outputs():
         "results/classifier/metrics.json",
         *expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
         *expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
+        "results/report/index.html",
     ]
     if uses_strategy("morphology"):
         outputs += ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]

@@ -1,6 +1,14 @@
 """The real workflow, run by snakemake in a temporary working directory."""
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +18,7 @@ import yaml
 from histosynth.patchfile import PatchFile, check_patch_file
 
 pytestmark = pytest.mark.workflow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(workdir, samples_rows, datasets=(), **extra):
@@ -26,6 +35,7 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "sample": {"steps": 2, "per_class": 2, "batch_size": 4},
         "classifier": {"epochs": 1},
         "filter": {"max_rounds": 1},
+        "evaluation": {"fid_extractor": "embedding", "downstream_epochs": 1},
         **extra,
     }
     path = workdir / "config.yaml"
@@ -95,7 +105,7 @@ def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "cache_latents", "train_lora", "sample", "filter_synthetic", "all"}
+    assert rules == {"build_prompts", "cache_latents", "train_lora", "sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
     assert "results/models/label_only/lora" not in res.stdout
@@ -104,13 +114,14 @@ def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snak
 def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sample"].update(guidance_scale=3.0))
-    assert rules == {"sample", "filter_synthetic", "all"}
+    # sampling, the filter, evaluation and the report; no tiling, embedding, training
+    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
 
 
 def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
-    assert rules == {"sample", "filter_synthetic", "all"}
+    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/synthetic/report/raw.h5" in res.stdout and "results/synthetic/label_only/raw.h5" not in res.stdout
 
@@ -173,3 +184,72 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path, run_snakemake):
     assert not (tmp_path / "results/tiles/broken.h5").exists()
     assert "slide 'broken'" in out and "not a whole-slide image" in out
     assert not (tmp_path / "results/patches/train.h5").exists()
+
+
+def test_report_is_self_contained_and_complete(finished_run):
+    wd, _ = finished_run
+    html = (wd / "results/report/index.html").read_text()
+    for exp in ("label_only", "morphology", "report"):
+        assert f"<h3>{exp} " in html
+        for metric in ("fid", "fd_embedding", "kid", "prdc", "classifier_agreement", "downstream"):
+            doc = json.loads((wd / f"results/eval/{exp}/{metric}.json").read_text())
+            assert doc["metric"] == metric and doc["experiment"] == exp
+    srcs = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert len(srcs) >= 3 * 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in html and "https://" not in html.replace("https://json-schema.org", "")
+    assert "not Inception features" in html
+
+
+def test_snakemake_report_builds(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    res = run_snakemake(wd, "--configfile", str(cfg), "--report", str(wd / "snakemake_report.zip"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (wd / "snakemake_report.zip").stat().st_size > 10_000
+
+
+def test_lint_is_clean():
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "Congratulations" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+
+
+def test_every_rule_declares_a_conda_env():
+    envs = {p.name for p in (REPO / "envs").glob("*.yaml")}
+    for smk in (REPO / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n|\n)+)", text, re.M):
+            if rule == "all":
+                continue
+            env = re.search(r'conda:\n\s+"\.\./envs/([\w.-]+)"', body)
+            assert env and env.group(1) in envs, f"{smk.name}: rule {rule} has no conda env from envs/"
+            assert "log:" in body and "benchmark:" in body, f"{smk.name}: rule {rule} lacks log or benchmark"
+
+
+def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path):
+    wd, cfg = finished_run
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, symlinks=True)
+    c = yaml.safe_load(cfg.read_text())
+    c["train"].update(max_steps=400, checkpoint_every=20, validation_every=1000)
+    longer = copy / "longer.yaml"
+    longer.write_text(yaml.safe_dump(c))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(copy), "--cores", "2",
+           "--configfile", str(longer)]
+    target = "results/models/label_only/lora"
+    proc = subprocess.Popen([*cmd, target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpts = copy / "results" / "checkpoints" / "label_only"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("*/step-0000040")):
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its job, as a scheduler or an OOM killer would
+    proc.wait(timeout=30)
+    assert not (copy / target / "pytorch_lora_weights.safetensors").exists()
+    subprocess.run([*cmd, "--unlock"], capture_output=True, timeout=120)
+    res = subprocess.run([*cmd, "--rerun-incomplete", target], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = (copy / "results/logs/train_lora/label_only.log").read_text()
+    resumed = int(re.search(r"resuming from checkpoint .* \(step (\d+) of 400\)", log).group(1))
+    assert resumed >= 40
+    summary = json.loads((copy / "results/models/label_only/train_summary.json").read_text())
+    assert summary["resumed_from"] == resumed and summary["steps"] == 400

@@ -1,0 +1,1 @@
+"""Evaluation: feature extraction, generative metrics, classifier metrics, the HTML report."""
