@@ -233,10 +233,13 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     c["train"].update(max_steps=400, checkpoint_every=20, validation_every=1000)
     longer = copy / "longer.yaml"
     longer.write_text(yaml.safe_dump(c))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(copy), "--cores", "2",
-           "--configfile", str(longer)]
     target = "results/models/label_only/lora"
-    proc = subprocess.Popen([*cmd, target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def cmd(*args):  # --configfile takes several values, so it goes last
+        return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(copy), "--cores", "2",
+                *args, "--configfile", str(longer)]
+
+    proc = subprocess.Popen(cmd(target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = copy / "results" / "checkpoints" / "label_only"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("*/step-0000040")):
@@ -245,8 +248,8 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its job, as a scheduler or an OOM killer would
     proc.wait(timeout=30)
     assert not (copy / target / "pytorch_lora_weights.safetensors").exists()
-    subprocess.run([*cmd, "--unlock"], capture_output=True, timeout=120)
-    res = subprocess.run([*cmd, "--rerun-incomplete", target], capture_output=True, text=True, timeout=900)
+    subprocess.run(cmd("--unlock"), capture_output=True, timeout=120)
+    res = subprocess.run(cmd("--rerun-incomplete", target), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     log = (copy / "results/logs/train_lora/label_only.log").read_text()
     resumed = int(re.search(r"resuming from checkpoint .* \(step (\d+) of 400\)", log).group(1))
