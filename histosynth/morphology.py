@@ -71,7 +71,7 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
     """Fit on train, assign every split; write ``out['assignments'|'centroids'|'sizes'|'sweep'|'examples']``."""
     k, per_label = cfg["k"], cfg["per_label"]
     groups = {None: np.ones(len(train_emb), bool)} if not per_label else {lab: split_labels["train"] == lab for lab in np.unique(split_labels["train"])}
-    rows, centroids, nearest = [], [], {}
+    rows, centroids = [], []
     for lab, sel in groups.items():
         sc, km = fit_clusters(train_emb[sel], k, cfg["scaler"], cfg["n_init"], cfg["seed"])
         for split, feats in split_embs.items():

@@ -67,6 +67,10 @@ def test_clusters_separate_distinct_tissues(patches, embedder, tmp_path):
     agree = (df.cluster == df.label).mean()
     assert max(agree, 1 - agree) > 0.95
     assert all(p.stat().st_size > 0 for p in out.values())
+    cfg["per_label"] = True
+    per = cluster_morphology(feats["train"], feats, labels, cfg, out, patches["train"])
+    assert per.groupby("label")["cluster"].nunique().tolist() == [2, 2]  # k clusters within each label
+    cfg["per_label"] = False
     cfg["k"] = 100
     with pytest.raises(InputError, match="morphology.k = 100"):
         cluster_morphology(feats["train"], feats, labels, cfg, out, patches["train"])

@@ -1,6 +1,5 @@
 """Tiling the real Aperio slide in ../shared/data (skipped where the data is absent)."""
 
-import numpy as np
 import pytest
 
 from histosynth.config import default_config

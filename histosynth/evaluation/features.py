@@ -9,7 +9,6 @@ for FD-DINO. Reference features of the real split are cached in ``results/eval/r
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 

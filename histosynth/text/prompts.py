@@ -14,7 +14,6 @@ flagged and logged, never truncated silently.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable
 
 import numpy as np
