@@ -52,3 +52,14 @@ def test_real_svs_patches_are_not_blank(tiled, mpp):
             flat = imgs.reshape(len(imgs), -1, 3).astype(float)
             assert (flat.mean(axis=(1, 2)) < 225).all()  # not glass
             assert (flat.std(axis=1).mean(axis=1) > 10).all()  # texture, not a flat colour
+
+
+def test_truncated_real_svs_fails_naming_the_slide(svs, tmp_path):
+    from histosynth.errors import InputError
+
+    bad = tmp_path / "truncated.svs"
+    bad.write_bytes(svs.read_bytes()[: svs.stat().st_size // 3])
+    params = TilingParams.from_config(default_config(tiling={"patch_size": 128, "mpp": 1.0})["tiling"])
+    with pytest.raises(InputError, match="slide 'CMU-1-truncated'"):
+        tile_slide(bad, "CMU-1-truncated", "c", tmp_path / "p.h5", tmp_path / "t.png", params, progress=False)
+    assert not (tmp_path / "p.h5").exists()
