@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_proba
+from ..errors import InputError
 from ..patchfile import PatchFile, PatchWriter
 from .sample import class_grid, generate, load_pipeline, synthetic_spec, write_batches
 
@@ -35,7 +36,8 @@ def filter_synthetic(raw_h5, classifier_dir, base_dir, lora_dir, train_h5, out_h
     with PatchFile(raw_h5) as raw:
         names = raw.label_names
         if ccfg["label_names"] != names:
-            raise ValueError(f"classifier {classifier_dir} knows classes {ccfg['label_names']}, the synthetic set {names}")
+            raise InputError(f"classifier {classifier_dir} knows classes {ccfg['label_names']}, the synthetic set {raw_h5} "
+                             f"has {names}; rerun train_classifier")
         labels, prompts, seeds = raw.labels, raw.column("prompts"), raw.column("seeds")
         spec = synthetic_spec(train_h5, experiment, resolution, sample_cfg)
         tried = {}  # round -> (indices tried, accepted mask)

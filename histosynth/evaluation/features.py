@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..device import pick_device
@@ -79,7 +80,9 @@ def file_features(extract, patch_h5, batch: int = 64, limit: int | None = None, 
         idx = np.arange(len(pf))
         if limit and len(idx) > limit:
             idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
-        feats = [extract(imgs) for _, imgs in pf.iter_batches(batch, idx)]
+        batches = tqdm(pf.iter_batches(batch, idx), total=-(-len(idx) // batch), desc=f"features {Path(patch_h5).name}",
+                       unit="batch", mininterval=5)
+        feats = [extract(imgs) for _, imgs in batches]
         labels = pf.labels[idx]
     dim = feats[0].shape[1] if feats else 0
     return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), labels
