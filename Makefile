@@ -7,7 +7,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.histosynth-installed
 
-.PHONY: demo test venv clean-results dag
+.PHONY: demo test venv clean-results
 
 venv: $(STAMP)
 
@@ -23,9 +23,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
-
-dag: $(STAMP)
-	$(BIN)/snakemake --dag | dot -Tpng > results/dag.png
 
 clean-results:
 	rm -rf results resources/demo .snakemake

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_dir, atomic_path
 from .device import pick_device
 from .errors import InputError
 from .patchfile import PatchFile
@@ -191,18 +190,10 @@ def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict
 def save_classifier(net, out_dir, names, image_size: int) -> None:
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / MODEL_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps({"architecture": "torchvision.resnet18", "label_names": names,
                                                    "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_classifier(folder, device: str = "auto"):

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 
@@ -44,7 +45,7 @@ def k_sweep(feats: np.ndarray, ks: list[int], scaler: str, seed: int, out_png, c
     """Inertia (elbow) and silhouette for each k that the data allows; plotted to ``out_png``."""
     x = _scaler(scaler).fit_transform(feats)
     rows = []
-    for k in sorted({k for k in ks if 2 <= k < len(x)}):
+    for k in tqdm(sorted({k for k in ks if 2 <= k < len(x)}), desc="k-sweep", unit="k"):
         km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
         sil = silhouette_score(x, km.labels_, sample_size=min(len(x), 5000), random_state=seed)
         rows.append({"k": k, "inertia": km.inertia_, "silhouette": sil})

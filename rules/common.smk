@@ -103,6 +103,11 @@ def resolution(wildcards):
     return train_settings(wildcards)["resolution"] or config["tiling"]["patch_size"]
 
 
+def evaluation_settings(*keys):
+    """Only the evaluation settings a rule reads, so an unrelated change does not rerun it."""
+    return {k: config["evaluation"][k] for k in keys}
+
+
 def reference_feature_files():
     kinds = sorted({config["evaluation"]["fid_extractor"], "embedding"})
     return [f"results/eval/reference/{kind}.h5" for kind in kinds]

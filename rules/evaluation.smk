@@ -13,7 +13,7 @@ rule reference_features:
     benchmark:
         "results/benchmarks/reference_features/{kind}.tsv"
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("reference_split", "inception_weights", "max_reference", "device", "seed"),
         pooling=config["embedding"]["pooling"],
     resources:
         mem_mb=16000,
@@ -47,7 +47,7 @@ rule evaluate_generation:
     benchmark:
         "results/benchmarks/evaluate_generation/{experiment}.tsv"
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("fid_extractor", "inception_weights", "max_synthetic", "prdc_k", "device", "seed"),
         pooling=config["embedding"]["pooling"],
     resources:
         mem_mb=16000,
@@ -94,7 +94,7 @@ rule evaluate_downstream:
     benchmark:
         "results/benchmarks/evaluate_downstream/{experiment}.tsv"
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("downstream_set", "downstream_epochs"),
         classifier=config["classifier"],
         image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
         workdir=lambda wc: f"results/eval/{wc.experiment}/downstream",

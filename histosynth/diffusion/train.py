@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -22,7 +21,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
+from ..atomic import atomic_dir, atomic_path
 from ..device import pick_device
 from ..errors import InputError
 from ..plots import image_grid
@@ -164,17 +163,12 @@ def train_lora(latents_h5, base_dir, out_lora_dir, loss_tsv, curve_png, validati
     val_prompts = _validation_prompts(cache)
 
     def save_checkpoint(step: int) -> None:
-        d = ckpt_root / f"step-{step:07d}"
-        tmp = ckpt_root / f".step-{step:07d}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(get_peft_model_state_dict(acc.unwrap_model(unet)), tmp / "lora.safetensors")
-        if cfg["train_text_encoder"]:
-            save_file(get_peft_model_state_dict(acc.unwrap_model(text_encoder)), tmp / "lora_text_encoder.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(), "step": step}, tmp / "state.pt")
-        pd.DataFrame(losses).to_csv(tmp / "loss.tsv", sep="\t", index=False)
-        shutil.rmtree(d, ignore_errors=True)
-        os.replace(tmp, d)
+        with atomic_dir(ckpt_root / f"step-{step:07d}") as tmp:
+            save_file(get_peft_model_state_dict(acc.unwrap_model(unet)), tmp / "lora.safetensors")
+            if cfg["train_text_encoder"]:
+                save_file(get_peft_model_state_dict(acc.unwrap_model(text_encoder)), tmp / "lora_text_encoder.safetensors")
+            torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(), "step": step}, tmp / "state.pt")
+            pd.DataFrame(losses).to_csv(tmp / "loss.tsv", sep="\t", index=False)
         for _, old in _checkpoints(ckpt_root)[: -cfg["checkpoints_keep"]]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -277,10 +271,7 @@ def _validation_prompts(cache: LatentCache) -> list[tuple[str, str]]:
 def _save_lora(unet, text_encoder, out_dir, base: Path, cfg: dict, convert, get_state) -> None:
     from diffusers import StableDiffusionPipeline
 
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         StableDiffusionPipeline.save_lora_weights(
             save_directory=tmp, unet_lora_layers=convert(get_state(unet)),
             text_encoder_lora_layers=convert(get_state(text_encoder)) if text_encoder is not None else None,
@@ -288,10 +279,6 @@ def _save_lora(unet, text_encoder, out_dir, base: Path, cfg: dict, convert, get_
         )
         (tmp / LORA_META).write_text(json.dumps({"base_model": base_fingerprint(base), "rank": cfg["rank"],
                                                  "alpha": cfg["alpha"] or cfg["rank"], "target_modules": cfg["target_modules"]}))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def base_fingerprint(base: Path) -> dict:

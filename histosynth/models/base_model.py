@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..atomic import atomic_dir
 from ..errors import InputError
 from .clip_tokenizer import CLIP_MAX_LENGTH, build_clip_tokenizer
 
@@ -65,14 +66,10 @@ def check_base_model_dir(path: str | os.PathLike) -> None:
 
 def prepare_base_model(name: str, out_dir: str | os.PathLike) -> Path:
     """Write the base pipeline to ``out_dir`` (atomically: a temp folder renamed at the end)."""
-    import shutil
-
     from diffusers import StableDiffusionPipeline
 
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:
         if name == "tiny":
             pipe = build_tiny_pipeline(tmp / "tokenizer")
         else:
@@ -83,9 +80,5 @@ def prepare_base_model(name: str, out_dir: str | os.PathLike) -> Path:
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "histosynth_source.json").write_text(json.dumps({"base_model": name}))
         check_base_model_dir(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("base model %s saved to %s", name, out)
     return out

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ..atomic import atomic_dir
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -24,10 +25,7 @@ TIMM_PREFIX = "timm:"
 def prepare_embedder(name: str, out_dir: str | os.PathLike, image_size: int = 64) -> Path:
     """Save the backbone named in config as a local folder (atomically)."""
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         if name.startswith(TIMM_PREFIX):
             # timm keeps its own pretrained mechanism (hub or pretrained_cfg_overlay file); record the name only
             (tmp / "timm.json").write_text(json.dumps({"model_name": name[len(TIMM_PREFIX):]}))
@@ -45,10 +43,6 @@ def prepare_embedder(name: str, out_dir: str | os.PathLike, image_size: int = 64
             model.save_pretrained(tmp, safe_serialization=True)
             proc.save_pretrained(tmp)
         (tmp / "histosynth_source.json").write_text(json.dumps({"backbone": name}))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
