@@ -14,6 +14,7 @@ from histosynth.config import (
     sample_label_names,
     validate_config,
 )
+from histosynth.text.prompts import strategy_inputs, strategy_settings
 
 
 validate_config(config)  # schema check + defaults; unknown or mistyped keys stop here
@@ -62,33 +63,18 @@ def tile_thumbnails():
     return [f"results/tiles/{s}.thumbnail.png" for s in sorted(SAMPLES["slide_id"])]
 
 
-# which prompt settings each strategy reads: a change reruns only the experiments it affects
-PROMPT_KEYS = {
-    "label": ["label_template", "label_text"],
-    "morphology": ["label_template", "label_text", "morphology_template"],
-    "report": ["label_template", "label_text", "report_template", "patch_scores"],
-    "class_description": ["label_text", "class_description_template", "class_descriptions"],
-}
-
-
 def strategy(wildcards):
     return EXPERIMENTS[wildcards.experiment]["prompts"]
 
 
 def prompt_params(wildcards):
-    return {k: config["prompts"][k] for k in PROMPT_KEYS[strategy(wildcards)]}
+    """The prompts settings the experiment's strategy reads (declared with the strategy in the package)."""
+    return strategy_settings(strategy(wildcards), config["prompts"])
 
 
 def prompt_inputs(wildcards):
     inputs = {"patches": "results/patches/train.h5", "base": "results/models/base"}
-    if strategy(wildcards) == "morphology":
-        inputs["clusters"] = "results/morphology/clusters.tsv"
-    if strategy(wildcards) == "report":
-        if config["reports"]["path"]:
-            inputs["summaries"] = "results/reports/summaries.tsv"
-        if config["prompts"]["patch_scores"]:
-            inputs["patch_scores"] = config["prompts"]["patch_scores"]
-    return inputs
+    return inputs | strategy_inputs(strategy(wildcards), config)
 
 
 def train_settings(wildcards):

@@ -40,7 +40,7 @@ def test_morphology_prompts_write_clusters_in_words(train_h5, cfg, tmp_path):
     clusters = tmp_path / "c.tsv"
     pd.DataFrame({"split": ["train"] * 6 + ["val"], "index": [0, 1, 2, 3, 4, 5, 0], "label": [0, 1, 1, 0, 1, 1, 0],
                   "cluster": [0, 32, 32, 5, 1, 0, 3]}).to_csv(clusters, sep="\t", index=False)
-    df = build_prompts("morphology", train_h5, cfg, words, 77, clusters_tsv=clusters, out_tsv=tmp_path / "p.tsv", out_freq=tmp_path / "f.tsv")
+    df = build_prompts("morphology", train_h5, cfg, words, 77, inputs={'clusters': clusters}, out_tsv=tmp_path / "p.tsv", out_freq=tmp_path / "f.tsv")
     assert df["prompt"][1] == "Histology image of tumor tissue, morphology type thirty-two"
     freq = pd.read_csv(tmp_path / "f.tsv", sep="\t")
     assert freq["count"].sum() == 6 and freq.iloc[0]["count"] == 2
@@ -50,13 +50,13 @@ def test_clusters_that_do_not_line_up_are_refused(train_h5, cfg, tmp_path):
     clusters = tmp_path / "c.tsv"
     pd.DataFrame({"split": ["train"] * 3, "index": [0, 1, 2], "label": [0, 1, 1], "cluster": [0, 1, 2]}).to_csv(clusters, sep="\t", index=False)
     with pytest.raises(InputError, match="rerun cluster_morphology"):
-        build_prompts("morphology", train_h5, cfg, words, 77, clusters_tsv=clusters)
+        build_prompts("morphology", train_h5, cfg, words, 77, inputs={'clusters': clusters})
 
 
 def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, caplog):
     summaries = tmp_path / "s.tsv"
     pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", ""]}).to_csv(summaries, sep="\t", index=False)
-    df = build_prompts("report", train_h5, cfg, words, 77, summaries_tsv=summaries)
+    df = build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
     assert df["prompt"][0] == "invasive ductal carcinoma; grade 3"
     assert df["fallback"].tolist() == [False, False, True, True, True, True]
     assert df["prompt"][2] == "Histology image of tumor tissue"
@@ -64,7 +64,7 @@ def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, 
     scores = tmp_path / "scores.tsv"
     pd.DataFrame({"index": range(6), "tumor": [0.9, 0.1, 0.5, 0.0, 0.7, 0.2], "til": [0.0, 0.8, 0.1, 0.6, 0.2, 0.4]}).to_csv(scores, sep="\t", index=False)
     cfg["patch_scores"] = str(scores)
-    df = build_prompts("report", train_h5, cfg, words, 77, summaries_tsv=summaries)
+    df = build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
     assert df["prompt"][0] == "high tumor; low til; invasive ductal carcinoma; grade 3"
 
 
@@ -73,3 +73,48 @@ def test_overlong_prompts_are_counted_not_hidden(train_h5, cfg, caplog):
     df = build_prompts("label", train_h5, cfg, words, 77)
     assert df["truncated"].all() and (df["n_tokens"] > 77).all()
     assert "6 of 6 prompts exceed" in caplog.text
+
+
+@pytest.fixture()
+def unlabelled_h5(tmp_path):
+    path = tmp_path / "unlabelled.h5"
+    with PatchWriter(path, PatchFileSpec(8, [], {})) as w:
+        w.append(PatchBatch(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2)), [-1, -1, -1], ["s"] * 3,
+                            ["c1", "c2", "c2"], np.ones(3)))
+    return path
+
+
+def test_report_prompts_need_no_labels(unlabelled_h5, cfg, tmp_path):
+    """PathLDM's patches carry no class: report prompts, else the empty (unconditional) prompt."""
+    summaries = tmp_path / "s.tsv"
+    pd.DataFrame({"case_id": ["c1"], "summary": ["invasive lobular carcinoma"]}).to_csv(summaries, sep="\t", index=False)
+    df = build_prompts("report", unlabelled_h5, cfg, words, 77, inputs={"summaries": summaries})
+    assert df["prompt"].tolist() == ["invasive lobular carcinoma", "", ""]
+    assert df["fallback"].tolist() == [False, True, True] and df["label_name"].tolist() == ["", "", ""]
+    with pytest.raises(InputError, match="'label' prompt strategy needs a label"):
+        build_prompts("label", unlabelled_h5, cfg, words, 77)
+
+
+def test_a_registered_strategy_is_usable_everywhere(train_h5, cfg, monkeypatch):
+    """Adding a strategy is one registered function: settings, inputs and building follow from it."""
+    from histosynth.text import prompts
+
+    monkeypatch.setattr(prompts, "STRATEGIES", dict(prompts.STRATEGIES))
+
+    @prompts.strategy("case", config_keys=("label_text",), inputs=lambda config: {"extra": "x.tsv"})
+    def case_prompts(ctx):
+        return [f"case {c}" for c in ctx.case_ids], np.zeros(len(ctx), bool)
+
+    assert prompts.strategy_settings("case", cfg) == {"label_text": cfg["label_text"]}
+    assert prompts.strategy_inputs("case", default_config()) == {"extra": "x.tsv"}
+    assert build_prompts("case", train_h5, cfg, words, 77)["prompt"][0] == "case c1"
+    with pytest.raises(InputError, match="unknown prompt strategy 'nope'"):
+        build_prompts("nope", train_h5, cfg, words, 77)
+
+
+def test_each_strategy_declares_only_existing_settings():
+    from histosynth.text.prompts import STRATEGIES
+
+    known = set(default_config()["prompts"])
+    for spec in STRATEGIES.values():
+        assert set(spec.config_keys) <= known, spec.name

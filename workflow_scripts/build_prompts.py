@@ -9,7 +9,7 @@ def main(sm):
     tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
     build_prompts(
         sm.params.strategy, sm.input.patches, sm.params.prompts, token_counter(tokenizer), tokenizer.model_max_length,
-        clusters_tsv=sm.input.get("clusters"), summaries_tsv=sm.input.get("summaries"),
+        inputs={name: path for name, path in sm.input.items() if name not in ("patches", "base")},
         out_tsv=sm.output.prompts, out_freq=sm.output.frequencies,
     )
 

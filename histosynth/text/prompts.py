@@ -1,10 +1,16 @@
 """``build_prompts``: one conditioning prompt per training patch, by strategy.
 
+Each strategy is one function registered with :func:`strategy`, which declares in one place what the
+workflow needs to know about it: the ``prompts:`` config keys it reads (a change to one of them reruns
+only the experiments using the strategy), the extra input files it needs (named as the rule's inputs),
+and whether every patch must carry a label. The config schema's enum and ``rules/common.smk`` are
+derived from :data:`STRATEGIES`, so adding a strategy is one function here and its test.
+
 - ``label``: "Histology image of {label} tissue" (Osorio et al.'s baseline).
 - ``morphology``: "... tissue, morphology type {cluster}" with the k-means cluster written in words.
 - ``report``: PathLDM's "{low|high} tumor; {low|high} til; {summary}" — the level parts only when
   per-patch tumour / TIL scores are given; patches whose case has no usable summary fall back to
-  the label prompt (counted and logged).
+  the label prompt, or to the empty (unconditional) prompt when unlabelled (counted and logged).
 - ``class_description``: "a histopathological image of an area with {description}" (LoRA paper).
 
 Every prompt is tokenized with the base model's tokenizer: prompts over its limit are counted,
@@ -14,6 +20,7 @@ flagged and logged, never truncated silently.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -21,10 +28,9 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from ..patchfile import PatchFile
+from ..patchfile import UNLABELLED, PatchFile
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("label", "morphology", "report", "class_description")
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -52,59 +58,167 @@ def pathldm_levels(tumor: float, til: float) -> str:
     return f"{'high' if int(tumor * 2) else 'low'} tumor; {'high' if int(til * 2) else 'low'} til; "
 
 
+@dataclass
+class PromptContext:
+    """What a strategy sees: the training split's rows, the ``prompts:`` settings and its input files."""
+
+    patch_h5: str
+    labels: np.ndarray
+    label_names: list[str]
+    case_ids: list[str]
+    cfg: dict
+    inputs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def label_text(self, i: int) -> str | None:
+        """The label's words for patch ``i`` (None when the patch is unlabelled)."""
+        lab = int(self.labels[i])
+        return None if lab == UNLABELLED else label_text(self.label_names[lab], self.cfg)
+
+    def label_prompt(self, i: int) -> str:
+        """The label prompt for patch ``i``; the empty (unconditional) prompt when it is unlabelled."""
+        text = self.label_text(i)
+        return "" if text is None else self.cfg["label_template"].format(label=text)
+
+
+@dataclass(frozen=True)
+class PromptStrategy:
+    name: str
+    build: Callable[[PromptContext], tuple[list[str], np.ndarray]]  # -> prompts, fallback mask
+    config_keys: tuple[str, ...]
+    inputs: Callable[[dict], dict[str, str]]  # whole workflow config -> extra input files by name
+    needs_labels: bool
+
+
+STRATEGIES: dict[str, PromptStrategy] = {}
+
+
+def strategy(name: str, config_keys: tuple[str, ...], inputs: Callable[[dict], dict] | None = None,
+             needs_labels: bool = True):
+    """Register a prompt strategy: ``build(ctx) -> (prompts, fallback)``."""
+
+    def register(build):
+        STRATEGIES[name] = PromptStrategy(name, build, tuple(config_keys), inputs or (lambda config: {}), needs_labels)
+        return build
+
+    return register
+
+
+def strategy_settings(name: str, prompts_cfg: dict) -> dict:
+    """Only the ``prompts:`` settings the strategy reads (a rule's params)."""
+    return {k: prompts_cfg[k] for k in get_strategy(name).config_keys}
+
+
+def strategy_inputs(name: str, config: dict) -> dict[str, str]:
+    """The extra input files a strategy needs under the whole workflow config (a rule's inputs)."""
+    return get_strategy(name).inputs(config)
+
+
+def get_strategy(name: str) -> PromptStrategy:
+    if name not in STRATEGIES:
+        raise InputError(f"unknown prompt strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def _no_fallback(ctx: PromptContext) -> np.ndarray:
+    return np.zeros(len(ctx), bool)
+
+
+@strategy("label", config_keys=("label_template", "label_text"))
+def label_prompts(ctx: PromptContext):
+    return [ctx.label_prompt(i) for i in range(len(ctx))], _no_fallback(ctx)
+
+
+@strategy("class_description", config_keys=("label_text", "class_description_template", "class_descriptions"))
+def class_description_prompts(ctx: PromptContext):
+    cfg = ctx.cfg
+    prompts = [cfg["class_description_template"].format(
+        description=cfg["class_descriptions"].get(ctx.label_names[int(lab)], ctx.label_text(i)))
+        for i, lab in enumerate(ctx.labels)]
+    return prompts, _no_fallback(ctx)
+
+
+@strategy("morphology", config_keys=("label_template", "label_text", "morphology_template"),
+          inputs=lambda config: {"clusters": "results/morphology/clusters.tsv"})
+def morphology_prompts(ctx: PromptContext):
+    clusters_tsv = ctx.inputs["clusters"]
+    cl = pd.read_csv(clusters_tsv, sep="\t")
+    cl = cl[cl["split"] == "train"].set_index("index")["cluster"]
+    n = len(ctx)
+    if len(cl) != n or not np.array_equal(np.sort(cl.index.to_numpy()), np.arange(n)):
+        raise InputError(f"{clusters_tsv}: cluster assignments cover {len(cl)} training patches, {ctx.patch_h5} has {n}; "
+                         "rerun cluster_morphology")
+    prompts = [ctx.cfg["morphology_template"].format(label=ctx.label_text(i), cluster=number_words(int(cl[i])))
+               for i in range(n)]
+    return prompts, _no_fallback(ctx)
+
+
+def _report_inputs(config: dict) -> dict:
+    inputs = {}
+    if config["reports"]["path"]:
+        inputs["summaries"] = "results/reports/summaries.tsv"
+    if config["prompts"]["patch_scores"]:
+        inputs["patch_scores"] = config["prompts"]["patch_scores"]
+    return inputs
+
+
+@strategy("report", config_keys=("label_template", "label_text", "report_template", "patch_scores"),
+          inputs=_report_inputs, needs_labels=False)
+def report_prompts(ctx: PromptContext):
+    n = len(ctx)
+    summaries = {}
+    if ctx.inputs.get("summaries"):
+        s = pd.read_csv(ctx.inputs["summaries"], sep="\t", dtype=str, keep_default_na=False)
+        summaries = {c: t for c, t in zip(s["case_id"], s["summary"]) if t.strip()}
+    levels = [""] * n
+    scores_tsv = ctx.inputs.get("patch_scores") or ctx.cfg["patch_scores"]
+    if scores_tsv:
+        sc = pd.read_csv(scores_tsv, sep="\t").set_index("index")
+        missing = sorted(set(range(n)) - set(sc.index))
+        if missing:
+            raise InputError(f"prompts.patch_scores {scores_tsv}: no scores for {len(missing)} patch(es), e.g. index {missing[:5]}")
+        levels = [pathldm_levels(sc.at[i, "tumor"], sc.at[i, "til"]) for i in range(n)]
+    prompts, fallback = [], np.zeros(n, bool)
+    for i, case in enumerate(ctx.case_ids):
+        if case in summaries:
+            prompts.append(ctx.cfg["report_template"].format(levels=levels[i], summary=summaries[case]))
+        else:  # no summary: the label prompt, or the unconditional one for an unlabelled patch
+            prompts.append(ctx.label_prompt(i))
+            fallback[i] = True
+    if fallback.any():
+        missing_cases = sorted({ctx.case_ids[i] for i in np.flatnonzero(fallback)})
+        unlabelled = int((ctx.labels[fallback] == UNLABELLED).sum())
+        log.warning("prompts: %d of %d patches (%d cases, e.g. %s) have no report summary; they use the label prompt "
+                    "(%d unlabelled ones the empty prompt)", fallback.sum(), n, len(missing_cases), missing_cases[:5], unlabelled)
+    return prompts, fallback
+
+
 def build_prompts(strategy: str, patch_h5, cfg: dict, count_tokens: Callable[[str], int], max_tokens: int,
-                  clusters_tsv=None, summaries_tsv=None, out_tsv=None, out_freq=None) -> pd.DataFrame:
-    """Prompts for every patch of ``patch_h5`` (the training split): index, label, prompt, fallback, n_tokens, truncated."""
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown prompt strategy {strategy!r}; choose one of {STRATEGIES}")
+                  inputs: dict | None = None, out_tsv=None, out_freq=None) -> pd.DataFrame:
+    """Prompts for every patch of ``patch_h5`` (the training split).
+
+    ``cfg`` is the ``prompts:`` section, ``inputs`` the strategy's extra input files by name (see
+    :func:`strategy_inputs`). Returns and writes (``out_tsv``) one row per patch: index, label,
+    label_name, prompt, fallback, n_tokens, truncated; ``out_freq`` gets the prompt frequencies.
+    """
+    spec = get_strategy(strategy)
     with PatchFile(patch_h5) as pf:
-        labels, names, cases = pf.labels, pf.label_names, pf.case_ids
-    n = len(labels)
-    if (labels < 0).any():
-        raise InputError(f"{patch_h5}: {(labels < 0).sum()} unlabelled patch(es); prompts need a label for every patch")
-    texts = [label_text(names[lab], cfg) for lab in labels]
-    label_prompts = [cfg["label_template"].format(label=t) for t in texts] if "label_template" in cfg else []
-    fallback = np.zeros(n, bool)
-    if strategy == "label":
-        prompts = label_prompts
-    elif strategy == "class_description":
-        prompts = [cfg["class_description_template"].format(description=cfg["class_descriptions"].get(names[lab], t))
-                   for lab, t in zip(labels, texts)]
-    elif strategy == "morphology":
-        cl = pd.read_csv(clusters_tsv, sep="\t")
-        cl = cl[cl["split"] == "train"].set_index("index")["cluster"]
-        if len(cl) != n or not np.array_equal(np.sort(cl.index.to_numpy()), np.arange(n)):
-            raise InputError(f"{clusters_tsv}: cluster assignments cover {len(cl)} training patches, {patch_h5} has {n}; rerun cluster_morphology")
-        prompts = [cfg["morphology_template"].format(label=t, cluster=number_words(int(cl[i]))) for i, t in enumerate(texts)]
-    else:  # report
-        summaries = {}
-        if summaries_tsv is not None:
-            s = pd.read_csv(summaries_tsv, sep="\t", dtype=str, keep_default_na=False)
-            summaries = {c: t for c, t in zip(s["case_id"], s["summary"]) if t.strip()}
-        levels = [""] * n
-        if cfg["patch_scores"]:
-            sc = pd.read_csv(cfg["patch_scores"], sep="\t").set_index("index")
-            missing = sorted(set(range(n)) - set(sc.index))
-            if missing:
-                raise InputError(f"prompts.patch_scores {cfg['patch_scores']}: no scores for {len(missing)} patch(es), e.g. index {missing[:5]}")
-            levels = [pathldm_levels(sc.at[i, "tumor"], sc.at[i, "til"]) for i in range(n)]
-        prompts = []
-        for i, case in enumerate(cases):
-            if case in summaries:
-                prompts.append(cfg["report_template"].format(levels=levels[i], summary=summaries[case]))
-            else:
-                prompts.append(label_prompts[i])
-                fallback[i] = True
-        if fallback.any():
-            missing_cases = sorted({cases[i] for i in np.flatnonzero(fallback)})
-            log.warning("prompts: %d of %d patches (%d cases, e.g. %s) have no report summary; they use the label prompt",
-                        fallback.sum(), n, len(missing_cases), missing_cases[:5])
+        ctx = PromptContext(str(patch_h5), pf.labels, list(pf.label_names), list(pf.case_ids), cfg, dict(inputs or {}))
+    n = len(ctx)
+    unlabelled = int((ctx.labels == UNLABELLED).sum())
+    if spec.needs_labels and unlabelled:
+        raise InputError(f"{patch_h5}: {unlabelled} unlabelled patch(es); the {strategy!r} prompt strategy needs a label "
+                         "for every patch (the 'report' strategy does not)")
+    prompts, fallback = spec.build(ctx)
     n_tokens = np.array([count_tokens(p) for p in prompts])
     truncated = n_tokens > max_tokens
     if truncated.any():
         log.warning("prompts: %d of %d prompts exceed the text encoder's %d tokens and would be truncated, e.g. %r",
                     truncated.sum(), n, max_tokens, prompts[int(np.flatnonzero(truncated)[0])])
-    df = pd.DataFrame({"index": np.arange(n), "label": labels, "label_name": [names[lab] for lab in labels], "prompt": prompts,
+    label_names = [ctx.label_names[lab] if lab != UNLABELLED else "" for lab in ctx.labels]
+    df = pd.DataFrame({"index": np.arange(n), "label": ctx.labels, "label_name": label_names, "prompt": prompts,
                        "fallback": fallback, "n_tokens": n_tokens, "truncated": truncated})
     freq = df.groupby(["prompt", "label_name"]).size().rename("count").reset_index().sort_values("count", ascending=False)
     log.info("prompts (%s): %d patches, %d distinct prompts, %d fallbacks, %d over %d tokens", strategy, n, len(freq),
