@@ -175,7 +175,8 @@ def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int,
     for i, (text, colour) in enumerate(legend):  # one row per QC step, under the title
         y = 16 + 14 * i
         draw.rectangle([0, y, 22 + 6 * len(text), y + 14], fill=(255, 255, 255))
-        draw.rectangle([3, y + 3, 13, y + 11], outline=colour, width=2)
+        if colour is not None:
+            draw.rectangle([3, y + 3, 13, y + 11], outline=colour, width=2)
         draw.text((18, y + 2), text, fill=(0, 0, 0))
     with atomic_path(out_png) as tmp:
         preview.save(tmp, format="PNG")
