@@ -126,6 +126,7 @@ def final_outputs():
         *expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
         "results/classifier/metrics.json",
         *expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
+        *expand("results/models/{experiment}/README.md", experiment=EXPERIMENTS),  # model cards
         *expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
         "results/report/index.html",
     ]
