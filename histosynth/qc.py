@@ -113,7 +113,7 @@ class PatchQC:
     def _fit_reference_image(self, path: Path) -> None:
         from PIL import Image, UnidentifiedImageError
 
-        where = f"qc.stain.reference {path}"
+        where = f"{self.source}: qc.stain.reference {path}"
         try:
             with Image.open(path) as im:
                 ref = np.asarray(im.convert("RGB"))

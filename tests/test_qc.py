@@ -130,8 +130,8 @@ def test_without_reference_the_first_stained_patch_is_the_reference():
 def test_blank_or_unreadable_reference_is_an_error_naming_the_file(tmp_path):
     blank = tmp_path / "blank_reference.png"
     Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(blank)
-    with pytest.raises(InputError, match=r"qc\.stain\.reference .*blank_reference\.png.*blank"):
-        PatchQC(stain_cfg(blank), source="test")
+    with pytest.raises(InputError, match=r"patch dataset 'pcam': qc\.stain\.reference .*blank_reference\.png.*blank"):
+        PatchQC(stain_cfg(blank), source="patch dataset 'pcam'")
     with pytest.raises(InputError, match=r"missing\.png"):
         PatchQC(stain_cfg(tmp_path / "missing.png"), source="test")
     bad = tmp_path / "notanimage.png"
