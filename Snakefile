@@ -19,6 +19,7 @@ include: "rules/text.smk"
 include: "rules/classifier.smk"
 include: "rules/diffusion.smk"
 include: "rules/evaluation.smk"
+include: "rules/model_card.smk"
 include: "rules/report.smk"
 
 

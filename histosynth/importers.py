@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .patchfile import NO_COORD, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
+from .qc import PatchQC
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -177,7 +178,8 @@ def folder_parts(path: Path, name: str, limit: int | None) -> tuple[list[Part], 
     return [Part("all", n, batches)], classes
 
 
-def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, batch_size: int = 256, progress: bool = True) -> int:
+def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, batch_size: int = 256, progress: bool = True,
+                   qc: dict | None = None) -> int:
     """Import one ``patch_datasets`` entry into ``out_h5``; returns the number of patches."""
     name, fmt, path = dataset["name"], dataset["format"], Path(dataset["path"])
     if not path.exists():
@@ -206,6 +208,7 @@ def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, ba
                         parts=",".join(p.name for p in parts)),
     )
     stored_mpps: set[float] = set()
+    patch_qc = PatchQC(qc, source=f"patch dataset {name!r}")  # optional blur filter / stain normalisation (histosynth.qc)
     with PatchWriter(out_h5, spec) as writer:
         bar = tqdm(total=total, desc=f"import {name}", unit="patch", disable=not progress, mininterval=2)
         for part in parts:
@@ -216,12 +219,13 @@ def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, ba
                 # resizing changes the pixel size: record it per patch when the source's is known
                 stored = np.array([mpp * np.asarray(im).shape[0] / patch_size for im in imgs], np.float32)
                 stored_mpps.update(np.unique(stored[np.isfinite(stored)]).tolist())
-                writer.append(PatchBatch(arr, np.full((len(arr), 2), NO_COORD), labels, [f"{name}:{part.name}"] * len(arr),
-                                         cases, stored))
+                writer.append(patch_qc.apply(PatchBatch(arr, np.full((len(arr), 2), NO_COORD), labels,
+                                                        [f"{name}:{part.name}"] * len(arr), cases, stored)))
                 bar.update(len(arr))
         bar.close()
+        patch_qc.finish(writer)
         uniform = stored_mpps.pop() if len(stored_mpps) == 1 else float("nan")
         writer.set_coords_attrs(mpp=uniform, magnification=magnification_for_mpp(uniform))
-    log.info("patch dataset %s: imported %d patches (%s) from %s, %d classes", name, total,
+    log.info("patch dataset %s: imported %d patches (%s) from %s, %d classes", name, writer.n,
              ", ".join(f"{p.name}={p.n}" for p in parts), path, len(label_names))
-    return total
+    return writer.n

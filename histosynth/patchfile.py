@@ -125,6 +125,11 @@ class PatchWriter:
         for k, v in attrs.items():
             self._h5["coords"].attrs[k] = v
 
+    def set_attrs(self, **attrs) -> None:
+        """Root attributes known only after the data is written (e.g. QC counts)."""
+        for k, v in attrs.items():
+            self._h5.attrs[k] = v
+
     def close(self) -> None:
         self._h5.attrs["n_patches"] = self.n
         self._stack.close()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .labels import DAB_LABEL_NAMES, DabParams, dab_labels
 from .patchfile import UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
+from .qc import BLUR_COLOUR as QC_REJECTED_COLOUR, PatchQC
 from .tissue import TissueParams, pixel_tissue, slide_tissue_mask, to_rgb_uint8
 from .wsi import PatchReader, ReadPlan, grid_coords, mask_fraction, open_slide, plan_read, slide_mpp
 
@@ -79,6 +80,7 @@ def tile_slide(
     label_names: list[str] = (),
     threads: int = 1,
     progress: bool = True,
+    qc: dict | None = None,
 ) -> SlideTiles:
     t0 = time.perf_counter()
     tissue = TissueParams.from_config(tiling.tissue)
@@ -127,6 +129,7 @@ def tile_slide(
         ),
     )
     reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, threads)
+    patch_qc = PatchQC(qc, source=f"slide {slide_id}")  # optional blur filter / stain normalisation (histosynth.qc)
     with PatchWriter(out_h5, spec) as writer:
         bar = tqdm(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
         for xy, imgs in reader.iter_batches(coords, tiling.batch_size):
@@ -135,20 +138,24 @@ def tile_slide(
                 labels = dab_labels(imgs, dab, masks)
             else:
                 labels = np.full(len(imgs), fixed_label)
-            writer.append(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
-                                     np.full(len(imgs), tiling.mpp, np.float32)))
+            writer.append(patch_qc.apply(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
+                                                    np.full(len(imgs), tiling.mpp, np.float32))))
             bar.update(len(imgs))
         bar.close()
-    write_thumbnail(slide, mask, coords, plan.footprint, out_thumbnail, title=f"{slide_id}: {len(coords)} patches")
+        patch_qc.finish(writer)
+    write_thumbnail(slide, mask, coords, plan.footprint, out_thumbnail, title=f"{slide_id}: {writer.n} patches",
+                    rejected=patch_qc.rejected_coords, legend=patch_qc.legend())
     slide.close()
-    result = SlideTiles(slide_id, len(coords), len(candidates), base_mpp, mpp_source, plan, tissue_area_mm2, threshold,
+    result = SlideTiles(slide_id, writer.n, len(candidates), base_mpp, mpp_source, plan, tissue_area_mm2, threshold,
                         time.perf_counter() - t0)
-    log.info("slide %s: wrote %d patches to %s in %.1f s", slide_id, len(coords), out_h5, result.seconds)
+    log.info("slide %s: wrote %d patches to %s in %.1f s", slide_id, writer.n, out_h5, result.seconds)
     return result
 
 
-def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "") -> None:
-    """Slide preview with the tissue mask tinted green and every kept patch outlined."""
+def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "",
+                    rejected: np.ndarray = (), legend: list = ()) -> None:
+    """Slide preview with the tissue mask tinted green and every kept patch outlined; QC-rejected patches
+    (``rejected``, a subset of ``coords``) outlined in their own colour, explained by ``legend`` (text, colour) rows."""
     width, height = slide.dimensions
     preview = slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")
     scale = preview.width / width
@@ -159,8 +166,17 @@ def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int,
     for x, y in coords:
         x0, y0 = x * scale, y * scale
         draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=(20, 60, 220), width=1)
+    for x, y in rejected:
+        x0, y0 = x * scale, y * scale
+        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=QC_REJECTED_COLOUR, width=2)
     if title:
         draw.rectangle([0, 0, 8 + 6 * len(title), 14], fill=(255, 255, 255))
         draw.text((4, 2), title, fill=(0, 0, 0))
+    for i, (text, colour) in enumerate(legend):  # one row per QC step, under the title
+        y = 16 + 14 * i
+        draw.rectangle([0, y, 22 + 6 * len(text), y + 14], fill=(255, 255, 255))
+        if colour is not None:
+            draw.rectangle([3, y + 3, 13, y + 11], outline=colour, width=2)
+        draw.text((18, y + 2), text, fill=(0, 0, 0))
     with atomic_path(out_png) as tmp:
         preview.save(tmp, format="PNG")

@@ -14,6 +14,7 @@ from histosynth.config import (
     sample_label_names,
     validate_config,
 )
+from histosynth.qc import active_settings
 from histosynth.text.prompts import strategy_inputs, strategy_settings
 
 
@@ -61,6 +62,17 @@ def tile_files():
 
 def tile_thumbnails():
     return [f"results/tiles/{s}.thumbnail.png" for s in sorted(SAMPLES["slide_id"])]
+
+
+def qc_settings():
+    """The QC steps that are switched on (tiling and import); an inactive step's settings trigger no rerun."""
+    return active_settings(config["qc"])
+
+
+def stain_reference(wildcards):
+    """The stain-normalisation reference image is an input: replacing it re-tiles."""
+    stain = qc_settings()["stain"]
+    return stain["reference"] if stain["activate"] and stain["reference"] else []
 
 
 def strategy(wildcards):
@@ -114,6 +126,7 @@ def final_outputs():
         *expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
         "results/classifier/metrics.json",
         *expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
+        *expand("results/models/{experiment}/README.md", experiment=EXPERIMENTS),  # model cards
         *expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
         "results/report/index.html",
     ]

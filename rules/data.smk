@@ -20,6 +20,7 @@ rule make_demo_slide:
 rule tile_slide:
     input:
         slide=slide_path,
+        stain_reference=stain_reference,
     output:
         patches="results/tiles/{slide}.h5",
         thumbnail=report(
@@ -38,6 +39,7 @@ rule tile_slide:
         case_id=slide_value("case_id"),
         label=slide_value("label"),
         label_names=SLIDE_LABELS,
+        qc=qc_settings(),
     threads: 4
     resources:
         mem_mb=4000,
@@ -51,6 +53,7 @@ rule tile_slide:
 rule import_patches:
     input:
         source=lambda wc: DATASETS[wc.dataset]["path"],
+        stain_reference=stain_reference,
     output:
         patches="results/tiles/{dataset}.h5",
     log:
@@ -60,6 +63,7 @@ rule import_patches:
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         patch_size=config["tiling"]["patch_size"],
+        qc=qc_settings(),
     resources:
         mem_mb=4000,
         runtime=60,

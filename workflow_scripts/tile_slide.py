@@ -13,6 +13,7 @@ def main(sm):
         sample_label=sm.params.label,
         label_names=sm.params.label_names,
         threads=sm.threads,
+        qc=sm.params.qc,
     )
 
 
