@@ -264,3 +264,36 @@ def test_unreachable_llm_server_names_base_url(tmp_path, monkeypatch):
         summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, lambda t: len(t.split()), progress=False)
     assert "sk-secret" not in str(info.value)
     assert not (tmp_path / "s.tsv").exists()
+
+
+# -- a failed job's message -----------------------------------------------------------------
+
+COMMON = textwrap.dedent("""
+    import sys
+    from types import SimpleNamespace
+    sys.path.insert(0, {scripts!r})
+    from _common import run
+    from histosynth.errors import InputError
+
+    def main(sm):
+        if {kind!r} == "input":
+            raise InputError("slide 's1': file not found: x.svs")
+        raise RuntimeError("first line\\nsecond line")
+
+    wc = SimpleNamespace(items=lambda: [("slide", "s1")])
+    run(SimpleNamespace(log=[{log!r}], rule="tile_slide", threads=1, wildcards=wc), main)
+""")
+
+
+@pytest.mark.parametrize("kind, line", [
+    ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs"),
+    ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line; traceback in {log}"),
+])
+def test_a_failed_job_prints_one_line(tmp_path, kind, line):
+    log = tmp_path / "job.log"
+    code = COMMON.format(scripts=str(REPO / "workflow_scripts"), kind=kind, log=str(log))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
+    assert res.returncode == 1
+    assert res.stderr.strip() == line.format(log=log)
+    if kind == "bug":
+        assert "Traceback (most recent call last)" in log.read_text()
