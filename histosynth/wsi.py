@@ -47,6 +47,8 @@ def tiff_damage(path: Path) -> str | None:
     handler = Collect(logging.WARNING)
     tlog = logging.getLogger("tifffile")
     tlog.addHandler(handler)
+    level = tlog.level
+    tlog.setLevel(logging.WARNING)  # heard even when the application silences logging
     try:
         with tifffile.TiffFile(path) as tif:
             pages = list(tif.pages)  # walks the whole IFD chain; offsets past the end are logged
@@ -61,6 +63,7 @@ def tiff_damage(path: Path) -> str | None:
         return f"{type(e).__name__}: {e}"
     finally:
         tlog.removeHandler(handler)
+        tlog.setLevel(level)
     for m in problems:
         if (hit := re.search(r"invalid (?:page offset|offset to first page) (\d+)", m)):
             return f"an image directory at byte {hit[1]} lies beyond the end of the file ({size} bytes)"
