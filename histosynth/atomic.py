@@ -185,11 +185,18 @@ def _proc_stat(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[19]
 
 
-def _cmdline(pid: int) -> str:
+def _is_snakemake(pid: int) -> bool:
+    """A Python process running snakemake (``snakemake ...`` or ``python -m snakemake ...``).
+
+    Requiring Python keeps a shell or terminal multiplexer that merely mentions snakemake in its
+    command line (``tmux new -s snakemake``) out of the watched chain.
+    """
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return ""
+        return False
+    exe = Path(argv[0]).name
+    return ("python" in exe or exe == "snakemake") and any(Path(a).name == "snakemake" for a in argv)
 
 
 def snakemake_ancestors() -> list[tuple[int, str]]:
@@ -204,7 +211,7 @@ def snakemake_ancestors() -> list[tuple[int, str]]:
         st = _proc_stat(pid)
         if st is None:
             break
-        chain.append((pid, st[1], "snakemake" in _cmdline(pid)))
+        chain.append((pid, st[1], _is_snakemake(pid)))
         pid = st[0]
     outer = max((i for i, c in enumerate(chain) if c[2]), default=0)
     return [(p, start) for p, start, _ in chain[: outer + 1]]

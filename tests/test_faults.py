@@ -3,6 +3,7 @@ unreachable LLM server. Subprocesses are waited on through files they write, nev
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -142,18 +143,37 @@ def test_job_stops_when_its_parent_is_killed(tmp_path):
     ready, child_pid = tmp_path / "ready", tmp_path / "child.pid"
     child = ORPHAN_CHILD.format(repo=str(REPO), out=str(tmp_path / "out.bin"), ready=str(ready))
     parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT.format(child=child, child_pid=str(child_pid))])
+    _kill_and_expect_the_job_to_stop(parent, ready, child_pid, tmp_path)
+
+
+def test_job_stops_when_snakemake_two_levels_up_is_killed(tmp_path):
+    """As under the local executor: snakemake -> shell -> job. The middle process survives."""
+    ready, child_pid = tmp_path / "ready", tmp_path / "child.pid"
+    child = ORPHAN_CHILD.format(repo=str(REPO), out=str(tmp_path / "out.bin"), ready=str(ready))
+    middle = ORPHAN_PARENT.format(child=child, child_pid=str(child_pid))
+    top = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {middle!r}])\nwhile True: time.sleep(0.05)\n"
+    # the trailing argument makes the top process look like `python ... snakemake` to the watcher
+    snakemake = subprocess.Popen([sys.executable, "-c", top, "snakemake"], start_new_session=True)
+    try:
+        _kill_and_expect_the_job_to_stop(snakemake, ready, child_pid, tmp_path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(snakemake.pid, signal.SIGKILL)  # the middle process, which nothing else stops
+
+
+def _kill_and_expect_the_job_to_stop(ancestor, ready, child_pid, tmp_path):
     try:
         wait_for(lambda: ready.exists() and ready.read_text(), "the child's temporary file")
         tmp = Path(ready.read_text())
         pid = int(child_pid.read_text())
         assert tmp.exists()
-        parent.kill()
-        parent.wait(timeout=WAIT_S)
+        ancestor.kill()
+        ancestor.wait(timeout=WAIT_S)
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), "the orphaned child to stop")
         assert not tmp.exists() and not (tmp_path / "out.bin").exists()
     finally:
-        if parent.poll() is None:
-            parent.kill()
+        if ancestor.poll() is None:
+            ancestor.kill()
 
 
 def _state(pid: int) -> str:
