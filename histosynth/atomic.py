@@ -29,13 +29,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ResourceError
+from .errors import InputError, ResourceError
 
 log = logging.getLogger(__name__)
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.partial$")
 
+FULL_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 _live: set[Path] = set()  # temporary paths this process is writing now
 _live_lock = threading.Lock()
 _swept: set[Path] = set()  # folders already checked for stale leftovers by this process
@@ -87,8 +88,13 @@ def _sweep_once(folder: Path) -> None:
         clean_stale_partials(folder)
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC anywhere in the exception chain; h5py reports it only inside its message."""
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC anywhere in the exception chain (h5py reports it only inside its message), or a
+    failed write (torch's serializer names no errno) on a filesystem that is now full."""
+    if not isinstance(exc, InputError) and isinstance(exc, (OSError, RuntimeError)) and "writ" in str(exc).lower():
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(folder).free < FULL_BYTES:
+                return True
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -122,7 +128,7 @@ def _temporary(final: Path, make: Callable[[Path], None], commit: Callable[[Path
         yield tmp
         commit(tmp, final)
     except Exception as e:
-        if _is_disk_full(e):
+        if _is_disk_full(e, final.parent):
             raise _disk_full_error(final, e) from e
         raise
     finally:
@@ -139,8 +145,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
-    shutil.rmtree(final, ignore_errors=True)
+    # two renames, then the slow delete: the old folder is never half-deleted under its final name
+    old = partial_name(final.with_name(final.name + ".old"))
+    if final.exists():
+        _remove(old)
+        os.replace(final, old)
     os.replace(tmp, final)
+    _remove(old)
 
 
 @contextlib.contextmanager

@@ -317,3 +317,27 @@ def test_a_failed_job_prints_one_line(tmp_path, kind, line):
     assert res.stderr.strip() == line.format(log=log)
     if kind == "bug":
         assert "Traceback (most recent call last)" in log.read_text()
+
+
+def test_torch_style_write_failure_on_a_full_disk(tmp_path, monkeypatch):
+    """torch.save's error names no errno; a failed write on a full filesystem is still reported as such."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 4096))
+    with pytest.raises(ResourceError, match="no space left on device"):
+        with atomic_dir(tmp_path / "checkpoint") as d:
+            (d / "x").write_text("x")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: file write failed")
+    with pytest.raises(RuntimeError, match="unrelated"):  # other errors are left alone
+        with atomic_path(tmp_path / "y"):
+            raise RuntimeError("unrelated")
+
+
+def test_atomic_dir_replaces_an_old_folder(tmp_path):
+    with atomic_dir(tmp_path / "model") as d:
+        (d / "v").write_text("1")
+    with atomic_dir(tmp_path / "model") as d:
+        (d / "v").write_text("2")
+    assert (tmp_path / "model" / "v").read_text() == "2" and not partials(tmp_path)
