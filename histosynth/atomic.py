@@ -169,7 +169,16 @@ def remove_live_partials() -> None:
         _remove(p)
 
 
+_installed_by: int | None = None
+
+
 def _on_signal(signum, frame):
+    if os.getpid() != _installed_by:
+        # a forked child (a DataLoader worker) inherits the handler and the list of live paths,
+        # which belong to its parent: it must die as usual and leave them alone
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     remove_live_partials()
     name = signal.Signals(signum).name
     print(f"histosynth: stopped by {name}; temporary files removed", file=sys.stderr)
@@ -179,6 +188,8 @@ def _on_signal(signum, frame):
 
 def install_signal_cleanup() -> None:
     """Make SIGTERM and SIGHUP remove this process's temporary files and exit (main thread only)."""
+    global _installed_by
+    _installed_by = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
 

@@ -341,3 +341,29 @@ def test_atomic_dir_replaces_an_old_folder(tmp_path):
     with atomic_dir(tmp_path / "model") as d:
         (d / "v").write_text("2")
     assert (tmp_path / "model" / "v").read_text() == "2" and not partials(tmp_path)
+
+
+FORKING_WRITER = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, {repo!r})
+    from histosynth.atomic import atomic_path, install_signal_cleanup
+    install_signal_cleanup()
+    with atomic_path({out!r}) as tmp:
+        tmp.write_text("partial")
+        child = os.fork()
+        if child == 0:  # a worker, as a DataLoader forks them: it inherits the handler
+            while True:
+                time.sleep(0.05)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        open({ready!r}, "w").write(f"{{os.WTERMSIG(status)}} {{tmp.exists()}}")
+""")
+
+
+def test_a_forked_worker_killed_by_sigterm_leaves_its_parents_files_alone(tmp_path):
+    ready = tmp_path / "ready"
+    code = FORKING_WRITER.format(repo=str(REPO), out=str(tmp_path / "out.bin"), ready=str(ready))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
+    assert res.returncode == 0, res.stderr
+    assert ready.read_text() == f"{int(signal.SIGTERM)} True"  # the worker died of SIGTERM; the parent's file survived
+    assert (tmp_path / "out.bin").read_text() == "partial"
