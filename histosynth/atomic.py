@@ -128,7 +128,7 @@ def _temporary(final: Path, make: Callable[[Path], None], commit: Callable[[Path
         yield tmp
         commit(tmp, final)
     except Exception as e:
-        if _is_disk_full(e, final.parent):
+        if not isinstance(e, ResourceError) and _is_disk_full(e, final.parent):  # not twice when nested
             raise _disk_full_error(final, e) from e
         raise
     finally:
