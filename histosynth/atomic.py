@@ -246,7 +246,11 @@ def watch_parents(interval_s: float = 1.0, signum: int = signal.SIGTERM) -> thre
     ``--rerun-incomplete`` would start a second writer beside them. Linux only (reads /proc);
     elsewhere only the direct parent is watched, through ``os.getppid()``.
     """
-    if Path("/proc/self/stat").exists():
+    if os.getppid() == 1 and not _is_snakemake(1):  # orphaned before we looked (snakemake as a container's init is fine)
+
+        def gone() -> bool:
+            return True
+    elif Path("/proc/self/stat").exists():
         watched = snakemake_ancestors()
 
         def gone() -> bool:

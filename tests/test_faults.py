@@ -350,10 +350,13 @@ FORKING_WRITER = textwrap.dedent("""
     install_signal_cleanup()
     with atomic_path({out!r}) as tmp:
         tmp.write_text("partial")
+        r, w = os.pipe()
         child = os.fork()
         if child == 0:  # a worker, as a DataLoader forks them: it inherits the handler
+            os.write(w, b"up")  # only now: a signal that arrives during the fork itself is dropped by Python
             while True:
                 time.sleep(0.05)
+        os.read(r, 2)
         os.kill(child, signal.SIGTERM)
         _, status = os.waitpid(child, 0)
         open({ready!r}, "w").write(f"{{os.WTERMSIG(status)}} {{tmp.exists()}}")

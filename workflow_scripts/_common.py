@@ -17,6 +17,11 @@ if str(REPO_ROOT) not in sys.path:  # works without `pip install`, e.g. in a con
 from histosynth.atomic import install_signal_cleanup, watch_parents  # noqa: E402
 from histosynth.errors import InputError  # noqa: E402
 
+# at import, before the script's heavy imports (torch, diffusers: seconds), so that a snakemake
+# killed during them is noticed too
+install_signal_cleanup()
+watch_parents()
+
 
 def run(snakemake, main) -> None:
     """Call ``main(snakemake)`` with stderr and logging going to ``snakemake.log[0]``."""
@@ -31,8 +36,6 @@ def run(snakemake, main) -> None:
         os.environ[var] = str(max(1, snakemake.threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
-    install_signal_cleanup()
-    watch_parents()
     where = f"histosynth: rule {snakemake.rule}{_wildcards(snakemake)}"
     try:
         main(snakemake)
