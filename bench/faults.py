@@ -278,8 +278,8 @@ def _(tmp):
 def _(tmp):
     from histosynth.text.summarize import Report, summarize_extractive
 
-    text = ("DIAGNOSIS: Invasive ductal carcinoma, grade 2. Metastatic carcinoma in 2 of 14 lymph nodes. "
-            "SYNOPTIC REPORT: Lymph nodes: 2 of 14 lymph nodes positive for metastatic carcinoma.")
+    text = ("DIAGNOSIS: Invasive ductal carcinoma, grade 2. Lymph nodes: 2 of 14 positive. "
+            "SYNOPTIC REPORT: Regional lymph nodes: 2 of 14 positive for metastatic carcinoma.")
     res = summarize_extractive([Report("c1", text)], lambda t: len(t.split()), 60)
     s = res["c1"][0]
     return ("2/14" in s or "2 of 14" in s) and "4/28" not in s, f"summary: {s!r}"
@@ -414,6 +414,12 @@ def _(tmp):
 def _(tmp):
     from histosynth.split import split_patches
 
+    # stopped before any job (config check) or by the split job itself: either is fine
+    write_workflow(tmp, rows=(), split={"val": 0.5, "test": 0.5})
+    rc, out = snakemake(tmp, "-n")
+    if rc != 0:
+        ok = all(re.search(p, out) for p in (r"split\.val", r"0\.5", r"split\.test")) and "=1.0" not in out
+        return ok, relevant(out, r"split\.val")
     src = write_patch_file(tmp / "tiles.h5")
     outs = {s: tmp / f"{s}.h5" for s in ("train", "val", "test")}
     for p in outs.values():
