@@ -3,3 +3,8 @@
 
 class InputError(ValueError):
     """Bad user input: the message names the file, config key or slide responsible."""
+
+
+class ResourceError(InputError):
+    """The run's surroundings failed (disk full, server unreachable); the message names the file or
+    config key to check. Reported like an input error: one line, no traceback."""

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .atomic import atomic_path
+from .errors import InputError
 from .labels import DAB_LABEL_NAMES, DabParams, dab_labels
 from .patchfile import UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
 from .qc import BLUR_COLOUR as QC_REJECTED_COLOUR, PatchQC
@@ -20,6 +21,9 @@ from .wsi import PatchReader, ReadPlan, grid_coords, mask_fraction, open_slide, 
 
 log = logging.getLogger(__name__)
 PREVIEW_PX = 1024
+# finest tiling.mpp allowed, as a multiple of the slide's own resolution: 4x upsampling already
+# turns one scanned pixel into 16; beyond it a typo (0.001 for 1.0) queues millions of 1-pixel reads
+MAX_UPSAMPLING = 4.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,13 @@ def tile_slide(
     slide = open_slide(slide_path, slide_id)
     base_mpp, mpp_source = slide_mpp(slide, slide_id, tiling.assume_mpp)
     plan = plan_read(slide, base_mpp, tiling.mpp, tiling.patch_size, tiling.step)
+    if plan.downsample < 1 / MAX_UPSAMPLING:
+        raise InputError(
+            f"slide {slide_id!r}: tiling.mpp = {tiling.mpp:g} um/px is {1 / plan.downsample:.0f}x finer than the slide's "
+            f"{base_mpp:g} um/px ({mpp_source}); at most {MAX_UPSAMPLING:g}x upsampling is allowed, as finer patches "
+            f"would only invent pixels ({len(grid_coords(*slide.dimensions, plan.footprint, plan.step))} reads of "
+            f"{plan.read_size} px); set tiling.mpp >= {base_mpp / MAX_UPSAMPLING:g}"
+        )
     if plan.downsample < 1:
         log.warning("slide %s: target %.3f um/px is finer than the scan (%.3f um/px); patches are upsampled %.2fx",
                     slide_id, tiling.mpp, base_mpp, 1 / plan.downsample)

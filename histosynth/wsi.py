@@ -7,8 +7,10 @@ one needed (so pixels are only ever reduced, never invented) and resized to the 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +25,53 @@ from .errors import InputError
 from .tissue import to_rgb_uint8
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+def tiff_damage(path: Path) -> str | None:
+    """Why a TIFF-based file (SVS, NDPI, generic TIFF ...) is incomplete, or None if it looks whole.
+
+    A cut-off SVS still starts with a valid header, and OpenSlide then hands it to PIL, which
+    reads the first page and reports only "no MPP". Here every directory (IFD) and every strip or
+    tile must lie inside the file.
+    """
+    import tifffile
+
+    size = path.stat().st_size
+    problems: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            problems.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    tlog = logging.getLogger("tifffile")
+    tlog.addHandler(handler)
+    level = tlog.level
+    tlog.setLevel(logging.WARNING)  # heard even when the application silences logging
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = list(tif.pages)  # walks the whole IFD chain; offsets past the end are logged
+            if not pages:
+                return "no readable image directory"
+            for i, page in enumerate(pages):
+                ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+                if ends and max(ends) > size:
+                    missing = sum(e > size for e in ends)
+                    return f"image {i}: {missing} of {len(ends)} tiles/strips lie beyond the end of the file ({size} bytes)"
+    except Exception as e:  # tifffile raises its own error types for malformed structures
+        return f"{type(e).__name__}: {e}"
+    finally:
+        tlog.removeHandler(handler)
+        tlog.setLevel(level)
+    for m in problems:
+        if (hit := re.search(r"invalid (?:page offset|offset to first page) (\d+)", m)):
+            return f"an image directory at byte {hit[1]} lies beyond the end of the file ({size} bytes)"
+        if "corrupt" in m.lower():
+            return m
+    return None
+
+
 def open_slide(path: str | os.PathLike, slide_id: str) -> openslide.AbstractSlide:
     """Open a WSI (or a plain image) with OpenSlide; errors name the slide and the file."""
     p = Path(path)
@@ -30,13 +79,25 @@ def open_slide(path: str | os.PathLike, slide_id: str) -> openslide.AbstractSlid
         raise InputError(f"slide {slide_id!r}: file not found: {p}")
     if p.is_dir():
         raise InputError(f"slide {slide_id!r}: {p} is a directory, not a slide file")
+    with open(p, "rb") as f:
+        is_tiff = f.read(4) in TIFF_MAGIC
+    if is_tiff:
+        damage = tiff_damage(p)
+        if damage:
+            raise InputError(f"slide {slide_id!r} looks truncated or corrupt: {p} ({damage}); copy it again from its source")
     try:
-        return openslide.open_slide(str(p))
-    except (openslide.OpenSlideError, UnidentifiedImageError, OSError, ValueError) as e:
+        slide = openslide.open_slide(str(p))
+        if isinstance(slide, openslide.ImageSlide):  # PIL fallback: decode now so a damaged file fails here
+            with Image.open(p) as im:
+                im.load()
+    except (openslide.OpenSlideError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if is_tiff:
+            raise InputError(f"slide {slide_id!r} looks truncated or corrupt: {p} ({e})") from e
         raise InputError(
             f"slide {slide_id!r}: {p} is not a whole-slide image OpenSlide can read "
             f"(corrupt, truncated or not a slide format): {e}"
         ) from e
+    return slide
 
 
 def slide_mpp(slide: openslide.AbstractSlide, slide_id: str, assume_mpp: float | None) -> tuple[float, str]:

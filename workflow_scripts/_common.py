@@ -1,5 +1,6 @@
 """Shared glue for workflow scripts: make the package importable, log to the rule's log file,
-and turn input errors into one clear line instead of a traceback."""
+turn every failure into one clear line (the traceback goes to the rule's log), remove temporary
+files on SIGTERM, and stop when the snakemake that started the job is gone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # works without `pip install`, e.g. in a conda env
     sys.path.insert(0, str(REPO_ROOT))
 
+from histosynth.atomic import install_signal_cleanup, watch_parents  # noqa: E402
 from histosynth.errors import InputError  # noqa: E402
+
+# at import, before the script's heavy imports (torch, diffusers: seconds), so that a snakemake
+# killed during them is noticed too
+install_signal_cleanup()
+watch_parents()
 
 
 def run(snakemake, main) -> None:
@@ -29,16 +36,36 @@ def run(snakemake, main) -> None:
         os.environ[var] = str(max(1, snakemake.threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
+    where = f"histosynth: rule {snakemake.rule}{_wildcards(snakemake)}"
     try:
         main(snakemake)
     except InputError as e:
         log.error("%s", e)
-        print(f"histosynth: rule {snakemake.rule}: {e}", file=console)
+        print(f"{where}: {e}", file=console)
         sys.exit(1)
-    except Exception:
+    except Exception as e:
+        # a bug or an unforeseen fault: the traceback goes to the log, the console gets one line
         log.error("unexpected failure:\n%s", traceback.format_exc())
+        log_hint = f"; traceback in {snakemake.log[0]}" if snakemake.log else ""
+        print(f"{where}: unexpected {type(e).__name__}: {_first_line(e)}{log_hint}", file=console)
+        if log_file is console:
+            traceback.print_exc(file=console)
+        sys.exit(1)
+    except SystemExit as e:
+        if e.code not in (0, None, 1):
+            log.error("stopped (exit status %s); temporary files removed", e.code)
         raise
     finally:
         sys.stderr = console
         if log_file is not console:
             log_file.close()
+
+
+def _wildcards(snakemake) -> str:
+    wc = dict(snakemake.wildcards.items())
+    return f" ({', '.join(f'{k}={v}' for k, v in wc.items())})" if wc else ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines() or [""])[0][:500]

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..atomic import atomic_path
-from ..errors import InputError
+from ..errors import InputError, ResourceError
 from .extract import compose, extract_fields
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,30 @@ def openai_client(cfg: dict):
     return OpenAI(api_key=key, base_url=cfg.get("base_url") or None, max_retries=cfg["max_retries"], timeout=cfg["timeout_s"])
 
 
+def _openai_error(e: Exception, cfg: dict, case_id: str) -> Exception:
+    """The client's error, restated with the config key to check (summaries already received stay cached)."""
+    import openai
+
+    url = cfg.get("base_url") or "https://api.openai.com/v1 (the default; reports.openai.base_url is empty)"
+    where = f"reports: summarising case {case_id!r} with model {cfg['model']!r}"
+    if isinstance(e, openai.APITimeoutError):
+        return ResourceError(f"{where}: the server at reports.openai.base_url = {url} did not answer within "
+                             f"reports.openai.timeout_s = {cfg['timeout_s']} s ({cfg['max_retries']} retries)")
+    if isinstance(e, openai.APIConnectionError):
+        return ResourceError(f"{where}: cannot connect to reports.openai.base_url = {url} ({e.__cause__ or e}); "
+                             "is the server running and reachable from this machine?")
+    if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return InputError(f"{where}: the server at reports.openai.base_url = {url} refused the API key read from "
+                          f"${cfg.get('api_key_env')} (reports.openai.api_key_env): {e.status_code}")
+    if isinstance(e, openai.NotFoundError):
+        return InputError(f"{where}: the server at reports.openai.base_url = {url} has no model {cfg['model']!r} "
+                          f"(reports.openai.model) or no chat-completions endpoint there: {e.status_code}")
+    if isinstance(e, openai.APIStatusError):
+        return ResourceError(f"{where}: the server at reports.openai.base_url = {url} answered "
+                             f"{e.status_code} after {cfg['max_retries']} retries (reports.openai.max_retries): {e.message}")
+    return e
+
+
 def _fit(summary: str, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, bool]:
     """Trim an LLM line at field (then word) boundaries until it fits; report whether it was cut."""
     s = " ".join(summary.split())
@@ -156,7 +180,14 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
             futures = {pool.submit(ask, r): r for r in todo}
             for fut in tqdm(as_completed(futures), total=len(futures), desc="summaries", disable=not progress, mininterval=2):
                 r = futures[fut]
-                raw = fut.result()  # the client already retried; what fails here fails the rule
+                try:
+                    raw = fut.result()  # the client already retried; what fails here fails the rule
+                except Exception as e:
+                    pool.shutdown(wait=False, cancel_futures=True)  # the rest would fail the same way
+                    err = _openai_error(e, cfg, r.case_id)
+                    if err is e:
+                        raise
+                    raise err from e
                 cache.put(cache.key(model, template, r.text), raw, {"case_id": r.case_id, "model": model})
                 s, cut = _fit(raw, count_tokens, max_tokens)
                 results[r.case_id] = (s, "truncated" if cut else "requested")
