@@ -37,6 +37,9 @@ def clean_text(text: str) -> str:
     t = re.sub(r"(\w)-\s+(\w)", r"\1\2", t) if re.search(r"\w-\s+[a-z]", t) else t
     t = re.sub(r"\.\s+(?=[a-z(])", " ", t)  # "ductal breast. carcinoma" -> "ductal breast carcinoma"
     t = re.sub(r"\b(in)[\s-]+(situ)\b", r"\1 \2", t, flags=re.I)
+    # a sentence does not end on a function word: "IS. INTERPRETED AS. NEGATIVE" is one OCR'd line
+    t = re.sub(r"\b(is|are|was|were|as|the|of|for|and|with|to|by|in|an|or|be|at|than|from)\.\s+", r"\1 ", t, flags=re.I)
+    t = re.sub(r"\.\s+(?=(?:for|of|and|or|than)\s)", " ", t, flags=re.I)
     t = re.sub(r"\s+", " ", t)
     return t.strip()
 
@@ -88,12 +91,12 @@ def sections(text: str) -> list[Section]:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.;])\s+(?=[A-Z0-9(-])|\s+-\s+|(?<=\.)\s*(?=\d\.\s)", text) if s.strip()]
+    return [s for s in re.split(r"(?<=[.;])\s+(?=[A-Z0-9(-])|(?<=[.;:])\s+-\s+|(?<=\.)\s*(?=\d\.\s)", text) if s.strip()]
 
 
 _NEG = re.compile(r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|nor|neither|rule\s+out)\b"
                   r"(?:(?!\bwith\b|\bbut\b|\bwhile\b|\bwhereas\b|\bhowever\b|\bshowing\b)[^;.]){0,45}$", re.I)
-_HEDGE = re.compile(r"\b(?:suspicious|suspect(?:ed)?|possibl[ey]|probabl[ey]|equivocal\s+for|questionable|cannot\s+be\s+(?:ruled\s+out|excluded)|"
+_HEDGE = re.compile(r"\b(?:unclear|uncertain|whether|suspicious|suspect(?:ed)?|possibl[ey]|probabl[ey]|equivocal\s+for|questionable|cannot\s+be\s+(?:ruled\s+out|excluded)|"
                     r"indeterminate|favou?r(?:ed|s)?|consider|may\s+represent|rule\s+out|r/o|vs\.?|versus)\b[^;.]{0,30}$", re.I)
 _BOILERPLATE = re.compile(r"defined\s+as|(?:>|≥|greater\s+than)\s*\d+\s*%\s+of\s+(?:tumou?r\s+)?cells\s+(?:with|show)|is\s+calculated|scoring\s+range|interpret(?:ed|ation)\s+(?:as|guidelines?)\s+(?:follows|positive\s+if)|"
                           r"reference\s+range|cut-?off|\bclone\b|antibod|fda|validated|guideline|recommend|proportion\s+score\s*\(|"
@@ -159,7 +162,7 @@ def _breast_type_phrases(text: str) -> list[str]:
                r"\blobular\s+(?:carcinoma\s+)?in\s+situ\b|\bductules?\b", " ", t, flags=re.I)
     out = []
     carcinoma = r"(?:carcinoma|adenocarcinoma|ca\b|cancer)"
-    for m in re.finditer(rf"\b(?:invasive|infiltrating|infiltrative|invasion)\b[^.;:]{{0,80}}?\b{carcinoma}|"
+    for m in re.finditer(rf"\b(?:invasive|infiltrating|infiltrative|invasion)\b[^.;:]{{0,80}}?\b{carcinoma}[^.;:]{{0,50}}|"
                          rf"\b(?:ductal|duct|lobular|mucinous|colloid|medullary|metaplastic|papillary|micropapillary|tubular|apocrine|"
                          rf"secretory|neuroendocrine|cribriform|mixed)\b[^.;:]{{0,40}}?\b{carcinoma}(?:[^.;:]{{0,60}})|"
                          r"histologic\s+(?:tumou?r\s+)?type(?:/subtype)?\s*[:=]?\s*[^.;]{0,60}|\bwho\s+classification\b[^.;]{0,60}|"
@@ -287,6 +290,8 @@ def _breast_grades(text: str) -> list[str]:
         for m in re.finditer(r"\b(?:histologic(?:al)?\s+)?grade\s*[:=-]\s*(iii|ii|i|[1-3])\b(?!\s*(?:-|to|/)\s*(?:[1-3]|i{1,3})\b)", low):
             if not re.search(r"(?:nuclear|dcis|in\s+situ)[^.;]{0,25}$", low[:m.start()]):
                 out.append(_ROMAN[m.group(1)])
+        for m in re.finditer(r"\b(well|poor|moderate|low|intermediate|high)\s+histologic(?:al)?\s+(?:and\s+nuclear\s+)?grade\b", low):
+            out.append({"well": "1", "low": "1", "moderate": "2", "intermediate": "2", "poor": "3", "high": "3"}[m.group(1)])
         for m in re.finditer(r"\b(well|moderately|poorly)[\s-]+differentiated\b", low):
             if re.search(r"\bnuclear|in\s+situ|dcis", low[max(0, m.start() - 30):m.end() + 30]):
                 continue
@@ -331,37 +336,49 @@ def grade(secs: list[Section], breast: bool) -> str | None:
 # ER / PR / HER2
 # --------------------------------------------------------------------------------------------
 
-_ER = r"\b(?:ER|estrogen\s+receptors?|oestrogen\s+receptors?|ER-?alpha)\b"
-_PR = r"\b(?:PR|PgR|progesterone\s+receptors?)\b"
+_ER = r"\b(?:ER|estrogen\s+recept\w*|oestrogen\s+recept\w*|ER-?alpha)(?![\w-])"
+_PR = r"\b(?:PR|PgR|progesterone\s+recept\w*)(?![\w-])"
 _HER2 = r"\b(?:HER[-\s]?2(?:[-\s/]?neu)?|c-?erb-?B-?2|erbB-?2|her2neu)\b"
 _STATUS = (r"(?P<neg>negative|neg\b|non-?reactive|not\s+(?:expressed|detected)|no\s+(?:staining|expression|immunoreactivity)|absent|(?<!\d)0\s*%|<\s*1\s*%|"
            r"allred(?:\s+score)?\s*[:=]?\s*[0-2]\b)|(?P<pos>(?:strongly|weakly|focally|moderately|diffusely)?\s*positive|pos\b|reactive|"
            r"(?:strong|weak|moderate|intermediate)(?:\s+(?:to\s+\w+\s+)?(?:nuclear\s+)?(?:staining|expression|intensity))?\s+(?:in\s+)?\d|"
+           r"immunoreactive\s+tumou?r\s+cells\s+present|"
            r"\d+(?:\.\d+)?\s*(?:-\s*\d+\s*)?%|allred(?:\s+score)?\s*[:=]?\s*[3-8]\b|h-?score\s*[:=]?\s*[1-9]\d*)|(?P<pend>pending|to\s+follow|ordered|will\s+be\s+reported|requested|not\s+performed|in\s+progress)")
+
+
+def _marker_lines(text: str) -> list[str]:
+    """Sentences, with a table cell or a CAP 'Results:' line joined to the marker label before it
+    ("Estrogen Receptor. Low Positive (1-9%).", "Estrogen Receptor: performed on another specimen. Results: ... (21%)")."""
+    out: list[str] = []
+    for s in _sentences(text):
+        label_only = out and re.fullmatch(r"\W*(?:" + _ER + "|" + _PR + "|" + _HER2 + r")(?:\s*\([^)]*\))?\s*[:.\-]*\s*", out[-1], re.I)
+        if out and (re.match(r"\W*(?:\w{1,2}\s+)?results?\s*:", s, re.I) or label_only):
+            out[-1] = out[-1].rstrip(" .") + " : " + s
+        else:
+            out.append(s)
+    return out
 
 
 def _hormone_status(text: str, name_re: str, other_re: str) -> list[str]:
     """positive / negative for ER or PR from each statement naming it."""
     out = []
-    for s in _sentences(text):
+    for s in _marker_lines(text):
         if _BOILERPLATE.search(s):
             continue
         for m in re.finditer(name_re + r"(?:\s*(?:and|/|&|,)\s*(?:" + other_re + r"))?", s, re.I):
             if _HEDGE.search(s[max(0, m.start() - 30):m.start()]):
                 continue
-            after = s[m.end():m.end() + 70]
-            after = re.split(r"(?i)" + r"(?:" + other_re + r"|" + _HER2 + r"|ki-?67|mib-?1|e-?cadherin|p53|ck\s?\d|cytokeratin|\bAR\b|androgen)", after)[0]
-            # "ER (by IHC): positive (95%)", "ER: 0%", "ER positive", "ER Allred 7/8"
-            st = re.search(r"^[^.;]{0,45}?(?:" + _STATUS + ")", after, re.I)
-            if st:
-                if st.group("pend"):
-                    continue
-                out.append("negative" if st.group("neg") else "positive")
-                continue
             before = s[max(0, m.start() - 40):m.start()]
             bt = re.search(r"\b(positive|negative)\s+(?:for\s+|to\s+)?(?:both\s+)?(?:the\s+)?(?:" + other_re + r")?\s*(?:and|,|/)?\s*(?:the\s+)?$", before, re.I)
             if bt:
                 out.append(bt.group(1).lower())
+                continue
+            after = s[m.end():m.end() + 70]
+            after = re.split(r"(?i)" + r"(?:" + other_re + r"|" + _HER2 + r"|ki-?67|mib-?1|e-?cadherin|p53|ck\s?\d|cytokeratin|\bAR\b|androgen)", after)[0]
+            # "ER (by IHC): positive (95%)", "ER: 0%", "ER positive", "ER Allred 7/8"
+            st = re.search(r"^[^.;]{0,45}?(?:" + _STATUS + ")", after, re.I)
+            if st and not st.group("pend") and not re.match(r"[^.;]{0,20}?\b(?:and|or|but|while)\s+(?:\w+\s+)?(?:positive|negative)\s+for\b", after, re.I):
+                out.append("negative" if st.group("neg") else "positive")
     return out
 
 
@@ -373,7 +390,7 @@ def _her2_status(text: str) -> list[tuple[str, str]]:
     """(kind, value) per HER2 statement; kind 'ish' (FISH/CISH/SISH result) or 'ihc' (score or stated status)."""
     out = []
     low_all = text
-    for s in _sentences(low_all):
+    for s in _marker_lines(low_all):
         if _BOILERPLATE.search(s) and not re.search(r"ratio\s*(?:of|:|=)?\s*\d", s, re.I):
             continue
         if not re.search(_HER2 + r"|\b(?:fish|cish|sish|in\s+situ\s+hybridi[sz]ation)\b", s, re.I):
@@ -610,9 +627,10 @@ def _node_statements(text: str) -> list[tuple[str, int | None, int | None]]:
             found = True
         # synoptic: "Number of lymph nodes examined: 14 ... number of lymph nodes involved: 2"
         ex = re.search(rf"(?:number\s+of\s+)?(?:lymph\s+)?nodes?\s+(?:examined|identified|retrieved|submitted|recovered)\s*[:=]?\s*{_WN}\b", low)
-        inv = re.search(rf"(?:number\s+of\s+)?(?:lymph\s+)?nodes?\s+(?:involved|positive|with\s+(?:macro)?metasta\w*)\s*[:=]?\s*{_WN}\b", low)
+        inv = re.search(rf"(?:number\s+of\s+)?(?:lymph\s+)?nodes?\s+(?:involved|positive|with\s+(?:macro|micro)?metasta\w*)\s*(?:\([^)]{{0,60}}\))?\s*[:=]?\s*"
+                        rf"(?:{_WN}|(o))\b", low)
         if inv and not found:
-            pos = _num(inv.group(1))
+            pos = 0 if inv.group(2) else _num(inv.group(1))
             tot = _num(ex.group(1)) if ex else None
             if pos is not None:
                 out.append(("positive" if pos else "negative", pos, tot))
