@@ -97,7 +97,7 @@ def _sentences(text: str) -> list[str]:
 _NEG = re.compile(r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|nor|neither|rule\s+out)\b"
                   r"(?:(?!\bwith\b|\bbut\b|\bwhile\b|\bwhereas\b|\bhowever\b|\bshowing\b)[^;.]){0,45}$", re.I)
 _HEDGE = re.compile(r"\b(?:unclear|uncertain|whether|suspicious|suspect(?:ed)?|possibl[ey]|probabl[ey]|equivocal\s+for|questionable|cannot\s+be\s+(?:ruled\s+out|excluded)|"
-                    r"indeterminate|favou?r(?:ed|s)?|consider|may\s+represent|rule\s+out|r/o|vs\.?|versus)\b[^;.]{0,30}$", re.I)
+                    r"indeterminate|favou?r(?:ed|s)?|consider|may\s+represent|rule\s+out|r/o|vs\.?|versus)\b[^;.]{0,45}$", re.I)
 _BOILERPLATE = re.compile(r"defined\s+as|(?:>|≥|greater\s+than)\s*\d+\s*%\s+of\s+(?:tumou?r\s+)?cells\s+(?:with|show)|is\s+calculated|scoring\s+range|interpret(?:ed|ation)\s+(?:as|guidelines?)\s+(?:follows|positive\s+if)|"
                           r"reference\s+range|cut-?off|\bclone\b|antibod|fda|validated|guideline|recommend|proportion\s+score\s*\(|"
                           r"(?:0|1|2|3)\s*=\s*(?:no|weak|<)", re.I)
@@ -280,8 +280,10 @@ def _breast_grades(text: str) -> list[str]:
                 out.append(_ROMAN[m.group(1)])
         for m in re.finditer(r"\b(?:grade|nhg|g)\s*[:=]?\s*(iii|ii|i|[1-3])\s*(?:/|of)\s*(?:3|iii)\b", low):
             out.append(_ROMAN[m.group(1)])
-        for m in re.finditer(r"\b(?:nhg|sbr|g)\s?([1-3])\b", low):
-            out.append(m.group(1))
+        for m in re.finditer(r"\b(nhg|sbr|g)\s?(iii|ii|i|[1-3])\b(?!\s*[-–,/]\s*g?\d)", low):
+            # "G3" only beside a TNM string or a tumour name, never a block or section code ("G1-G6")
+            if m.group(1) != "g" or (re.search(r"\bp?t[0-4is]|carcinoma|differentiat", low) and not re.search(r"section|block|cassette|slide", low)):
+                out.append(_ROMAN[m.group(2)])
         for m in re.finditer(r"\b(?:nottingham|sbr|bloom[- ]richardson|elston|histologic|combined|total|overall)\s+(?:histologic\s+)?(?:grade\s+|grading\s+)?"
                              r"(?:score|points?)\s*(?:of\s*)?[:=]?\s*([3-9])\b(?!\s*\+)|\b([3-9])\s*/\s*9\b|=\s*([3-9])\s*(?:/9|points)", low):
             g = _score_grade(int(next(x for x in m.groups() if x)))
@@ -351,9 +353,9 @@ def _marker_lines(text: str) -> list[str]:
     ("Estrogen Receptor. Low Positive (1-9%).", "Estrogen Receptor: performed on another specimen. Results: ... (21%)")."""
     out: list[str] = []
     for s in _sentences(text):
-        label_only = out and re.fullmatch(r"\W*(?:" + _ER + "|" + _PR + "|" + _HER2 + r")(?:\s*\([^)]*\))?\s*[:.\-]*\s*", out[-1], re.I)
+        label_only = out and re.search(r"(?:" + _ER + "|" + _PR + "|" + _HER2 + r")(?:\s*\([^)]*\))?\s*[:.\-]*\s*$", out[-1], re.I)
         if out and (re.match(r"\W*(?:\w{1,2}\s+)?results?\s*:", s, re.I) or label_only):
-            out[-1] = out[-1].rstrip(" .") + " : " + s
+            out[-1] = out[-1].rstrip(" .;") + " : " + s.strip(" ;").rstrip(".")
         else:
             out.append(s)
     return out
@@ -376,9 +378,17 @@ def _hormone_status(text: str, name_re: str, other_re: str) -> list[str]:
             after = s[m.end():m.end() + 70]
             after = re.split(r"(?i)" + r"(?:" + other_re + r"|" + _HER2 + r"|ki-?67|mib-?1|e-?cadherin|p53|ck\s?\d|cytokeratin|\bAR\b|androgen)", after)[0]
             # "ER (by IHC): positive (95%)", "ER: 0%", "ER positive", "ER Allred 7/8"
-            st = re.search(r"^[^.;]{0,45}?(?:" + _STATUS + ")", after, re.I)
-            if st and not st.group("pend") and not re.match(r"[^.;]{0,20}?\b(?:and|or|but|while)\s+(?:\w+\s+)?(?:positive|negative)\s+for\b", after, re.I):
+            st = re.search(r"^[^.;]{0,90}?(?:" + _STATUS + ")", after, re.I)
+            conj = re.search(r"\b(?:and|or|but|while)\s+(?:\w+\s+)?(?:positive|negative)\s+for\b", after, re.I)
+            if st and not st.group("pend") and not (conj and conj.start() < st.end()):
                 out.append("negative" if st.group("neg") else "positive")
+                continue
+            # "percentage of nuclei staining positive (PR): 25", "Intensity of staining, PR: 3+ (strong)"
+            num = re.match(r"\)?\s*[:=]?\s*(\d+)\s*(\+)?", after)
+            if num and re.search(r"(?:percent(?:age)?|%|proportion)\b[^.;]{0,50}$", before, re.I) and not num.group(2):
+                out.append("positive" if int(num.group(1)) >= 1 else "negative")
+            elif num and num.group(2) and re.search(r"intensity[^.;]{0,30}$", before, re.I):
+                out.append("positive" if int(num.group(1)) >= 1 else "negative")
     return out
 
 
