@@ -47,7 +47,7 @@ def clean_text(text: str) -> str:
 # Headings, most specific first. Kinds: dx (final diagnosis, synoptic summary), add (addendum),
 # text (microscopic, comment, unlabelled), gross, skip (history, pre-op diagnosis, methodology).
 _HEADINGS = [
-    ("skip", r"(?:clinical|pertinent)\s+(?:history|information|data|notes?|diagnosis(?:\s+and\s+history)?)|history|"
+    ("skip", r"(?:clinical|pertinent)\s+(?:history|information|data|notes?|diagnosis(?:\s*(?:and|&)\s*history)?)|history|"
              r"pre-?\s?operative\s+diagnosis|post-?\s?operative\s+diagnosis|indications?(?:\s+for\s+(?:procedure|surgery))?|"
              r"reason\s+for\s+(?:referral|submission|consultation)|clinical\s+impression|"
              r"methodology|antibody\s+and\s+assay\s+methodology|references?|disclaimer|interpretation\s+criteria"),
@@ -341,8 +341,8 @@ def grade(secs: list[Section], breast: bool) -> str | None:
 _ER = r"\b(?:ER|estrogen\s+recept\w*|oestrogen\s+recept\w*|ER-?alpha)(?![\w-])"
 _PR = r"\b(?:PR|PgR|progesterone\s+recept\w*)(?![\w-])"
 _HER2 = r"\b(?:HER[-\s]?2(?:[-\s/]?neu)?|c-?erb-?B-?2|erbB-?2|her2neu)\b"
-_STATUS = (r"(?P<neg>negative|neg\b|non-?reactive|not\s+(?:expressed|detected)|no\s+(?:staining|expression|immunoreactivity)|absent|(?<!\d)0\s*%|<\s*1\s*%|"
-           r"allred(?:\s+score)?\s*[:=]?\s*[0-2]\b)|(?P<pos>(?:strongly|weakly|focally|moderately|diffusely)?\s*positive|pos\b|reactive|"
+_STATUS = (r"(?P<neg>no\s+immunoreactive\s+tumou?r\s+cells(?:\s+(?:are\s+)?present)?|negative|neg\b|non-?reactive|not\s+(?:expressed|detected)|no\s+(?:staining|expression|immunoreactivity)|absent|(?<!\d)0\s*%|<\s*1\s*%|"
+           r"allred(?:\s+score)?\s*[:=]?\s*[0-2]\b)|(?P<pos>(?:strongly|weakly|focally|moderately|diffusely)?\s*positive|pos\b|\breactive|"
            r"(?:strong|weak|moderate|intermediate)(?:\s+(?:to\s+\w+\s+)?(?:nuclear\s+)?(?:staining|expression|intensity))?\s+(?:in\s+)?\d|"
            r"immunoreactive\s+tumou?r\s+cells\s+present|"
            r"\d+(?:\.\d+)?\s*(?:-\s*\d+\s*)?%|allred(?:\s+score)?\s*[:=]?\s*[3-8]\b|h-?score\s*[:=]?\s*[1-9]\d*)|(?P<pend>pending|to\s+follow|ordered|will\s+be\s+reported|requested|not\s+performed|in\s+progress)")
@@ -375,7 +375,7 @@ def _hormone_status(text: str, name_re: str, other_re: str) -> list[str]:
             if bt:
                 out.append(bt.group(1).lower())
                 continue
-            after = s[m.end():m.end() + 70]
+            after = s[m.end():m.end() + 140]
             after = re.split(r"(?i)" + r"(?:" + other_re + r"|" + _HER2 + r"|ki-?67|mib-?1|e-?cadherin|p53|ck\s?\d|cytokeratin|\bAR\b|androgen)", after)[0]
             # "ER (by IHC): positive (95%)", "ER: 0%", "ER positive", "ER Allred 7/8"
             st = re.search(r"^[^.;]{0,90}?(?:" + _STATUS + ")", after, re.I)
@@ -428,10 +428,10 @@ def _her2_status(text: str) -> list[tuple[str, str]]:
             after = s[m.end():m.end() + 80]
             if re.match(r"[^.;]{0,40}?(?:pending|to\s+follow|ordered|will\s+be\s+reported|requested|in\s+progress|not\s+performed|failed|unsuccessful|inconclusive)", after, re.I):
                 continue
-            sc = re.match(r"[^.;]{0,50}?(?:score\s*[:=]?\s*|\(|:\s*|\bis\s+|\b)([0-3])\s*\+?(?:\s*\(?(?:out\s+)?of\s+3\)?)?(?!\s*%|\.\d|\d)", after, re.I)
+            sc = re.match(r"[^.;]{0,50}?(?:score\s*(?:of\s*)?[:=]?\s*([0-3])\b\+?|\b([0-3])\s*\+)(?!\s*%|\.\d|\d)", after, re.I)
             word = re.match(r"[^.;]{0,40}?\b(negative|positive|equivocal|borderline|overexpress(?:ed|ion))\b", after, re.I)
-            if sc and (not word or sc.start(1) < word.start(1) or re.match(r"\s*\+", after[sc.end(1):])):
-                out.append(("ihc", {"0": "negative", "1": "negative", "2": "equivocal", "3": "positive"}[sc.group(1)]))
+            if sc and (not word or sc.start() < word.start(1) or sc.group(2)):
+                out.append(("ihc", {"0": "negative", "1": "negative", "2": "equivocal", "3": "positive"}[sc.group(1) or sc.group(2)]))
             elif word:
                 w = word.group(1).lower()
                 if w.startswith("overexpress"):
@@ -511,10 +511,15 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
             continue
         for m in re.finditer(_SIZE_NUM, s, re.I):
             cm = _cm(m)
+            listed = re.search(r"(\d{1,2}(?:\.\d+)?)\s*(?:,|and|&)\s*$", low_s[max(0, m.start() - 12):m.start()])
+            if listed and not m.group(3):  # "diameters: 2.8 and 0.8 cm": the unit covers both
+                cm = max(cm, float(listed.group(1)) / (10 if m.group(6).lower() == "mm" else 1))
             if not 0 < cm < 30:
                 continue
             before = re.sub(r"(?<=\d)\.(?=\d)", ",", low_s[max(0, m.start() - 90):m.start()])  # decimals are no sentence ends
             after = low_s[m.end():m.end() + 40]
+            if re.search(r"\b(?:sum|aggregate|combined|total)\b[^.;]{0,50}$", before):
+                continue
             if re.search(r"(?:>|<|≥|≤|more\s+than|less\s+than|greater\s+than|\bover|exceeding|up\s+to|ranging\s+(?:in\s+size\s+)?from|\bto|-)\s*$", before):
                 continue
             if re.search(r"\b(?:field|area\s+diameter|hpf|mitos\w*|isolated\s+tumou?r\s+cells?|cells\b)[^.;]{0,40}$", before) or \
