@@ -194,7 +194,8 @@ def _breast_type_phrases(text: str) -> list[str]:
 
 _HEADS = (r"adenocarcinoma|carcinoma|sarcoma|melanoma|lymphoma|glioblastoma|astrocytoma|oligodendroglioma|oligoastrocytoma|"
           r"mesothelioma|seminoma|blastoma|thymoma|paraganglioma|pheochromocytoma|cholangiocarcinoma|carcinosarcoma|"
-          r"leiomyosarcoma|liposarcoma|germ\s+cell\s+tumou?r|teratoma|gist|gastrointestinal\s+stromal\s+tumou?r")
+          r"leiomyosarcoma|liposarcoma|germ\s+cell\s+tumou?r|teratoma|gist|gastrointestinal\s+stromal\s+tumou?r|adenoma|"
+          r"ca(?=[\s,.;]|$)(?!\s*[-\d])")
 _MODIFIERS = {
     "invasive", "infiltrating", "ductal", "duct", "lobular", "mucinous", "papillary", "serous", "clear", "cell", "squamous",
     "urothelial", "endometrioid", "hepatocellular", "renal", "medullary", "metaplastic", "micropapillary", "tubular", "signet",
@@ -202,11 +203,13 @@ _MODIFIERS = {
     "anaplastic", "chromophobe", "transitional", "spindle", "pleomorphic", "mixed", "epithelioid", "sarcomatoid", "acinar",
     "diffuse", "intestinal", "undifferentiated", "dedifferentiated", "myxoid", "embryonal", "adrenocortical", "high-grade",
     "low-grade", "cystic", "mucin-producing", "colloid", "anaplastic", "multiforme", "classic", "conventional", "b-cell",
+    "intramucosal", "villous", "tubulovillous", "sessile", "serrated", "hepatoid",
 }
 
 
-def _generic_types(text: str) -> list[str]:
-    """Diagnosis head noun with its run of known modifiers ("clear cell renal cell carcinoma")."""
+def _generic_types(text: str) -> list[tuple[int, str]]:
+    """(priority, name) per diagnosis head noun with its run of known modifiers ("clear cell renal cell carcinoma");
+    priority 0 for a named malignancy, 1 for a bare 'carcinoma', 2 for an adenoma."""
     out = []
     for m in re.finditer(rf"\b({_HEADS})\b(\s+multiforme)?(\s+in\s+situ)?", text, re.I):
         if m.group(3):
@@ -222,11 +225,10 @@ def _generic_types(text: str) -> list[str]:
             mods.insert(0, w.lower())
         while mods and mods[0] in {"cell", "ring"}:
             mods.pop(0)
-        head = m.group(1).lower() + (" multiforme" if m.group(2) else "")
+        head = re.sub(r"^ca$", "carcinoma", m.group(1).lower()) + (" multiforme" if m.group(2) else "")
         name = " ".join(mods + [head]).replace("duct carcinoma", "ductal carcinoma").replace("infiltrating", "invasive")
-        if name in ("carcinoma", "adenocarcinoma", "invasive carcinoma", "invasive adenocarcinoma") and out:
-            continue  # a bare head adds nothing to a named type
-        out.append(name)
+        bare = name in ("carcinoma", "adenocarcinoma", "invasive carcinoma", "invasive adenocarcinoma")
+        out.append((2 if head == "adenoma" else 1 if bare else 0, name))
     return out
 
 
@@ -247,9 +249,12 @@ def histologic_type(secs: list[Section], breast: bool) -> str | None:
             return _TYPE_NAMES.get(counts[0][1], counts[0][1])
         return None
     best = _best(_collect(secs, _generic_types))
-    named = [b for b in best if b not in ("carcinoma", "adenocarcinoma", "invasive carcinoma", "invasive adenocarcinoma")]
-    pool = named or best
-    return pool[0] if pool else None
+    if not best:
+        return None
+    # a named malignancy first, then the most specific bare head ("adenocarcinoma" over "carcinoma"), adenomas last
+    top = min(p for p, _ in best)
+    pool = [n for p, n in best if p == top]
+    return max(pool, key=len) if top == 1 else pool[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,10 +313,18 @@ def _generic_grades(text: str) -> list[str]:
         if m:
             out.append("Gleason " + re.sub(r"\s+", "", m.group(1)))
             continue
-        if re.search(r"nuclear|fuhrman|in\s+situ|dysplasia", s, re.I) and not re.search(r"\b(?:histologic|who|figo|overall)\s+grade", s, re.I):
-            m = re.search(r"fuhrman\s+(?:nuclear\s+)?grade\s*[:=]?\s*(IV|I{1,3}|[1-4])\b", s, re.I)
+        if re.search(r"nuclear|fuhrmann?|in\s+situ|dysplasia", s, re.I) and not re.search(r"\b(?:histologic|who|figo|overall)\s+grade", s, re.I):
+            m = re.search(r"fuhrmann?\s+(?:nuclear\s+)?grade\s*[:=]?\s*(IV|I{1,3}|[1-4])\b", s, re.I)
             if m:
                 out.append(f"Fuhrman grade {_ROMAN[m.group(1).lower()]}")
+            continue
+        m = re.search(r"\bG([1-4])\b(?!\s*[-–,/]\s*G?\d)", s)
+        if m and re.search(r"\bp?T[0-4is]|carcinoma|differentiat", s) and not re.search(r"section|block|cassette|slide", s, re.I):
+            out.append(f"grade {m.group(1)}")
+            continue
+        m = re.search(r"\b(high|low|intermediate)[\s-]grade\b", s, re.I)
+        if m and re.search(_HEADS, s[m.end():m.end() + 40], re.I) and not re.search(r"dysplasia|in\s+situ|\bpin\b|intraepithelial", s[m.start():m.end() + 40], re.I):
+            out.append(f"{m.group(1).lower()} grade")
             continue
         m = re.search(r"\b(?:WHO|FIGO|histologic(?:al)?|overall|tumou?r)?\s*grade\s*[:=]?\s*(IV|I{1,3}|[1-4])\b(?:\s*(?:/|of)\s*(?:3|4|III|IV))?(?!\s*(?:-|to)\s*(?:[1-4]|I{1,3}V?)\b)", s, re.I)
         if m:
@@ -480,13 +493,14 @@ def _cm(m: re.Match) -> float:
 
 
 _NOT_TUMOUR = (r"specimen|mastectomy|lumpectomy|excision|resection|skin|ellipse|nipple|areola|fragment|core|node|metasta|deposit|margin|"
-               r"cavity|biopsy\s+site|hematoma|seroma|scar|fat\s+necrosis|cyst|implant|fibroadenoma|papilloma|dcis|in\s+situ|intraductal(?:\s+carcinoma)?|carcinoma\s+in\s+situ|"
+               r"cavity|biopsy\s+site|ha?emorrhage|necrosis|fibrosis|area\s+of|hematoma|seroma|scar|fat\s+necrosis|cyst|implant|fibroadenoma|papilloma|dcis|in\s+situ|intraductal(?:\s+carcinoma)?|carcinoma\s+in\s+situ|"
                r"ductal\s+carcinoma\s+in|calcification|tissue|portion|piece|axillary|muscle|fascia|tail|clip")
-_TUMOUR_WORD = r"tumou?r|carcinoma|mass|lesion|focus|foci|nodule|neoplasm|induration|invasive|cancer"
+_TUMOUR_WORD = (r"tumou?r|carcinoma|adenocarcinoma|mass|lesion|focus|foci|nodule|neoplasm|induration|invasive|cancer|\w*sarcoma|melanoma|"
+                r"lymphoma|\w*blastoma|glioma|mesothelioma|seminoma|thymoma|paraganglioma|pheochromocytoma")
 
 
 _INVASIVE_SIZE = (r"(?:size\s+of\s+(?:the\s+)?(?:largest\s+)?invasive\s+(?:component|carcinoma|tumou?r|focus|foci)|invasive\s+(?:tumou?r|carcinoma|component)\s+size|"
-                  r"size\s+of\s+(?:the\s+)?largest\s+invasive|largest\s+invasive\s+(?:focus|carcinoma|tumou?r)|microscopic\s+(?:measurement|size|extent)|"
+                  r"size\s+of\s+(?:the\s+)?largest\s+invasive|largest\s+focus\s+of\s+invasion|largest\s+invasive\s+(?:focus|carcinoma|tumou?r)|microscopic\s+(?:measurement|size|extent)|"
                   r"greatest\s+dimension\s+of\s+(?:the\s+)?(?:largest\s+)?invasive)")
 _SIZE_KEY = (r"(?:(?:greatest|largest|maximum|max\.?)\s+(?:\w+\s+)?(?:dimension|diameter|extent|size)(?:\s+of\s+(?:the\s+)?(?:largest\s+)?(?:invasive\s+)?(?:tumou?r|carcinoma|focus))?|"
              r"tumou?r\s+size|size\s+of\s+(?:the\s+)?(?:tumou?r|carcinoma|invasive\s+focus|mass)|tumou?r\s+(?:diameter|dimension)|\bsize\b)")
@@ -511,7 +525,9 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
             continue
         for m in re.finditer(_SIZE_NUM, s, re.I):
             cm = _cm(m)
-            listed = re.search(r"(\d{1,2}(?:\.\d+)?)\s*(?:,|and|&)\s*$", low_s[max(0, m.start() - 12):m.start()])
+            if re.search(r"\d[,.]$", low_s[max(0, m.start() - 2):m.start()]):
+                continue  # "0,4 cm": an OCR-broken decimal, not a size of 4 cm
+            listed = re.search(r"(\d{1,2}(?:\.\d+)?)\s*(?:and|&)\s*$", low_s[max(0, m.start() - 12):m.start()])
             if listed and not m.group(3):  # "diameters: 2.8 and 0.8 cm": the unit covers both
                 cm = max(cm, float(listed.group(1)) / (10 if m.group(6).lower() == "mm" else 1))
             if not 0 < cm < 30:
@@ -525,7 +541,7 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
             if re.search(r"\b(?:field|area\s+diameter|hpf|mitos\w*|isolated\s+tumou?r\s+cells?|cells\b)[^.;]{0,40}$", before) or \
                     re.match(r"\s*(?:\w+\s+)?(?:inferior|superior|medial|lateral|anterior|posterior|deep|distal|proximal|away)\s+(?:to|from)\b", after):
                 continue
-            if re.match(r"\s*(?:\w+\s+){0,2}(?:from|to\s+the|away|of\s+the\s+(?:\w+\s+)?margin|deep\s+to|beneath)", after) or \
+            if re.match(r"\s*(?:\w+\s+){0,2}(?:from|to\s+the|away|beyond|past|outside|of\s+the\s+(?:\w+\s+)?margin|deep\s+to|beneath)", after) or \
                     re.search(r"(?:within|distance|closest|clearance|margin\s+(?:of|is)|from\s+(?:the\s+)?\w*\s*margin|\bby)[^.;]{0,20}$", before):
                 continue
             if re.match(r"\s*\(?(?:of\s+)?(?:dcis|ductal\s+carcinoma\s+in\s+situ|in\s+situ|intraductal)", after):
@@ -547,7 +563,9 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
                 continue
             # "(invasive) ... carcinoma ... measuring 2.5 cm", "a 2.5 cm mass", "carcinoma (2.2 cm)"
             after_noun = re.match(rf"\s*(?:[\w,-]+\s+){{0,4}}(?:{_TUMOUR_WORD})\b", after) and not re.match(rf"\s*(?:[\w,-]+\s+){{0,4}}(?:{_NOT_TUMOUR})", after)
-            invasive_ctx = re.search(r"\b(?:invasive|infiltrating|carcinoma|tumou?r|mass|neoplasm)\b", before + after)
+            invasive_ctx = re.search(r"\b(?:invasive|infiltrating|\w*carcinoma|tumou?r|mass|neoplasm|cancer|\w*sarcoma|melanoma|lymphoma|\w*blastoma|"
+                                     r"glioma|mesothelioma|seminoma|thymoma|paraganglioma|pheochromocytoma)\b", before + after) and \
+                not re.search(r"\b(?:skin|keratosis|nevus|naevus|pigmented|fibroadenoma|cyst|lymph\s+node)\b", before[-40:] + after)
             if (own == "t" or (after_noun and own != "o")) and invasive_ctx and not re.search(r"\b(?:metasta\w*|lymph\s+node)\b[^.;]{0,40}$", before):
                 if _NEG.search(before[-30:]) or re.search(r"\bno\s+(?:residual\s+)?(?:tumou?r|mass|lesion)", before[-40:]):
                     continue
