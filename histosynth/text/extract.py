@@ -64,7 +64,7 @@ _HEADINGS = [
              r"special\s+stains|immunohistochemistry(?:\s+results)?|results?\s+of\s+special\s+investigations"),
 ]
 _HEAD_RE = re.compile(r"(?:^|(?<=[.:;]\s)|(?<=\)\s))(" + "|".join(f"(?P<{k}{i}>{p})" for i, (k, p) in enumerate(_HEADINGS)) +
-                      r")\s*(?:\(continued\)\s*)?(?::|\.|-\s)", re.I)
+                      r")\s*(?:\(continued\)\s*)?(?P<end>:|\.|-\s|(?=\s+[a-z]))", re.I)
 RANK = {"add": 3, "dx": 3, "text": 2, "body": 2, "gross": 1, "skip": -1}
 
 
@@ -78,10 +78,11 @@ def sections(text: str) -> list[Section]:
     """The report cut at its headings; text before the first heading is 'body'."""
     out, kind, pos = [], "body", 0
     for m in _HEAD_RE.finditer(text):
-        new = next(k[:-1].rstrip("0123456789") for k, v in m.groupdict().items() if v)
+        new = next(k.rstrip("0123456789") for k, v in m.groupdict().items() if v and k != "end")
         heading = m.group(1)
-        # a heading is upper case or ends with ':'; "the diagnosis." inside a sentence is none
-        if not (heading.isupper() or text[m.end() - 1] == ":" or heading[0].isupper()):
+        # a heading is upper case or ends with ':'; "the diagnosis." inside a sentence is none; an
+        # upper-case heading may have lost its period to OCR clean-up ("CLINICAL HISTORY with ...")
+        if not (heading.isupper() or m.group("end") == ":" or (heading[0].isupper() and m.group("end"))):
             continue
         if m.start() > pos:
             out.append(Section(kind, text[pos:m.start()]))
