@@ -245,7 +245,7 @@ def read_nodes(t: str) -> str | None:
     """Node status: any involved node (macro- or micrometastasis) makes it positive; isolated tumour cells do not."""
     pos, neg = False, False
     node = r"(?:lymph[- ]?nodes?|nodes?|lns?|sentinel)"
-    t = re.sub(r"\bisolated tumou?r cells?(?: clusters?)?|\bitcs?\b", " itc ", t)
+    t = re.sub(r"\s*\b(?:isolated tumou?r cells?(?: clusters?)?|itcs?)\b\s*", " itc ", t)
     t = re.sub(r"\b(?:keratin|cytokeratin|ck)[- ]positive\b", "keratin-stained", t)
     for m in re.finditer(rf"\b(\d+|no|none)\s*(?:/|of|out of)\s*(?:the\s+)?(\d+)\b[^;.]{{0,45}}?\b{node}", t):
         n = 0 if m.group(1) in ("no", "none") else int(m.group(1))
@@ -296,6 +296,8 @@ def read_nodes(t: str) -> str | None:
                 neg = True
             else:
                 pos = True
+    if re.search(r"\bitc\b", t) and not pos:
+        neg = True  # isolated tumour cells only: pN0(i+)
     if pos:
         return "positive"  # any involved node makes the status positive; a negative sentinel node does not undo it
     return "negative" if neg else None

@@ -288,7 +288,7 @@ def _breast_grades(text: str) -> list[str]:
             out.append(_ROMAN[m.group(1)])
         for m in re.finditer(r"\b(nhg|sbr|g)\s?(iii|ii|i|[1-3])\b(?!\s*[-–,/]\s*g?\d)", low):
             # "G3" only beside a TNM string or a tumour name, never a block or section code ("G1-G6")
-            if m.group(1) != "g" or (re.search(r"\bp?t[0-4is]|carcinoma|differentiat", low) and not re.search(r"section|block|cassette|slide", low)):
+            if m.group(1) != "g" or (re.search(r"\bp?t[0-4is]|carcinoma|differentiat", low) and not re.search(r"\b(?:sections?|blocks?|cassettes?|slides?)\b", low)):
                 out.append(_ROMAN[m.group(2)])
         for m in re.finditer(r"\b(?:nottingham|sbr|bloom[- ]richardson|elston|histologic|combined|total|overall)\s+(?:histologic\s+)?(?:grade\s+|grading\s+)?"
                              r"(?:score|points?)\s*(?:of\s*)?[:=]?\s*([3-9])\b(?!\s*\+)|\b([3-9])\s*/\s*9\b|=\s*([3-9])\s*(?:/9|points)", low):
@@ -320,7 +320,7 @@ def _generic_grades(text: str) -> list[str]:
                 out.append(f"Fuhrman grade {_ROMAN[m.group(1).lower()]}")
             continue
         m = re.search(r"\bG([1-4])\b(?!\s*[-–,/]\s*G?\d)", s)
-        if m and re.search(r"\bp?T[0-4is]|carcinoma|differentiat", s) and not re.search(r"section|block|cassette|slide", s, re.I):
+        if m and re.search(r"\bp?T[0-4is]|carcinoma|differentiat", s) and not re.search(r"\b(?:sections?|blocks?|cassettes?|slides?)\b", s, re.I):
             out.append(f"grade {m.group(1)}")
             continue
         m = re.search(r"\b(high|low|intermediate)[\s-]grade\b", s, re.I)
@@ -682,8 +682,12 @@ def _node_statements(text: str) -> list[tuple[str, int | None, int | None]]:
                                      r"(?:shows?|showing|contains?|containing|involved\s+by)\s+(?:\w+\s+){0,2}(?:micro|macro)?metasta|"
                                      r"(?:is|are)\s+(?:positive|involved))", after)
                 cause = re.search(r"\b(?:metasta\w*|micrometasta\w*|carcinoma|tumou?r)\b(?:\s+\w+){0,4}\s+(?:in|to|involving|within)\s+(?:[\w#-]+\s+){0,6}$", before)
-                if (pos_after or cause) and not (cause and _NEG.search(low[max(0, m.start() - 120):m.start() - len(before) + cause.start() + 1])) \
-                        and not _HEDGE.search(before) and not itc_only:
+                negated = cause and _NEG.search(low[max(0, m.start() - 120):m.start() - len(before) + cause.start() + 1])
+                if negated and not pos_after:  # "no tumor is seen in four lymph nodes"
+                    out.append(("negative", None, None))
+                    found = True
+                    break
+                if (pos_after or cause) and not negated and not _HEDGE.search(before) and not itc_only:
                     out.append(("positive", None, None))
                     found = True
                     break
