@@ -138,7 +138,8 @@ def _agreed(values: list):
 # histologic type
 # --------------------------------------------------------------------------------------------
 
-_BREAST = re.compile(r"\bbreast\b|\bmammary\b|\bmastectomy\b|\blumpectomy\b|\bductal\s+carcinoma\b|\blobular\s+carcinoma\b|\bnipple\b", re.I)
+_BREAST = re.compile(r"\bbreast\b|\bmammary\b|\bmastectomy\b|\blumpectomy\b|\bduct(?:al)?\s+carcinoma\b|\blobular\s+carcinoma\b|\bnipple\b|"
+                     r"\bnottingham\b|\bestrogen\b|\bbloom[- ]richardson\b", re.I)
 _INSITU = r"(?:ductal|duct|lobular|intraductal)(?:\s+and\s+(?:ductal|lobular))?\s+carcinomas?,?\s+in[- ]?situ|\b(?:dcis|lcis)\b|in[- ]?situ\s+(?:ductal|lobular\s+)?carcinoma|intraductal\s+carcinoma"
 _SPECIAL = [  # breast special types: name a pathologist writes, pattern
     ("invasive medullary carcinoma", r"medullary"),
