@@ -546,7 +546,8 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
             if re.match(r"\s*(?:\w+\s+){0,2}(?:from|to\s+the|away|beyond|past|outside|of\s+the\s+(?:\w+\s+)?margin|deep\s+to|beneath)", after) or \
                     re.search(r"(?:within|distance|closest|clearance|margin\s+(?:of|is)|from\s+(?:the\s+)?\w*\s*margin|\bby)[^.;]{0,20}$", before):
                 continue
-            if re.match(r"\s*\(?(?:of\s+)?(?:dcis|ductal\s+carcinoma\s+in\s+situ|in\s+situ|intraductal)", after):
+            if re.match(r"\s*\(?(?:of\s+)?(?:dcis|ductal\s+carcinoma\s+in\s+situ|in\s+situ|intraductal)", after) or \
+                    re.match(r"\s*(?:[\w-]+\s+){0,2}(?:pieces?|fragments?|portions?|aggregates?|segments?|strips?)\b", after):
                 continue
             own = _nearest(before)
             nearest = own or context
@@ -557,7 +558,9 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
                 if trace is not None:
                     trace.append((cm, 2, s))
                 continue
-            if re.search(_SIZE_KEY + r"(?:\s*\([^)]{0,30}\))?\s*[:=-]?\s*(?:\w+\s+){0,3}$", before) and nearest != "o" and \
+            key = re.search(_SIZE_KEY + r"(?:\s*\([^)]{0,30}\))?\s*[:=-]?\s*(?:\w+\s+){0,3}$", before)
+            # a key with nothing named before it counts only as a label ("Greatest dimension: 2.5 cm"), not mid-sentence
+            if key and (own == "t" or (own is None and key.start() <= 30 and len(low_s[:m.start()]) <= 90)) and nearest != "o" and \
                     not re.search(r"(?:dcis|in\s+situ|specimen|node|metasta)[^.;]*$", before):
                 out.append((cm, 1))
                 if trace is not None:
