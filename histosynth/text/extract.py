@@ -56,10 +56,11 @@ _HEADINGS = [
     ("dx", r"(?:final\s+)?(?:surgical\s+)?(?:pathologic(?:al)?\s+)?diagnos[ie]s|final\s+report|"
            r"synoptic(?:\s+report)?|summary(?:\s+of\s+findings)?|(?:cap\s+)?(?:cancer\s+)?(?:case\s+)?summary|"
            r"(?:breast\s+)?pathologic(?:al)?\s+(?:parameters|findings|staging)|tumou?r\s+(?:summary|characteristics)|"
-           r"conclusions?|(?:pathologic(?:al)?\s+)?interpretation"),
+           r"conclusions?|(?:pathologic(?:al)?\s+)?interpretation|(?:final\s+|diagnostic\s+)?impression"),
     ("gross", r"gross\s+(?:description|examination|pathology|findings)?|macroscopic(?:\s+description)?|"
               r"specimens?\s+received|intra-?\s?operative\s+(?:consultation|diagnosis)(?:\s+diagnosis)?|frozen\s+section(?:\s+diagnosis)?|"
               r"block\s+summary|summary\s+of\s+sections|cassette\s+key"),
+    ("spec", r"specimens?(?:\s*/\s*procedure|\s+submitted|\s+type)?|material\s+submitted|procedure|source\s+of\s+specimen"),
     ("text", r"microscopic(?:\s+(?:description|examination|findings))?|light\s+microscopy|comments?|notes?|"
              r"special\s+stains|immunohistochemistry(?:\s+results)?|results?\s+of\s+special\s+investigations"),
 ]
@@ -84,6 +85,10 @@ def sections(text: str) -> list[Section]:
         # upper-case heading may have lost its period to OCR clean-up ("CLINICAL HISTORY with ...")
         if not (heading.isupper() or m.group("end") == ":" or (heading[0].isupper() and m.group("end"))):
             continue
+        if new == "spec":  # a specimen label ends a clinical history, but does not cut a diagnosis in two
+            if kind not in ("skip", "body"):
+                continue
+            new = "text"
         if m.start() > pos:
             out.append(Section(kind, text[pos:m.start()]))
         kind, pos = new, m.end()
@@ -194,7 +199,7 @@ def _breast_type_phrases(text: str) -> list[str]:
     return out
 
 
-_HEADS = (r"adenocarcinoma|carcinoma|sarcoma|melanoma|lymphoma|glioblastoma|astrocytoma|oligodendroglioma|oligoastrocytoma|"
+_HEADS = (r"adenocarcinoma|(?:micro)?carcinoma|sarcoma|melanoma|lymphoma|glioblastoma|astrocytoma|oligodendroglioma|oligoastrocytoma|"
           r"mesothelioma|seminoma|blastoma|thymoma|paraganglioma|pheochromocytoma|cholangiocarcinoma|carcinosarcoma|"
           r"leiomyosarcoma|liposarcoma|germ\s+cell\s+tumou?r|teratoma|gist|gastrointestinal\s+stromal\s+tumou?r|adenoma|"
           r"ca(?=[\s,.;]|$)(?!\s*[-\d])")
@@ -407,10 +412,6 @@ def _hormone_status(text: str, name_re: str, other_re: str) -> list[str]:
     return out
 
 
-def _pct(x: str) -> float:
-    return float(x)
-
-
 def _her2_status(text: str) -> list[tuple[str, str]]:
     """(kind, value) per HER2 statement; kind 'ish' (FISH/CISH/SISH result) or 'ihc' (score or stated status)."""
     out = []
@@ -515,7 +516,7 @@ def _nearest(before: str) -> str | None:
     return None if not words else "o" if max(words)[1] else "t"
 
 
-def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
+def _sizes(text: str) -> list[tuple[float, int]]:
     """(cm, strength) for sizes stated for the invasive tumour: 'size of invasive component: 2 cm' (2),
     'tumor size: 2.5 cm', 'invasive carcinoma, 2.2 cm', 'a 2.5 cm mass' (1). Not the specimen, a node,
     a margin distance, the in-situ component, a TNM definition ('pT2: tumor > 20 mm') or 'up to' sizes."""
@@ -555,16 +556,12 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
                 continue
             if re.search(_INVASIVE_SIZE + r"[^.;]{0,40}$", before) and nearest != "o" and not re.search(r"(?:dcis|in\s+situ|specimen|node|metasta)[^.;]*$", before):
                 out.append((cm, 2))
-                if trace is not None:
-                    trace.append((cm, 2, s))
                 continue
             key = re.search(_SIZE_KEY + r"(?:\s*\([^)]{0,30}\))?\s*[:=-]?\s*(?:\w+\s+){0,3}$", before)
             # a key with nothing named before it counts only as a label ("Greatest dimension: 2.5 cm"), not mid-sentence
             if key and (own == "t" or (own is None and key.start() <= 30 and len(low_s[:m.start()]) <= 90)) and nearest != "o" and \
                     not re.search(r"(?:dcis|in\s+situ|specimen|node|metasta)[^.;]*$", before):
                 out.append((cm, 1))
-                if trace is not None:
-                    trace.append((cm, 1, s))
                 continue
             # "(invasive) ... carcinoma ... measuring 2.5 cm", "a 2.5 cm mass", "carcinoma (2.2 cm)"
             after_noun = re.match(rf"\s*(?:[\w,-]+\s+){{0,4}}(?:{_TUMOUR_WORD})\b", after) and not re.match(rf"\s*(?:[\w,-]+\s+){{0,4}}(?:{_NOT_TUMOUR})", after)
@@ -575,8 +572,6 @@ def _sizes(text: str, trace: list | None = None) -> list[tuple[float, int]]:
                 if _NEG.search(before[-30:]) or re.search(r"\bno\s+(?:residual\s+)?(?:tumou?r|mass|lesion)", before[-40:]):
                     continue
                 out.append((cm, 1))
-                if trace is not None:
-                    trace.append((cm, 1, s))
         if re.search(r"\b(?:dcis|in\s+situ|intraductal)\b", low_s) and not re.search(r"\binvasive\b", low_s):
             context = "o"
         else:
