@@ -89,9 +89,18 @@ def test_hormone_receptors_from_tables_and_prose(text, expected):
     ("HER2 (IHC): 2+ (equivocal).", "HER2 equivocal"),
     ("HER2/neu by immunohistochemistry: 3+.", "HER2+"),
     ("HER2/neu: negative (score 1+).", "HER2-"),
+    ("HER2 immunoperoxidase studies: performed on another specimen. Results: negative (score 0).", "HER2-"),
+    ("HER2 protein stained with a monoclonal antibody. Negative reaction in invasive tumour cells (score = 1+).", "HER2-"),
+    ("FISH: the ratio of HER2 signals to chromosome 17 centromere signals is 1.12 (a ratio > 2.0 is considered amplified).", "HER2-"),
 ])
 def test_her2_final_call_prefers_ish_over_the_ihc_score(text, expected):
     assert fields("DIAGNOSIS: Breast: invasive ductal carcinoma. " + text)["receptors"] == expected
+
+
+def test_definitions_and_thresholds_are_not_results():
+    text = ("DIAGNOSIS: Breast: invasive ductal carcinoma. Estrogen receptor: pending. "
+            "ER/PR positive is defined as an Allred score > 2. A HER2/CEP17 ratio > 2.0 is considered amplified.")
+    assert "receptors" not in fields(text)
 
 
 def test_conflicting_receptor_statements_are_left_out():

@@ -105,7 +105,8 @@ _NEG = re.compile(r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|ab
 _HEDGE = re.compile(r"\b(?:unclear|uncertain|whether|suspicious|suspect(?:ed)?|possibl[ey]|probabl[ey]|equivocal\s+for|questionable|cannot\s+be\s+(?:ruled\s+out|excluded)|"
                     r"indeterminate|favou?r(?:ed|s)?|consider|may\s+represent|rule\s+out|r/o|vs\.?|versus)\b[^;.]{0,45}$", re.I)
 _BOILERPLATE = re.compile(r"defined\s+as|(?:>|≥|greater\s+than)\s*\d+\s*%\s+of\s+(?:tumou?r\s+)?cells\s+(?:with|show)|is\s+calculated|scoring\s+range|interpret(?:ed|ation)\s+(?:as|guidelines?)\s+(?:follows|positive\s+if)|"
-                          r"reference\s+range|cut-?off|\bclone\b|antibod|fda|validated|guideline|recommend|proportion\s+score\s*\(|"
+                          r"reference\s+range|cut-?off|guideline|recommend|proportion\s+score\s*\(|(?:positive|negative)\s+(?:and\s+negative\s+)?controls?\b|"
+                          r"(?:>|<|≥|≤)\s*\d+(?:\.\d+)?\s*(?:ratio\s+)?(?:is|are)\s+(?:considered|defined)|"
                           r"(?:0|1|2|3)\s*=\s*(?:no|weak|<)", re.I)
 
 
@@ -372,9 +373,12 @@ def _marker_lines(text: str) -> list[str]:
     """Sentences, with a table cell or a CAP 'Results:' line joined to the marker label before it
     ("Estrogen Receptor. Low Positive (1-9%).", "Estrogen Receptor: performed on another specimen. Results: ... (21%)")."""
     out: list[str] = []
-    for s in _sentences(text):
-        label_only = out and re.search(r"(?:" + _ER + "|" + _PR + "|" + _HER2 + r")(?:\s*\([^)]*\))?\s*[:.\-]*\s*$", out[-1], re.I)
-        if out and (re.match(r"\W*(?:\w{1,2}\s+)?results?\s*:", s, re.I) or label_only):
+    for s in _sentences(re.sub(r"\.\s*\)", ")", text)):
+        label_only = out and re.search(r"(?:" + _ER + "|" + _PR + "|" + _HER2 + r")(?:\s*\([^)]*\))?(?:\s+(?:immunoperoxidase|immunohistochemi\w*|ihc|studies|study|status|results?|protein|assay|testing|test))*\s*[:.\-]*\s*$", out[-1], re.I)
+        # "HER2 protein stained with HercepTest. Negative reaction in invasive cells (score 0)."
+        status_line = out and re.match(r"\W*(?:negative|positive|equivocal)\b[^.;]{0,40}\b(?:reaction|staining|score|cells)\b", s, re.I) \
+            and re.search(_ER + "|" + _PR + "|" + _HER2, out[-1], re.I) and not re.search(r"\b(?:negative|positive|equivocal|[0-3]\s*\+)", out[-1], re.I)
+        if out and (re.match(r"\W*(?:\w{1,2}\s+)?results?\s*:", s, re.I) or label_only or status_line):
             out[-1] = out[-1].rstrip(" .;") + " : " + s.strip(" ;").rstrip(".")
         else:
             out.append(s)
@@ -417,14 +421,14 @@ def _her2_status(text: str) -> list[tuple[str, str]]:
     out = []
     low_all = text
     for s in _marker_lines(low_all):
-        if _BOILERPLATE.search(s) and not re.search(r"ratio\s*(?:of|:|=)?\s*\d", s, re.I):
+        ratio = re.search(r"ratio[^;]{0,80}?(?<![\d.<>≥≤]\s)(?<![\d.<>≥≤])(\d{1,2}\.\d+)", s, re.I)
+        if _BOILERPLATE.search(s) and not ratio:  # a measured ratio beside its threshold is still a result
             continue
         if not re.search(_HER2 + r"|\b(?:fish|cish|sish|in\s+situ\s+hybridi[sz]ation)\b", s, re.I):
             continue
         if _HEDGE.search(s[:60]) and not re.search(r"ratio", s, re.I):
             continue
         ish = re.search(r"\b(?:fish|cish|sish|ish|in\s+situ\s+hybridi[sz]ation|gene\s+amplification|dual\s+probe)\b", s, re.I)
-        ratio = re.search(r"ratio\s*(?:of\s+)?(?:her-?2\s*(?:/|to)\s*cep-?17\s*)?(?:is\s+|was\s+|=|:)?\s*(\d+(?:\.\d+)?)", s, re.I)
         if ratio and ish or ratio and re.search(r"cep-?17", s, re.I):
             r = float(ratio.group(1))
             if 0 < r < 20:
@@ -444,8 +448,8 @@ def _her2_status(text: str) -> list[tuple[str, str]]:
             after = s[m.end():m.end() + 80]
             if re.match(r"[^.;]{0,40}?(?:pending|to\s+follow|ordered|will\s+be\s+reported|requested|in\s+progress|not\s+performed|failed|unsuccessful|inconclusive)", after, re.I):
                 continue
-            sc = re.match(r"[^.;]{0,50}?(?:score\s*(?:of\s*)?[:=]?\s*([0-3])\b\+?|\b([0-3])\s*\+)(?!\s*%|\.\d|\d)", after, re.I)
-            word = re.match(r"[^.;]{0,40}?\b(negative|positive|equivocal|borderline|overexpress(?:ed|ion))\b", after, re.I)
+            sc = re.match(r"[^.;]{0,90}?(?:score\s*(?:of\s*)?[:=]?\s*([0-3])\b\+?|\b([0-3])\s*\+)(?!\s*%|\.\d|\d)", after, re.I)
+            word = re.match(r"[^.;]{0,90}?\b(negative|positive|equivocal|borderline|overexpress(?:ed|ion))\b", after, re.I)
             if sc and (not word or sc.start() < word.start(1) or sc.group(2)):
                 out.append(("ihc", {"0": "negative", "1": "negative", "2": "equivocal", "3": "positive"}[sc.group(1) or sc.group(2)]))
             elif word:
