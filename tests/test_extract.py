@@ -148,6 +148,7 @@ def test_size_of_the_largest_invasive_tumour(text, expected):
     ("Invasive ductal carcinoma, SBR grade III, with DCIS of low nuclear grade.", "Nottingham grade 3"),
     ("Invasive ductal carcinoma, poorly differentiated.", "Nottingham grade 3"),
     ("Invasive lobular carcinoma. Histologic grade: 1.", "Nottingham grade 1"),
+    ("Invasive ductal carcinoma, grade 2, with DCIS, nuclear grade 3.", "Nottingham grade 2"),
 ])
 def test_breast_grade(text, expected):
     assert fields("DIAGNOSIS: Breast: " + text)["grade"] == expected

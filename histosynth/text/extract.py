@@ -302,7 +302,7 @@ def _breast_grades(text: str) -> list[str]:
             g = _score_grade(int(next(x for x in m.groups() if x)))
             if g:
                 out.append(g)
-        for m in re.finditer(r"\b(?:histologic(?:al)?\s+)?grade\s*[:=-]\s*(iii|ii|i|[1-3])\b(?!\s*(?:-|to|/)\s*(?:[1-3]|i{1,3})\b)", low):
+        for m in re.finditer(r"\b(?:histologic(?:al)?\s+)?grade\s*[:=-]?\s*(iii|ii|i|[1-3])\b(?!\s*(?:-|to|/|and|or)\s*(?:[1-3]|i{1,3})\b)(?!\s*nuclei)", low):
             if not re.search(r"(?:nuclear|dcis|in\s+situ)[^.;]{0,25}$", low[:m.start()]):
                 out.append(_ROMAN[m.group(1)])
         for m in re.finditer(r"\b(well|poor|moderate|low|intermediate|high)\s+histologic(?:al)?\s+(?:and\s+nuclear\s+)?grade\b", low):
