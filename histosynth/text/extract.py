@@ -708,24 +708,20 @@ def _node_statements(text: str) -> list[tuple[str, int | None, int | None]]:
 
 
 def lymph_nodes(secs: list[Section]) -> str | None:
-    hits = _collect(secs, _node_statements, {**RANK, "gross": -1})
-    best = _best(hits)
+    """Status of this specimen's nodes; counts only where they are unambiguous.
+
+    Any involved node makes the status positive (a negative sentinel node beside an involved axillary
+    node does not undo it). The same count stated twice (diagnosis and synoptic summary) is one
+    statement, never added up; counts from several specimens give the status without a total."""
+    best = _best(_collect(secs, _node_statements, {**RANK, "gross": -1}))
     if not best:
         return None
-    statuses = {b[0] for b in best}
-    # any involved node of this specimen makes the status positive — but only when no statement at
-    # the same level says all nodes are negative in the same count (a contradiction: leave it out)
-    counted = [(p, t) for _, p, t in best if p is not None and t is not None]
-    if statuses == {"negative"}:
+    counted = {(p, t) for _, p, t in best if p is not None and t is not None}
+    if {b[0] for b in best} == {"negative"}:
         totals = {t for _, t in counted}
         return f"lymph nodes negative (0/{totals.pop()})" if len(totals) == 1 else "lymph nodes negative"
-    pos_counts = {(p, t) for p, t in counted if p}
-    neg_totals = {t for p, t in counted if not p}
-    if any(t in {tt for _, tt in pos_counts} for t in neg_totals) and "negative" in statuses and not any(p for p, _ in pos_counts):
-        return None
-    # the same count repeated (diagnosis and synoptic) is one statement: never add repeats up
-    if len(pos_counts) == 1 and not neg_totals:
-        p, t = pos_counts.pop()
+    if len(counted) == 1 and next(iter(counted))[0]:
+        p, t = counted.pop()
         return f"lymph nodes {p}/{t} positive"
     return "lymph nodes positive"
 
