@@ -419,8 +419,7 @@ def _hormone_status(text: str, name_re: str, other_re: str) -> list[str]:
 def _her2_status(text: str) -> list[tuple[str, str]]:
     """(kind, value) per HER2 statement; kind 'ish' (FISH/CISH/SISH result) or 'ihc' (score or stated status)."""
     out = []
-    low_all = text
-    for s in _marker_lines(low_all):
+    for s in _marker_lines(text):
         ratio = re.search(r"ratio[^;]{0,80}?(?<![\d.<>≥≤]\s)(?<![\d.<>≥≤])(\d{1,2}\.\d+)", s, re.I)
         if _BOILERPLATE.search(s) and not ratio:  # a measured ratio beside its threshold is still a result
             continue
@@ -466,18 +465,17 @@ def _her2_status(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _receptor_rank():
-    return {**RANK, "add": 4}  # an addendum with receptor results revises the body
+_RECEPTOR_RANK = {**RANK, "add": 4}  # an addendum with receptor results revises the body
 
 
 def receptors(secs: list[Section]) -> str | None:
     parts = []
     for label, own, other in (("ER", _ER, _PR), ("PR", _PR, _ER)):
-        hits = _collect(secs, lambda t, o=own, x=other: _hormone_status(t, o, x), _receptor_rank())
+        hits = _collect(secs, lambda t, o=own, x=other: _hormone_status(t, o, x), _RECEPTOR_RANK)
         v = _agreed(_best(hits))
         if v:
             parts.append(f"{label}{'+' if v == 'positive' else '-'}")
-    her2 = _collect(secs, _her2_status, _receptor_rank())
+    her2 = _collect(secs, _her2_status, _RECEPTOR_RANK)
     ish = [h for h in her2 if h.value[0] == "ish" and h.value[1] != "equivocal"]
     pool = ish or [h for h in her2 if h.value[0] == "ihc"]  # the ISH result is the final call over the IHC score
     v = _agreed([val for _, val in _best(pool)])
