@@ -137,6 +137,8 @@ def test_synoptic_zero_counts_are_negative():
     ("Invasive carcinoma: microscopic measurement: 14 mm. Ductal carcinoma in situ: size 4.5 cm.", "tumor 1.4 cm"),
     ("Invasive ductal carcinoma, 1.5 cm, 0.2 cm from the deep margin. Specimen size: 18 x 12 x 4 cm.", "tumor 1.5 cm"),
     ("Gross tumor size: 2.4 cm. Size of invasive component: 2.0 cm.", "tumor 2.0 cm"),
+    ("Breast pathologic parameters. 1. Intraductal carcinoma: A. Size: Gross measurement: 5 cm. "
+     "2. Invasive carcinoma: A. Size: Gross measurement: 1.0 x 1.0 x 0.6 cm.", "tumor 1.0 cm"),
     ("pT2: Tumor > 20 mm but < 50 mm in greatest dimension. Invasive ductal carcinoma measuring 3.1 cm.", "tumor 3.1 cm"),
 ])
 def test_size_of_the_largest_invasive_tumour(text, expected):

@@ -508,7 +508,8 @@ _INVASIVE_SIZE = (r"(?:size\s+of\s+(?:the\s+)?(?:largest\s+)?invasive\s+(?:compo
                   r"size\s+of\s+(?:the\s+)?largest\s+invasive|largest\s+focus\s+of\s+invasion|largest\s+invasive\s+(?:focus|carcinoma|tumou?r)|microscopic\s+(?:measurement|size|extent)|"
                   r"greatest\s+dimension\s+of\s+(?:the\s+)?(?:largest\s+)?invasive)")
 _SIZE_KEY = (r"(?:(?:greatest|largest|maximum|max\.?)\s+(?:\w+\s+)?(?:dimension|diameter|extent|size)(?:\s+of\s+(?:the\s+)?(?:largest\s+)?(?:invasive\s+)?(?:tumou?r|carcinoma|focus))?|"
-             r"tumou?r\s+size|size\s+of\s+(?:the\s+)?(?:tumou?r|carcinoma|invasive\s+focus|mass)|tumou?r\s+(?:diameter|dimension)|\bsize\b)")
+             r"tumou?r\s+size|size\s+of\s+(?:the\s+)?(?:tumou?r|carcinoma|invasive\s+focus|mass)|tumou?r\s+(?:diameter|dimension)|\bsize\b|"
+             r"(?:gross|microscopic)\s+measurement)")
 
 
 def _nearest(before: str) -> str | None:
@@ -559,7 +560,7 @@ def _sizes(text: str) -> list[tuple[float, int]]:
             if re.search(_INVASIVE_SIZE + r"[^.;]{0,40}$", before) and nearest != "o" and not re.search(r"(?:dcis|in\s+situ|specimen|node|metasta)[^.;]*$", before):
                 out.append((cm, 2))
                 continue
-            key = re.search(_SIZE_KEY + r"(?:\s*\([^)]{0,30}\))?\s*[:=-]?\s*(?:\w+\s+){0,3}$", before)
+            key = re.search(_SIZE_KEY + r"(?:\s*\([^)]{0,30}\))?\s*[:=-]?\s*(?:[\w:]+\s+){0,3}$", before)
             # a key with nothing named before it counts only as a label ("Greatest dimension: 2.5 cm"), not mid-sentence
             if key and (own == "t" or (own is None and key.start() <= 30 and len(low_s[:m.start()]) <= 90)) and nearest != "o" and \
                     not re.search(r"(?:dcis|in\s+situ|specimen|node|metasta)[^.;]*$", before):
