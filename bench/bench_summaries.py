@@ -1,20 +1,18 @@
-"""Extractive summaries vs GPT-4o-mini reference summaries on the 98 TCGA breast reports.
+"""Offline extractive summaries of the 98 TCGA-BRCA reports, scored against the hand-read fact table.
 
-The same field extractor reads the full report (ours) and the reference summary (what GPT-4o-mini
-kept). Per field: coverage = share of reports where the reference states the field and ours does
-too; agreement = share of those where the values match (normalised: grade number, T category, node
-status, the receptors both name). The reference side is read by our own extractor from fluent prose,
-so part of any disagreement is the reference extraction's, not the summary's. Plus ROUGE-L F1 (Google's
-rouge-score) between our one-line summary and the reference, and the extraction time.
+Summarises every breast report of ``pathrepbench_test.csv`` with the ``extractive`` backend under
+the workflow's token budget (``reports.max_tokens`` CLIP tokens), writes them as a summaries TSV
+(``row``, ``bcr_patient_barcode``, ``summary``, ``n_tokens``, ``status``), and scores them — and the
+GPT-4o-mini references of the same reports — with ``bench/score_summaries.py`` (its own reader of
+summary text, never the extractor). ``--rows`` scores a part of the table only (e.g. a held-out half).
 
-    .venv/bin/python bench/bench_summaries.py [--data ../shared/data/reports]
+    .venv/bin/python bench/bench_summaries.py [--data ../shared/data/reports] [--out results/bench/summaries_extractive.tsv]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -22,85 +20,62 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+from score_summaries import FACTS, score  # noqa: E402
+
+from histosynth.config import default_config  # noqa: E402
 from histosynth.models.clip_tokenizer import build_clip_tokenizer  # noqa: E402
-from histosynth.text.extract import FIELD_ORDER, compose, extract_fields  # noqa: E402
 from histosynth.text.prompts import token_counter  # noqa: E402
+from histosynth.text.summarize import Report, summarize_extractive  # noqa: E402
 
 
-def norm(field: str, value: str) -> str:
-    v = value.lower()
-    if field == "type":
-        v = v.replace("infiltrating", "invasive").replace("infiltrative", "invasive").replace(" breast", "")
-        return re.sub(r"\b(multifocal|invasive)\b\s*", "", v).strip()
-    if field == "grade":
-        m = re.search(r"(\d)", v)
-        if m:
-            return m.group(1)
-        return {"well differentiated": "1", "moderately differentiated": "2", "poorly differentiated": "3"}.get(v, v)
-    if field == "stage":
-        m = re.search(r"t(\d|is)", v)
-        return m.group(1) if m else v
-    if field == "size":
-        return f"{float(v.split()[0]):.1f}"
-    if field == "nodes":  # node status; counts differ when a summary only says "negative"
-        return "positive" if "positive" in v else "negative"
-    return v
-
-
-def agree(field: str, ref: str, ours: str) -> bool:
-    if field == "receptors":  # compare the receptors both name (a summary often names fewer)
-        r = dict(re.findall(r"(er|pr|her2)\s?([+-]|equivocal)", ref.lower()))
-        o = dict(re.findall(r"(er|pr|her2)\s?([+-]|equivocal)", ours.lower()))
-        common = set(r) & set(o)
-        return bool(common) and all(r[k] == o[k] for k in common)
-    return norm(field, ref) == norm(field, ours)
+def extractive_summaries(data: Path, facts: pd.DataFrame, count, max_tokens: int) -> tuple[pd.DataFrame, float]:
+    reports = pd.read_csv(data / "pathrepbench_test.csv", dtype=str, keep_default_na=False)
+    rows = facts["row"].astype(int).tolist()
+    t0 = time.perf_counter()
+    res = summarize_extractive([Report(str(r), reports.at[r, "text"]) for r in rows], count, max_tokens)
+    seconds = time.perf_counter() - t0
+    return pd.DataFrame([{"row": r, "bcr_patient_barcode": reports.at[r, "bcr_patient_barcode"], "summary": res[str(r)][0],
+                          "n_tokens": count(res[str(r)][0]), "status": res[str(r)][1]} for r in rows]), seconds
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "reports"))
+    ap.add_argument("--data", default=str(BENCH.parents[1] / "shared" / "data" / "reports"))
+    ap.add_argument("--facts", default=str(FACTS))
+    ap.add_argument("--out", default="results/bench/summaries_extractive.tsv")
+    ap.add_argument("--rows", help="score only fact-table entries start:stop")
     ap.add_argument("--json", default="results/bench/summaries.json")
     a = ap.parse_args(argv)
-    from rouge_score import rouge_scorer
-
-    reports = pd.read_csv(Path(a.data) / "pathrepbench_test.csv")
-    refs = pd.read_csv(Path(a.data) / "pathrepbench_test_summaries_gpt4omini.csv")
-    breast = reports.index[reports["type_name"] == "Breast invasive carcinoma"]
+    data = Path(a.data)
+    facts = pd.read_csv(a.facts, sep="\t", dtype=str, keep_default_na=False)
+    if a.rows:
+        start, stop = (int(x) if x else None for x in a.rows.split(":"))
+        facts = facts.iloc[start:stop]
+    max_tokens = default_config()["reports"]["max_tokens"]
     with tempfile.TemporaryDirectory() as tmp:
         count = token_counter(build_clip_tokenizer(tmp))
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    stats = {f: {"ref": 0, "both": 0, "agree": 0, "ours_only": 0} for f in FIELD_ORDER}
-    rouge, tokens, t0 = [], [], time.perf_counter()
-    for i in breast:
-        ours = extract_fields(reports.at[i, "text"])
-        summary, _ = compose(ours, count, 60)
-        tokens.append(count(summary))
-        ref_text = refs.at[i, "preds"]
-        ref = extract_fields(ref_text)
-        rouge.append(scorer.score(ref_text, summary)["rougeL"].fmeasure)
-        for f in FIELD_ORDER:
-            r, o = ref.values.get(f), ours.values.get(f)
-            if r:
-                stats[f]["ref"] += 1
-                if o:
-                    stats[f]["both"] += 1
-                    stats[f]["agree"] += agree(f, r, o)
-            elif o:
-                stats[f]["ours_only"] += 1
-    seconds = time.perf_counter() - t0
-    print(f"{len(breast)} breast reports; extractive summaries: mean {sum(tokens) / len(tokens):.1f} CLIP tokens (max {max(tokens)}), "
-          f"{seconds:.2f} s in all; ROUGE-L F1 vs GPT-4o-mini: {sum(rouge) / len(rouge):.3f}")
-    print(f"{'field':10s} {'in ref':>7s} {'coverage':>9s} {'agreement':>10s} {'ours only':>10s}")
-    rows = {}
-    for f, s in stats.items():
-        cov = s["both"] / s["ref"] if s["ref"] else float("nan")
-        agr = s["agree"] / s["both"] if s["both"] else float("nan")
-        rows[f] = {**s, "coverage": cov, "agreement": agr}
-        print(f"{f:10s} {s['ref']:7d} {cov:9.2f} {agr:10.2f} {s['ours_only']:10d}")
+    ours, seconds = extractive_summaries(data, facts, count, max_tokens)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    ours.to_csv(a.out, sep="\t", index=False)
+    refs = pd.read_csv(data / "pathrepbench_test_summaries_gpt4omini.csv", dtype=str, keep_default_na=False)
+    ref_text = dict(zip(refs["slno"], refs["preds"]))
+    tables = {"extractive": score(pd.Series(ours["summary"].tolist(), index=facts.index), facts)[0],
+              "gpt-4o-mini": score(pd.Series([ref_text.get(r, "") for r in facts["row"]], index=facts.index), facts)[0]}
+    ref_tokens = [count(ref_text.get(r, "")) for r in facts["row"]]
+    print(f"{len(facts)} reports; extractive: {seconds:.2f} s, mean {ours.n_tokens.mean():.1f} CLIP tokens (max {ours.n_tokens.max()}, "
+          f"budget {max_tokens}), status {ours.status.value_counts().to_dict()}; GPT-4o-mini: mean {sum(ref_tokens) / len(ref_tokens):.0f} tokens")
+    print(f"{'field':16s}{'known':>6s} | {'extractive right/wrong/n.s. %':>30s} | {'GPT-4o-mini right/wrong/n.s. %':>30s}")
+    for f in tables["extractive"].index:
+        cells = [f"{t.at[f, 'right %']:8.1f} {t.at[f, 'wrong %']:6.1f} {t.at[f, 'not stated %']:6.1f} ({int(t.at[f, 'unsupported'])})"
+                 for t in tables.values()]
+        print(f"{f:16s}{int(tables['extractive'].at[f, 'known']):6d} | {cells[0]:>30s} | {cells[1]:>30s}")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"n_reports": len(breast), "rougeL_f1": sum(rouge) / len(rouge),
-                                        "mean_tokens": sum(tokens) / len(tokens), "seconds": seconds, "fields": rows}, indent=2))
+    Path(a.json).write_text(json.dumps({"n_reports": len(facts), "seconds": seconds, "mean_tokens": float(ours.n_tokens.mean()),
+                                        "max_tokens": int(ours.n_tokens.max()), "budget": max_tokens,
+                                        **{k: t.reset_index().to_dict(orient="records") for k, t in tables.items()}}, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ def test_clip_tokenizer_matches_open_clip(tokenizer):
 
 @pytest.mark.parametrize("text, expected", [
     ("FINAL DIAGNOSIS: Infiltrating duct carcinoma, Nottingham score 6/9. ER positive, PR negative, HER-2/neu negative (score 1+).",
-     {"type": "infiltrating ductal carcinoma", "grade": "Nottingham grade 2", "receptors": "ER+, PR-, HER2-"}),
+     {"type": "invasive ductal carcinoma (NST)", "grade": "Nottingham grade 2", "receptors": "ER+, PR-, HER2-"}),
     ("Invasive lobular carcinoma, SBR grade II, two foci (1.9cm and 2.2 cm). Margins are negative.",
-     {"type": "invasive lobular carcinoma", "grade": "grade 2", "margins": "margins negative"}),
+     {"type": "invasive lobular carcinoma", "grade": "Nottingham grade 2", "size": "tumor 2.2 cm", "margins": "margins negative"}),
     ("poorly differentiated invasive ductal breast. carcinoma measuring a good 55 mm with invasion of the lymph vessels. G3, pT4b, pN1a (1/11), pMx, stage III B. R1.",
-     {"type": "invasive ductal breast carcinoma", "grade": "grade 3", "size": "5.5 cm", "lvi": "LVI present", "margins": "margins positive"}),
+     {"type": "invasive ductal carcinoma (NST)", "grade": "Nottingham grade 3", "size": "tumor 5.5 cm", "lvi": "LVI present", "margins": "margins positive"}),
     ("Prostate, radical prostatectomy: adenocarcinoma, Gleason score 3 + 4 = 7. Lymph nodes: 0/8.",
      {"type": "adenocarcinoma", "grade": "Gleason 3+4=7", "nodes": "lymph nodes negative (0/8)"}),
-    ("Right temporal tumor: glioblastoma multiforme, grade IV of IV (WHO scale).", {"type": "glioblastoma", "grade": "grade 4"}),
+    ("Right temporal tumor: glioblastoma multiforme, grade IV of IV (WHO scale).", {"type": "glioblastoma multiforme", "grade": "grade 4"}),
     ("Grade: 2. T Stage: 2 N Stage: 0 M Stage: 0", {"grade": "grade 2", "stage": "T2 N0 M0"}),
     ("Tubular adenoma. Negative for high-grade dysplasia and carcinoma.", {"type": "tubular adenoma"}),
     ("No lymphovascular invasion identified. Tumor is estrogen receptor positive.", {"lvi": "LVI absent", "receptors": "ER+"}),

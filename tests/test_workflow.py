@@ -147,7 +147,7 @@ def test_prompts_for_every_experiment(finished_run):
     morph = pd.read_csv(wd / "results/prompts/morphology.tsv", sep="\t")
     assert morph["prompt"].str.contains("morphology type (?:zero|one)$").all()
     summaries = pd.read_csv(wd / "results/reports/summaries.tsv", sep="\t", keep_default_na=False).set_index("case_id")
-    assert summaries.loc["case1", "summary"] == "invasive ductal carcinoma; grade 2; margins negative"
+    assert summaries.loc["case1", "summary"] == "invasive ductal carcinoma (NST); Nottingham grade 2; margins negative"
     assert summaries.loc["case2", "status"] == "empty"
     assert (wd / "results/morphology/k_sweep.png").stat().st_size > 0
 

@@ -195,6 +195,8 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
 
 
 def summarize_extractive(reports: list[Report], count_tokens, max_tokens: int) -> dict[str, tuple[str, str]]:
+    """Rule-based summaries (see :mod:`histosynth.text.extract`): only what a report states with certainty,
+    fitted to ``max_tokens`` by dropping the least important fields (margins and stage first)."""
     out = {}
     for r in reports:
         fields = extract_fields(r.text)
@@ -221,6 +223,9 @@ def summarize_reports(reports_path, out_tsv, cfg: dict, count_tokens: Callable[[
     log.info("reports: %d summaries (%s)", len(df), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if counts.get("empty"):
         log.warning("reports: %d report(s) have empty text: %s", counts["empty"], df.loc[df.status == "empty", "case_id"].tolist()[:10])
+    if counts.get("no fields"):  # e.g. a clinical history only, no diagnosis, or only conflicting statements
+        log.warning("reports: %d report(s) state no field with certainty; their summary is empty (they use the label prompt): %s",
+                    counts["no fields"], df.loc[df.status == "no fields", "case_id"].tolist()[:10])
     with atomic_path(out_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     return df
