@@ -244,11 +244,6 @@ def check_output_names(samples: pd.DataFrame, config: dict) -> None:
         raise InputError(f"config 'patch_datasets' name(s) {clash} equal slide_id(s) in the sample sheet; rename one")
 
 
-def sample_label_names(samples: pd.DataFrame) -> list[str]:
-    """Slide-level classes, sorted, so every slide's file uses the same label indices."""
-    return sorted(str(x) for x in samples["label"].dropna().unique())
-
-
 def _schema_rows(props: dict, prefix: str = "", required=()):
     for key, spec in props.items():
         name = prefix + key

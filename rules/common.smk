@@ -16,9 +16,9 @@ from histosynth.config import (
     experiment_settings,
     settings_hash,
     load_samples,
-    sample_label_names,
     validate_config,
 )
+from histosynth.importers import resamples
 
 
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
@@ -28,7 +28,6 @@ logger.info(config_summary(config, CONFIG_FILES))
 SAMPLES = load_samples(config["samples"])
 DATASETS = {d["name"]: d for d in config["patch_datasets"]}
 check_output_names(SAMPLES, config)
-SLIDE_LABELS = sample_label_names(SAMPLES)
 SPLITS = ["train", "val", "test"]
 EXPERIMENTS = config["experiments"]
 

@@ -34,14 +34,17 @@ rule tile_slide:
     benchmark:
         "results/benchmarks/tile_slide/{slide}.tsv"
     params:
-        tiling=config["tiling"],
+        # batch_size only trades memory for speed: it travels as a resource, so changing it reruns nothing
+        tiling={k: v for k, v in config["tiling"].items() if k != "batch_size"},
         case_id=slide_value("case_id"),
+        # only this slide's own label: the split merges vocabularies by name, so adding a slide
+        # with a new class does not re-tile the others
         label=slide_value("label"),
-        label_names=SLIDE_LABELS,
     threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
+        batch_size=config["tiling"]["batch_size"],
     conda:
         "../envs/data.yaml"
     script:
@@ -60,6 +63,8 @@ rule import_patches:
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         patch_size=config["tiling"]["patch_size"],
+        # tiling.mpp matters only to datasets resampled to it
+        target_mpp=lambda wc: config["tiling"]["mpp"] if resamples(DATASETS[wc.dataset]) else None,
     resources:
         mem_mb=4000,
         runtime=60,

@@ -3,7 +3,7 @@ from histosynth.importers import import_patches
 
 
 def main(sm):
-    import_patches(sm.params.dataset, sm.output.patches, patch_size=sm.params.patch_size)
+    import_patches(sm.params.dataset, sm.output.patches, patch_size=sm.params.patch_size, target_mpp=sm.params.target_mpp)
 
 
 run(snakemake, main)  # noqa: F821
