@@ -341,8 +341,10 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
             if source == "csv":
                 value[what] = table.iloc[i]["label" if what == "label" else "case_id"].strip() or None
             elif source == "subfolder":
-                parent = rel.parts[0] if what == "label" else (rel.parent.name if len(rel.parts) >= (3 if label_from == "subfolder" else 2) else None)
-                value[what] = parent or None
+                if what == "label":  # the top folder: <class>/.../<image>
+                    value[what] = rel.parts[0] if len(rel.parts) >= 2 else None
+                else:  # the folder holding the image, below the class folder if there is one
+                    value[what] = rel.parent.name if len(rel.parts) >= (3 if label_from == "subfolder" else 2) else None
             elif source == "filename":
                 value[what] = _match(patterns[what], f.name)
             else:

@@ -24,7 +24,8 @@ from histosynth.importers import resamples
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
 # schema check + defaults; an unknown or mistyped key stops here, naming the key and its file
 validate_config(config, config_sources(CONFIG_FILES, dict(workflow.config_settings.config)))
-logger.info(config_summary(config, CONFIG_FILES))
+if workflow.is_main_process:  # once per run, not again in every cluster job
+    logger.info(config_summary(config, CONFIG_FILES))
 SAMPLES = load_samples(config["samples"])
 DATASETS = {d["name"]: d for d in config["patch_datasets"]}
 check_output_names(SAMPLES, config)

@@ -171,3 +171,7 @@ def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemak
     out = res.stdout + res.stderr
     assert res.returncode != 0 and f"unknown key 'tiling.patch_sise' (did you mean 'patch_size'?) in {mine}" in out
     assert len(out.splitlines()) < 15  # one sentence, not a dump of the config and the schema
+    # fractions that leave nothing to train on stop the run before any job (and so before any deletion)
+    mine.write_text(mine.read_text().replace("tiling: {patch_sise: 32}", "split: {val: 0.5, test: 0.5}"))
+    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
+    assert res.returncode != 0 and "split.val (0.5) + split.test (0.5) must be below 1" in res.stdout + res.stderr
