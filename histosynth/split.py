@@ -98,7 +98,8 @@ def check_split(man: pd.DataFrame, group_by: str) -> None:
 
 def _warn_mixed_mpp(man: pd.DataFrame) -> None:
     """Patches of different um/px in one split teach the model different scales: say so, with counts."""
-    mpp = man["mpp"].round(3).astype(str).replace("nan", "unknown")
+    values = man["mpp"].to_numpy(dtype=float)
+    mpp = pd.Series(np.where(np.isfinite(values), np.round(values, 3).astype(str), "unknown"), index=man.index)
     for split, counts in mpp.groupby(man["split"]).value_counts().groupby(level=0):
         if len(counts) > 1:
             log.warning("split %s mixes pixel sizes (um/px: patches): %s", split,
