@@ -152,7 +152,10 @@ def split_patches(
         for fi, pf in enumerate(files):
             remap = np.array([names.index(n) for n in pf.label_names] + [UNLABELLED], np.int64)
             lab = remap[pf.labels] if len(pf) else np.zeros(0, np.int64)
-            official = pf.column("official_split") if "official_split" in pf._h5 else np.full(len(pf), "", dtype=object)
+            try:  # imported datasets that keep their published split say so per patch
+                official = pf.column("official_split")
+            except InputError:
+                official = np.full(len(pf), "", dtype=object)
             rows.append(pd.DataFrame({
                 "source_file": str(pf.path), "source_index": np.arange(len(pf)), "slide_id": pf.slide_ids,
                 "case_id": pf.case_ids, "label": lab, "mpp": pf.mpp, "official_split": official, "_file": fi,
