@@ -332,6 +332,7 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
         "label": re.compile(ds.get("label_pattern") or DEFAULT_LABEL_PATTERN) if label_from == "filename" else None,
         "case": re.compile(ds.get("case_pattern") or DEFAULT_CASE_PATTERN) if case_from == "filename" else None,
     }
+    columns = {w: table[c].tolist() for w, c in (("label", "label"), ("case", "case_id")) if table is not None and c in table.columns}
     keep, labels, cases = [], [], []
     unmatched: dict[str, list[Path]] = {"label": [], "case": []}
     for i, f in enumerate(files):
@@ -339,7 +340,7 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
         value = {}
         for what, source in (("label", label_from), ("case", case_from)):
             if source == "csv":
-                value[what] = table.iloc[i]["label" if what == "label" else "case_id"].strip() or None
+                value[what] = columns[what][i].strip() or None
             elif source == "subfolder":
                 if what == "label":  # the top folder: <class>/.../<image>
                     value[what] = rel.parts[0] if len(rel.parts) >= 2 else None
