@@ -77,19 +77,21 @@ rule import_patches:
 rule split_patches:
     input:
         tiles=tile_files(),
+    # update(): snakemake backs the previous split up and restores it when the new one fails, so a
+    # bad split setting or input never costs the last good result
     output:
-        train="results/patches/train.h5",
-        val="results/patches/val.h5",
-        test="results/patches/test.h5",
-        manifest="results/patches/manifest.tsv",
+        train=update("results/patches/train.h5"),
+        val=update("results/patches/val.h5"),
+        test=update("results/patches/test.h5"),
+        manifest=update("results/patches/manifest.tsv"),
         summary=report(
-            "results/patches/summary.tsv",
+            update("results/patches/summary.tsv"),
             caption="../report/split_summary.rst",
             category="1. Data",
             subcategory="Split",
         ),
         examples=report(
-            "results/patches/examples.png",
+            update("results/patches/examples.png"),
             caption="../report/split_examples.rst",
             category="1. Data",
             subcategory="Split",
