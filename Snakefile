@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Config layering: schema defaults + exactly the files named with --configfile (then --config
+# k=v); the demo config/config.yaml applies only when no config file is named, so a preset or a
+# user's config never inherits the demo's experiments, reports or tissue thresholds.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

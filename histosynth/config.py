@@ -22,13 +22,131 @@ SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"
 SAMPLE_COLUMNS = ("slide_id", "slide_path", "case_id")
 
 
-def validate_config(config: dict) -> dict:
-    """Validate ``config`` against the schema, filling defaults in place; returns it."""
+DEMO_CONFIG = "config/config.yaml"  # relative to the working directory, as snakemake's `configfile:`
+
+
+def validate_config(config: dict, sources: list[tuple[str, dict]] | None = None) -> dict:
+    """Validate ``config`` against the schema, filling defaults in place; returns it.
+
+    ``sources`` (name, raw dict) are the files (and ``--config``) the config was merged from: an
+    error names the one that set the offending key. Errors are one sentence, not a schema dump.
+    """
     from snakemake.utils import validate
 
-    validate(config, str(CONFIG_SCHEMA))
+    _check_schema(config, sources or [])
+    validate(config, str(CONFIG_SCHEMA))  # fills the schema's defaults
     _check_experiment_overrides(config)
+    _check_split(config)
     return config
+
+
+def _source_of(path: list, sources: list[tuple[str, dict]]) -> str | None:
+    """The last source that sets the key at ``path`` (later sources override earlier ones)."""
+    found = None
+    for name, raw in sources:
+        node = raw
+        for step in path:
+            if isinstance(node, dict) and step in node:
+                node = node[step]
+            elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+                node = node[step]
+            else:
+                break
+        else:
+            found = name
+    return found
+
+
+def _key_name(path) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+def _check_schema(config: dict, sources: list[tuple[str, dict]]) -> None:
+    """One clear sentence for the first schema violation: the key, the file, what is wrong."""
+    import difflib
+
+    import jsonschema
+
+    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if not errors:
+        return
+    # unknown keys first: they are the usual typo, and their message must name the key itself
+    unknown = [e for e in errors if e.validator == "additionalProperties"]
+    e = unknown[0] if unknown else jsonschema.exceptions.best_match(errors)
+    path = list(e.absolute_path)
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        allowed = sorted(e.schema.get("properties", {}))
+        key = sorted(set(e.instance) - set(allowed))[0]
+        path.append(key)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        what = f"unknown key '{_key_name(path)}'" + (f" (did you mean '{close[0]}'?)" if close else
+                                                      f" (allowed here: {', '.join(allowed)})")
+    else:
+        what = f"config key '{_key_name(path) or '<top level>'}': {e.message[:300]}"
+    src = _source_of(path, sources)
+    raise InputError(f"{what}{f' in {src}' if src else ''}; see config/README.md")
+
+
+def _check_split(config: dict) -> None:
+    s = config["split"]
+    if s["val"] + s["test"] >= 1:
+        raise InputError(f"config split.val ({s['val']}) + split.test ({s['test']}) must be below 1, "
+                         "leaving groups for training")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"config file {p} is not valid YAML: {e}") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(f"config file {p} must be a mapping of keys (got {type(raw).__name__})")
+    return raw
+
+
+def config_sources(files: list[str | os.PathLike], overrides: dict | None = None) -> list[tuple[str, dict]]:
+    """(name, raw dict) of each config file, then ``--config``; no file named = the demo config."""
+    names = [str(f) for f in files] or [DEMO_CONFIG]
+    out = [(n, read_config_file(n)) for n in names]
+    return out + ([("--config", overrides)] if overrides else [])
+
+
+def effective_config(files: list[str | os.PathLike], overrides: dict | None = None) -> dict:
+    """The config a run uses: schema defaults + exactly ``files`` (later ones override earlier
+    ones, nested sections merged) + ``--config`` ``overrides``; the demo config only when no file
+    is named. The Snakefile builds the same from snakemake's ``--configfile`` / ``--config``."""
+    from snakemake.utils import update_config
+
+    sources = config_sources(files, overrides)
+    cfg: dict = {}
+    for _, raw in sources:
+        update_config(cfg, copy.deepcopy(raw))
+    return validate_config(cfg, sources)
+
+
+def config_summary(config: dict, files: list[str]) -> str:
+    """The short block logged at start: which files, experiments, data sources and models a run uses."""
+    experiments = [f"{n} ({e['prompts']})" for n, e in config["experiments"].items()]
+    datasets = [f"{d['name']} ({d['format']}: {d['path']})" for d in config["patch_datasets"]]
+    models = [f"base_model={config['base_model']}", f"embedding={config['embedding']['backbone']}",
+              f"classifier weights={config['classifier']['weights'] or 'random init'}"]
+    return "\n".join([
+        f"histosynth config: {', '.join(map(str, files))}",
+        f"  experiments: {', '.join(experiments) or 'none'}",
+        f"  slides: {config['samples'] or 'none'}",
+        f"  patch datasets: {', '.join(datasets) or 'none'}",
+        f"  reports: {config['reports']['path'] or 'none'}",
+        f"  models: {', '.join(models)}",
+    ])
 
 
 def _without_defaults(schema: dict) -> dict:
@@ -75,8 +193,7 @@ def default_config(**overrides) -> dict:
 
 
 def load_config(path: str | os.PathLike) -> dict:
-    with open(path) as fh:
-        return validate_config(yaml.safe_load(fh) or {})
+    return effective_config([path])
 
 
 def load_samples(path: str | os.PathLike | None) -> pd.DataFrame:
@@ -88,7 +205,10 @@ def load_samples(path: str | os.PathLike | None) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"sample sheet {p} (config key 'samples') does not exist")
-    df = pd.read_csv(p, sep="\t", dtype=str, comment="#").dropna(how="all")
+    # no pandas comment="#": it would cut "P#1" to "P" and paths at a '#'; whole-line comments only
+    df = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+    first = df.iloc[:, 0].fillna("") if len(df.columns) else pd.Series(dtype=str)
+    df = df[~first.str.lstrip().str.startswith("#")].dropna(how="all")
     missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"sample sheet {p}: missing column(s) {missing}; it has {list(df.columns)} (tab-separated?)")
@@ -99,6 +219,11 @@ def load_samples(path: str | os.PathLike | None) -> pd.DataFrame:
     dup = df.loc[df["slide_id"].duplicated(keep=False), "slide_id"]
     if len(dup):
         raise InputError(f"sample sheet {p}: duplicate slide_id {sorted(set(dup))}")
+    paths = df["slide_path"].map(lambda x: os.path.normpath(x.strip()))
+    for path, ids in df.groupby(paths)["slide_id"]:
+        if len(ids) > 1:
+            raise InputError(f"sample sheet {p}: slide_ids {sorted(ids)} all have slide_path {path}; "
+                             "one file must be one slide")
     if "label" not in df.columns:
         df["label"] = pd.NA
     try:
@@ -117,11 +242,6 @@ def check_output_names(samples: pd.DataFrame, config: dict) -> None:
     clash = sorted(set(names) & set(samples["slide_id"]))
     if clash:
         raise InputError(f"config 'patch_datasets' name(s) {clash} equal slide_id(s) in the sample sheet; rename one")
-
-
-def sample_label_names(samples: pd.DataFrame) -> list[str]:
-    """Slide-level classes, sorted, so every slide's file uses the same label indices."""
-    return sorted(str(x) for x in samples["label"].dropna().unique())
 
 
 def _schema_rows(props: dict, prefix: str = "", required=()):

@@ -1,6 +1,7 @@
 """``split_patches``: pool every patch file, split train/val/test by group, stratified by label.
 
 Groups (``case_id`` by default) are split, not patches, so no patient appears in two splits.
+Patches with an ``official_split`` (imported datasets that keep their published split) keep it.
 Each group gets its majority label and scikit-learn's ``train_test_split`` stratifies the groups
 by it (falling back to an unstratified split, with a warning, when a class has too few groups).
 Fractions are fractions of groups. Patches are copied in batches, never all loaded at once.
@@ -35,14 +36,17 @@ def _pool_rare(strata: np.ndarray) -> np.ndarray:
     return np.array([common if s in rare else s for s in strata.tolist()])
 
 
-def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Split unique groups into (rest, taken) with ``fraction`` of them taken, stratified when possible."""
+def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed: int, what: str,
+                  asked: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split unique groups into (rest, taken) with ``fraction`` of them taken, stratified when possible.
+
+    ``asked`` names the user's settings for error messages (``fraction`` may be a rescaled one)."""
     if fraction <= 0 or len(groups) == 0:
         return groups, groups[:0]
     n_take = int(np.ceil(fraction * len(groups)))
     if n_take >= len(groups):
-        raise InputError(f"split: only {len(groups)} group(s) left, cannot hold out {what} "
-                         f"(split.{what}={fraction}); add cases or set split.{what} to 0")
+        raise InputError(f"split: only {len(groups)} group(s) left for {what} and train with {asked}; "
+                         f"add cases or lower split.{what}")
     strata = _pool_rare(np.asarray(strata))
     try:
         rest, taken = train_test_split(groups, test_size=n_take, stratify=strata, random_state=seed)
@@ -54,6 +58,9 @@ def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed:
 
 def assign_splits(labels: Sequence[int], groups: Sequence[str], val: float, test: float, seed: int) -> np.ndarray:
     """Split name per patch; every group lands in exactly one split."""
+    if val + test >= 1:
+        raise InputError(f"split.val ({val}) + split.test ({test}) must be below 1, leaving groups for training")
+    asked = f"split.val={val}, split.test={test}"
     labels = np.asarray(labels)
     groups = np.asarray(groups, dtype=object)
     if len(groups) == 0:
@@ -63,11 +70,40 @@ def assign_splits(labels: Sequence[int], groups: Sequence[str], val: float, test
         majority.setdefault(g, Counter())[lab] += 1
     uniq = np.array(sorted(majority), dtype=object)
     strata = np.array([majority[g].most_common(1)[0][0] for g in uniq])
-    rest, test_groups = _split_groups(uniq, strata, test, seed, "test")
+    rest, test_groups = _split_groups(uniq, strata, test, seed, "test", asked)
     rest_strata = np.array([majority[g].most_common(1)[0][0] for g in rest])
-    train_groups, val_groups = _split_groups(rest, rest_strata, val / (1 - test) if test < 1 else 0, seed + 1, "val")
+    train_groups, val_groups = _split_groups(rest, rest_strata, val / (1 - test), seed + 1, "val", asked)
     where = {g: "train" for g in train_groups} | {g: "val" for g in val_groups} | {g: "test" for g in test_groups}
     return np.array([where[g] for g in groups], dtype=object)
+
+
+def check_split(man: pd.DataFrame, group_by: str) -> None:
+    """No group in two splits (an official split may leak), and every class can be learnt and evaluated."""
+    spread = man.groupby(group_by)["split"].nunique()
+    leaking = spread[spread > 1].index.tolist()
+    if leaking:
+        where = man[man[group_by].isin(leaking[:3])].groupby(group_by)["split"].unique()
+        raise InputError(f"split: {len(leaking)} {group_by}(s) appear in two splits, e.g. "
+                         + "; ".join(f"{g} in {sorted(v)}" for g, v in where.items())
+                         + " (an official split that shares slides: use split: resplit for that dataset)")
+    labelled = man[man["label"] >= 0]
+    for name, rows in labelled.groupby("label_name"):
+        if not (rows["split"] == "train").any():
+            raise InputError(f"split: class {name!r} has no training patches (its {rows[group_by].nunique()} "
+                             f"{group_by}(s) all went to {sorted(rows['split'].unique())}); add cases of it or drop it")
+        if rows[group_by].nunique() < 2 and len(man["split"].unique()) > 1:
+            raise InputError(f"split: class {name!r} comes from a single {group_by} ({rows[group_by].iloc[0]}), so it "
+                             "cannot be both trained on and evaluated; add cases of it or drop it")
+
+
+def _warn_mixed_mpp(man: pd.DataFrame) -> None:
+    """Patches of different um/px in one split teach the model different scales: say so, with counts."""
+    values = man["mpp"].to_numpy(dtype=float)
+    mpp = pd.Series(np.where(np.isfinite(values), np.round(values, 3).astype(str), "unknown"), index=man.index)
+    for split, counts in mpp.groupby(man["split"]).value_counts().groupby(level=0):
+        if len(counts) > 1:
+            log.warning("split %s mixes pixel sizes (um/px: patches): %s", split,
+                        ", ".join(f"{k[1]}: {v}" for k, v in counts.items()))
 
 
 def _merged_label_names(files: list[PatchFile]) -> list[str]:
@@ -116,13 +152,21 @@ def split_patches(
         for fi, pf in enumerate(files):
             remap = np.array([names.index(n) for n in pf.label_names] + [UNLABELLED], np.int64)
             lab = remap[pf.labels] if len(pf) else np.zeros(0, np.int64)
+            try:  # imported datasets that keep their published split say so per patch
+                official = pf.column("official_split")
+            except InputError:
+                official = np.full(len(pf), "", dtype=object)
             rows.append(pd.DataFrame({
                 "source_file": str(pf.path), "source_index": np.arange(len(pf)), "slide_id": pf.slide_ids,
-                "case_id": pf.case_ids, "label": lab, "_file": fi,
+                "case_id": pf.case_ids, "label": lab, "mpp": pf.mpp, "official_split": official, "_file": fi,
             }))
         man = pd.concat(rows, ignore_index=True)
         man["label_name"] = [names[i] if i >= 0 else "" for i in man["label"]]
-        man["split"] = assign_splits(man["label"].to_numpy(), man[group_by].to_numpy(), val, test, seed)
+        man["split"] = man["official_split"].to_numpy(dtype=object)
+        free = (man["official_split"] == "").to_numpy()
+        man.loc[free, "split"] = assign_splits(man.loc[free, "label"].to_numpy(), man.loc[free, group_by].to_numpy(), val, test, seed)
+        check_split(man, group_by)
+        _warn_mixed_mpp(man)
         spec = PatchFileSpec(patch_size=files[0].patch_size, label_names=names, coords_attrs=_merged_coords_attrs(files),
                              root_attrs=dict(source="split", group_by=group_by, seed=seed))
         man["split_index"] = -1
@@ -140,7 +184,7 @@ def split_patches(
     finally:
         for pf in files:
             pf.close()
-    man = man.drop(columns="_file")
+    man = man.drop(columns=["_file", "mpp"])
     with atomic_path(manifest) as tmp:
         man.to_csv(tmp, sep="\t", index=False)
     counts = man.groupby(["split", "label_name"]).size().unstack(fill_value=0)

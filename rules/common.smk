@@ -6,23 +6,31 @@ import pandas as pd
 
 sys.path.insert(0, workflow.basedir)  # the package is importable even when not pip-installed
 
+from snakemake.logging import logger
+
 from histosynth.config import (
+    DEMO_CONFIG,
     check_output_names,
+    config_sources,
+    config_summary,
     experiment_settings,
     settings_hash,
     load_samples,
-    sample_label_names,
     validate_config,
 )
 from histosynth.qc import active_settings
 from histosynth.text.prompts import strategy_inputs, strategy_settings
+from histosynth.importers import resamples
 
 
-validate_config(config)  # schema check + defaults; unknown or mistyped keys stop here
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
+# schema check + defaults; an unknown or mistyped key stops here, naming the key and its file
+validate_config(config, config_sources(CONFIG_FILES, dict(workflow.config_settings.config)))
+if workflow.is_main_process:  # once per run, not again in every cluster job
+    logger.info(config_summary(config, CONFIG_FILES))
 SAMPLES = load_samples(config["samples"])
 DATASETS = {d["name"]: d for d in config["patch_datasets"]}
 check_output_names(SAMPLES, config)
-SLIDE_LABELS = sample_label_names(SAMPLES)
 SPLITS = ["train", "val", "test"]
 EXPERIMENTS = config["experiments"]
 

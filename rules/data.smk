@@ -35,15 +35,18 @@ rule tile_slide:
     benchmark:
         "results/benchmarks/tile_slide/{slide}.tsv"
     params:
-        tiling=config["tiling"],
+        # batch_size only trades memory for speed: it travels as a resource, so changing it reruns nothing
+        tiling={k: v for k, v in config["tiling"].items() if k != "batch_size"},
         case_id=slide_value("case_id"),
+        # only this slide's own label: the split merges vocabularies by name, so adding a slide
+        # with a new class does not re-tile the others
         label=slide_value("label"),
-        label_names=SLIDE_LABELS,
         qc=qc_settings(),
     threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
+        batch_size=config["tiling"]["batch_size"],
     conda:
         "../envs/data.yaml"
     script:
@@ -64,6 +67,8 @@ rule import_patches:
         dataset=lambda wc: DATASETS[wc.dataset],
         patch_size=config["tiling"]["patch_size"],
         qc=qc_settings(),
+        # tiling.mpp matters only to datasets resampled to it
+        target_mpp=lambda wc: config["tiling"]["mpp"] if resamples(DATASETS[wc.dataset]) else None,
     resources:
         mem_mb=4000,
         runtime=60,
@@ -76,19 +81,21 @@ rule import_patches:
 rule split_patches:
     input:
         tiles=tile_files(),
+    # update(): snakemake backs the previous split up and restores it when the new one fails, so a
+    # bad split setting or input never costs the last good result
     output:
-        train="results/patches/train.h5",
-        val="results/patches/val.h5",
-        test="results/patches/test.h5",
-        manifest="results/patches/manifest.tsv",
+        train=update("results/patches/train.h5"),
+        val=update("results/patches/val.h5"),
+        test=update("results/patches/test.h5"),
+        manifest=update("results/patches/manifest.tsv"),
         summary=report(
-            "results/patches/summary.tsv",
+            update("results/patches/summary.tsv"),
             caption="../report/split_summary.rst",
             category="1. Data",
             subcategory="Split",
         ),
         examples=report(
-            "results/patches/examples.png",
+            update("results/patches/examples.png"),
             caption="../report/split_examples.rst",
             category="1. Data",
             subcategory="Split",

@@ -76,3 +76,102 @@ def test_experiment_overrides_are_checked_and_merged():
         default_config(experiments={"big": {"prompts": "label", "train": {"rnak": 16}}})
     with pytest.raises(InputError, match=r"experiments\.big\.sample\.scheduler"):
         default_config(experiments={"big": {"prompts": "label", "sample": {"scheduler": "magic"}}})
+
+
+def test_sample_sheet_keeps_hash_characters(tmp_path):
+    sheet = _sheet(tmp_path, "slide_id\tslide_path\tcase_id\n# a whole-line comment\ns1\tscans/run#3/a.svs\tP#1\ns2\tb.svs\tP#2\n")
+    df = load_samples(sheet)
+    assert df["case_id"].tolist() == ["P#1", "P#2"] and df.loc["s1", "slide_path"] == "scans/run#3/a.svs"
+
+
+def test_one_slide_file_under_two_slide_ids_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"slide_ids \['s1', 's2'\] all have slide_path scans/a.svs"):
+        load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\tscans/a.svs\tc1\ns2\tscans/./a.svs\tc2\n"))
+
+
+def test_split_fractions_are_checked_before_anything_runs():
+    with pytest.raises(InputError, match=r"split.val \(0.5\) \+ split.test \(0.5\) must be below 1"):
+        default_config(split={"val": 0.5, "test": 0.5})
+
+
+PRESETS = sorted((REPO_ROOT / "config" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_preset_uses_its_own_settings_not_the_demos(preset, monkeypatch):
+    from histosynth.config import effective_config
+
+    monkeypatch.chdir(REPO_ROOT)  # where `snakemake --configfile config/presets/X.yaml` runs
+    raw = yaml.safe_load(preset.read_text())
+    eff = effective_config([preset.relative_to(REPO_ROOT)])
+    demo = effective_config([])
+    own = default_config(**{k: raw[k] for k in ("experiments", "reports", "tiling") if k in raw})
+    assert eff["experiments"] == own["experiments"] and set(eff["experiments"]) == set(raw["experiments"])
+    assert eff["reports"] == own["reports"] and eff["tiling"] == own["tiling"]
+    assert eff["samples"] == raw.get("samples", "") and eff["patch_datasets"] == own_datasets(raw)
+    # the demo's own choices (DAB labels, its pale-stroma threshold, its reports) do not leak in
+    assert eff["tiling"]["tissue"]["max_saturation"] == own["tiling"]["tissue"]["max_saturation"] != demo["tiling"]["tissue"]["max_saturation"]
+    assert eff["tiling"]["labels"]["method"] == own["tiling"]["labels"]["method"] != demo["tiling"]["labels"]["method"]
+    assert eff["reports"]["path"] != demo["reports"]["path"]
+
+
+def own_datasets(raw):
+    return default_config(patch_datasets=raw.get("patch_datasets", []))["patch_datasets"]
+
+
+def test_a_minimal_user_config_gets_schema_defaults_and_overrides_apply(tmp_path, monkeypatch):
+    from histosynth.config import effective_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("patch_datasets:\n  - {name: t, format: folder, path: tiles}\nexperiments:\n  mine: {prompts: label}\n")
+    eff = effective_config([mine])
+    assert list(eff["experiments"]) == ["mine"] and eff["reports"]["path"] == "" and eff["samples"] == ""
+    assert eff["tiling"] == default_config()["tiling"]
+    # later files and --config override earlier ones, key by key
+    more = tmp_path / "more.yaml"
+    more.write_text("tiling: {tissue: {max_saturation: 15}}\n")
+    eff = effective_config([mine, more], overrides={"tiling": {"patch_size": 96}})
+    assert eff["tiling"]["tissue"]["max_saturation"] == 15 and eff["tiling"]["patch_size"] == 96
+    assert eff["tiling"]["tissue"]["max_brightness"] == default_config()["tiling"]["tissue"]["max_brightness"]
+    # no file named: the demo config
+    assert set(effective_config([])["experiments"]) == set(yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["experiments"])
+
+
+def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
+    from histosynth.config import effective_config
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("tiling: {patch_size: 64}\n")
+    bad.write_text("tiling: {tissue: {max_saturaton: 15}}\npatch_datasets:\n  - {name: t, format: folder, path: x}\n")
+    with pytest.raises(InputError) as e:
+        effective_config([good, bad])
+    msg = str(e.value)
+    assert msg.startswith("unknown key 'tiling.tissue.max_saturaton' (did you mean 'max_saturation'?)") and str(bad) in msg
+    assert len(msg) < 300 and "\n" not in msg
+    bad.write_text("patch_datasets:\n  - {name: t, format: folder, path: x, label_form: filename}\n")
+    with pytest.raises(InputError, match=r"unknown key 'patch_datasets\[0\].label_form' \(did you mean 'label_from'\?\) in .*bad.yaml"):
+        effective_config([good, bad])
+    with pytest.raises(InputError, match=r"config key 'split.val': 'lots' is not of type 'number' in --config"):
+        effective_config([good], overrides={"split": {"val": "lots"}})
+
+
+def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemake):
+    (tmp_path / "tiles" / "a" / "p1").mkdir(parents=True)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("samples: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
+                    "experiments:\n  mine: {prompts: label}\n")
+    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert f"histosynth config: {mine}\n  experiments: mine (label)\n  slides: none\n  patch datasets: t (folder: tiles)\n  reports: none" in out
+    assert "results/prompts/mine.tsv" in out and "label_only" not in out and "summarize_reports" not in out
+    mine.write_text(mine.read_text() + "tiling: {patch_sise: 32}\n")
+    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and f"unknown key 'tiling.patch_sise' (did you mean 'patch_size'?) in {mine}" in out
+    assert len(out.splitlines()) < 15  # one sentence, not a dump of the config and the schema
+    # fractions that leave nothing to train on stop the run before any job (and so before any deletion)
+    mine.write_text(mine.read_text().replace("tiling: {patch_sise: 32}", "split: {val: 0.5, test: 0.5}"))
+    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
+    assert res.returncode != 0 and "split.val (0.5) + split.test (0.5) must be below 1" in res.stdout + res.stderr

@@ -52,7 +52,7 @@ def finished_run(tmp_path_factory, run_snakemake):
              train_labels=(np.arange(12) % 2).reshape(12, 1))
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}", "") for i in (1, 2, 3)]
     (wd / "reports.csv").write_text("case_id,text\ncase1,\"Invasive ductal carcinoma, grade 2. Margins negative.\"\ncase2,\n")
-    cfg = write_config(wd, rows, datasets=[{"name": "mini", "format": "medmnist", "path": str(wd / "mini.npz"),
+    cfg = write_config(wd, rows, datasets=[{"name": "mini", "format": "medmnist", "path": str(wd / "mini.npz"), "split": "resplit",
                                             "label_names": ["dab_negative", "dab_positive"]}],
                        reports={"path": str(wd / "reports.csv")},
                        experiments={"label_only": {"prompts": "label"}, "morphology": {"prompts": "morphology"},

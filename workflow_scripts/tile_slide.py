@@ -9,9 +9,8 @@ def main(sm):
         case_id=sm.params.case_id,
         out_h5=sm.output.patches,
         out_thumbnail=sm.output.thumbnail,
-        tiling=TilingParams.from_config(sm.params.tiling),
+        tiling=TilingParams.from_config({**sm.params.tiling, "batch_size": sm.resources.batch_size}),
         sample_label=sm.params.label,
-        label_names=sm.params.label_names,
         threads=sm.threads,
         qc=sm.params.qc,
     )
