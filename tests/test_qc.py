@@ -172,7 +172,7 @@ def test_import_with_qc_records_counts(tmp_path):
     npz = tmp_path / "m.npz"
     np.savez(npz, train_images=np.concatenate([sharp, blurred(sharp[:2])]), train_labels=np.arange(6).reshape(6, 1) % 2)
     out = tmp_path / "m.h5"
-    n = import_patches({"name": "m", "format": "medmnist", "path": str(npz)}, out, 64, progress=False,
+    n = import_patches({"name": "m", "format": "medmnist", "path": str(npz), "split": "resplit"}, out, 64, progress=False,
                        qc={"blur": BLUR, "stain": {"activate": False}})
     assert n == 4
     with PatchFile(out) as pf:
