@@ -147,20 +147,56 @@ def tile_slide(
     return result
 
 
-def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "") -> None:
-    """Slide preview with the tissue mask tinted green and every kept patch outlined."""
+def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "",
+                    mpp: float | None = None) -> None:
+    """Slide preview: the tissue mask as a contour over the untinted stain, every kept patch
+    outlined, and a legend with a scale bar in µm (``mpp``: level-0 µm/px, else the slide's own)."""
+    from PIL import ImageFilter, ImageFont
+
     width, height = slide.dimensions
     preview = slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")
     scale = preview.width / width
     m = Image.fromarray(mask.astype(np.uint8) * 255).resize(preview.size, Image.Resampling.NEAREST)
-    tint = Image.new("RGB", preview.size, (0, 200, 0))
-    preview = Image.composite(Image.blend(preview, tint, 0.25), preview, m)
+    edge = Image.fromarray((np.asarray(m.filter(ImageFilter.MaxFilter(3))) != np.asarray(m.filter(ImageFilter.MinFilter(3))))
+                           .astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))  # ~3 px contour, the stain stays visible
+    mask_colour, patch_colour = (0, 190, 0), (20, 60, 220)
+    preview = Image.composite(Image.new("RGB", preview.size, mask_colour), preview, edge)
     draw = ImageDraw.Draw(preview)
     for x, y in coords:
         x0, y0 = x * scale, y * scale
-        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=(20, 60, 220), width=1)
+        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=patch_colour, width=1)
+    try:  # a TrueType font has the µ sign; Pillow's built-in one does not
+        font, micro = ImageFont.truetype("DejaVuSans.ttf", 14), "µm"
+    except OSError:
+        font, micro = ImageFont.load_default(size=14), "um"
     if title:
-        draw.rectangle([0, 0, 8 + 6 * len(title), 14], fill=(255, 255, 255))
-        draw.text((4, 2), title, fill=(0, 0, 0))
+        box = draw.textbbox((6, 4), title, font=font)
+        draw.rectangle([0, 0, box[2] + 6, box[3] + 4], fill=(255, 255, 255))
+        draw.text((6, 4), title, fill=(0, 0, 0), font=font)
+    # legend band under the picture: mask contour, patches, scale bar
+    if mpp is None:
+        value = slide.properties.get("openslide.mpp-x")
+        mpp = float(value) if value else None
+    band = 30
+    out = Image.new("RGB", (max(preview.width, 420), preview.height + band), (255, 255, 255))
+    out.paste(preview, (0, 0))
+    draw = ImageDraw.Draw(out)
+    y = preview.height + band // 2
+    draw.line([8, y, 30, y], fill=mask_colour, width=3)
+    draw.text((36, y - 8), "tissue mask", fill=(0, 0, 0), font=font)
+    draw.rectangle([130, y - 7, 144, y + 7], outline=patch_colour, width=2)
+    draw.text((150, y - 8), f"kept patch ({len(coords)})", fill=(0, 0, 0), font=font)
+    x0 = 290
+    if mpp:
+        um_per_px = mpp / scale
+        steps = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]
+        fitting = [s for s in steps if s / um_per_px <= min(160, out.width - x0 - 80)]
+        length = fitting[-1] if fitting else steps[0]
+        bar = max(1, round(length / um_per_px))
+        draw.rectangle([x0, y - 3, x0 + bar, y + 3], fill=(0, 0, 0))
+        label = f"{length // 1000} mm" if length >= 1000 else f"{length} {micro}"
+        draw.text((x0 + bar + 6, y - 8), label, fill=(0, 0, 0), font=font)
+    else:
+        draw.text((x0, y - 8), f"scale unknown (no {micro}/px)", fill=(0, 0, 0), font=font)
     with atomic_path(out_png) as tmp:
-        preview.save(tmp, format="PNG")
+        out.save(tmp, format="PNG")
