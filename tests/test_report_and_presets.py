@@ -189,6 +189,10 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
         r = tmp_path / raw["reports"]["path"]
         r.parent.mkdir(parents=True, exist_ok=True)
         r.write_text("bcr_patient_barcode,text\nTCGA-00-0001,carcinoma\n")
+    weights = raw.get("evaluation", {}).get("inception_weights")
+    if weights:  # a declared input of the rules that read it
+        (tmp_path / weights).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / weights).write_bytes(b"")
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "train_lora" in res.stdout and "report" in res.stdout

@@ -22,7 +22,7 @@ from ..atomic import atomic_path
 from ..config import experiment_settings
 from ..patchfile import PatchFile
 from .features import RANDOM_NOTE
-from .metrics import macro_over_present
+from .metrics import class_name, macro_over_present
 
 TEMPLATES = Path(__file__).parent / "templates"
 SETS = ("raw", "filtered")
@@ -264,8 +264,9 @@ def class_pictures(real_h5, sets: dict, seed: int = 0) -> list[dict]:
     """Per class: real, raw and filtered strips side by side, with the shown images' full prompts."""
     with PatchFile(real_h5) as real:
         names = real.label_names
-        real_strips = {c: strip(real.read(_pick(real.labels, c, STRIP, seed))) for c in range(len(names))}
-    out = {c: {"name": n, "real": real_strips[c], "sets": [], "prompts": []} for c, n in enumerate(names)}
+        ids = sorted(set(range(len(names))) | set(real.labels.tolist()))  # -1: unlabelled patches (e.g. PathLDM)
+        real_strips = {c: strip(real.read(_pick(real.labels, c, STRIP, seed))) for c in ids}
+    out = {c: {"name": class_name(c, names), "real": real_strips[c], "sets": [], "prompts": []} for c in ids}
     for s, path in sets.items():
         with PatchFile(path) as pf:
             prompts = pf.column("prompts") if len(pf) else np.array([], object)
