@@ -165,10 +165,11 @@ def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int,
     for x, y in coords:
         x0, y0 = x * scale, y * scale
         draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=patch_colour, width=1)
+    size = max(14, round(preview.width / 40))  # stays readable when the page shows the picture smaller
     try:  # a TrueType font has the µ sign; Pillow's built-in one does not
-        font, micro = ImageFont.truetype("DejaVuSans.ttf", 14), "µm"
+        font, micro = ImageFont.truetype("DejaVuSans.ttf", size), "µm"
     except OSError:
-        font, micro = ImageFont.load_default(size=14), "um"
+        font, micro = ImageFont.load_default(size=size), "um"
     if title:
         box = draw.textbbox((6, 4), title, font=font)
         draw.rectangle([0, 0, box[2] + 6, box[3] + 4], fill=(255, 255, 255))
@@ -177,26 +178,30 @@ def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int,
     if mpp is None:
         value = slide.properties.get("openslide.mpp-x")
         mpp = float(value) if value else None
-    band = 30
-    out = Image.new("RGB", (max(preview.width, 420), preview.height + band), (255, 255, 255))
+    band = 2 * size
+    out = Image.new("RGB", (max(preview.width, 30 * size), preview.height + band), (255, 255, 255))
     out.paste(preview, (0, 0))
     draw = ImageDraw.Draw(out)
     y = preview.height + band // 2
-    draw.line([8, y, 30, y], fill=mask_colour, width=3)
-    draw.text((36, y - 8), "tissue mask", fill=(0, 0, 0), font=font)
-    draw.rectangle([130, y - 7, 144, y + 7], outline=patch_colour, width=2)
-    draw.text((150, y - 8), f"kept patch ({len(coords)})", fill=(0, 0, 0), font=font)
-    x0 = 290
+
+    def label(x, text):
+        draw.text((x, y), text, fill=(0, 0, 0), font=font, anchor="lm")
+        return x + draw.textlength(text, font=font) + size
+
+    draw.line([8, y, 8 + 1.5 * size, y], fill=mask_colour, width=max(3, size // 6))
+    x = label(14 + 1.5 * size, "tissue mask")
+    half = size // 2
+    draw.rectangle([x, y - half, x + size, y + half], outline=patch_colour, width=2)
+    x = label(x + size + size // 3, f"kept patch ({len(coords)})")
     if mpp:
         um_per_px = mpp / scale
         steps = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]
-        fitting = [s for s in steps if s / um_per_px <= min(160, out.width - x0 - 80)]
+        fitting = [s for s in steps if s / um_per_px <= min(8 * size, out.width - x - 5 * size)]
         length = fitting[-1] if fitting else steps[0]
         bar = max(1, round(length / um_per_px))
-        draw.rectangle([x0, y - 3, x0 + bar, y + 3], fill=(0, 0, 0))
-        label = f"{length // 1000} mm" if length >= 1000 else f"{length} {micro}"
-        draw.text((x0 + bar + 6, y - 8), label, fill=(0, 0, 0), font=font)
+        draw.rectangle([x, y - max(2, size // 6), x + bar, y + max(2, size // 6)], fill=(0, 0, 0))
+        label(x + bar + size // 3, f"{length // 1000} mm" if length >= 1000 else f"{length} {micro}")
     else:
-        draw.text((x0, y - 8), f"scale unknown (no {micro}/px)", fill=(0, 0, 0), font=font)
+        label(x, f"scale unknown (no {micro}/px)")
     with atomic_path(out_png) as tmp:
         out.save(tmp, format="PNG")

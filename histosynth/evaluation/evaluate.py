@@ -42,7 +42,7 @@ def comparability(metric: str, extractor: dict, n_real: int, n_fake: int) -> lis
     if metric in ("fd", "kid") and extractor["kind"] != "inception":
         w.append("not Inception features: not comparable with published FID")
     if metric in ("fd", "kid") and min(n_real, n_fake) < PUBLISHED_FID_MIN_N:
-        w.append(f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FD; compare only runs with equal N")
+        w.append(f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FD and KID; compare only runs with equal N")
     return w
 
 

@@ -66,7 +66,7 @@ def _png_uri(img) -> str:
 
 
 def strip(imgs: np.ndarray) -> str | None:
-    """A row of patches as one PNG, each shown at least ``TILE_PX`` wide (small patches keep their pixels)."""
+    """A row of at most ``STRIP`` patches as one PNG, each at least ``TILE_PX`` wide (small patches keep their pixels)."""
     from PIL import Image
 
     if not len(imgs):
@@ -74,9 +74,11 @@ def strip(imgs: np.ndarray) -> str | None:
     size = imgs.shape[1]
     tile = max(size, TILE_PX)
     method = Image.Resampling.NEAREST if size < TILE_PX else Image.Resampling.LANCZOS
-    out = Image.new("RGB", (len(imgs) * (tile + 4) - 4, tile), (255, 255, 255))
-    for i, im in enumerate(imgs):
-        out.paste(Image.fromarray(im).resize((tile, tile), method), (i * (tile + 4), 0))
+    # always STRIP slots (empty ones light grey), so every strip shows patches at the same scale
+    out = Image.new("RGB", (STRIP * (tile + 4) - 4, tile), (255, 255, 255))
+    for i in range(STRIP):
+        patch = Image.fromarray(imgs[i]).resize((tile, tile), method) if i < len(imgs) else Image.new("RGB", (tile, tile), (238, 238, 238))
+        out.paste(patch, (i * (tile + 4), 0))
     return _png_uri(out)
 
 
@@ -156,12 +158,13 @@ def _absent(agreement: dict) -> list[str]:
 
 # --- verdicts ----------------------------------------------------------------------------------
 
-def _best(values: dict, better: str):
+def _best(values: dict, better: str) -> tuple[list[str], dict]:
+    """The experiments with the best value (several when tied) and the finite values."""
     vals = {k: v for k, v in values.items() if _num(v) is not None}
     if not vals:
-        return None, vals
-    pick = min if better == "lower" else max
-    return pick(vals, key=vals.get), vals
+        return [], vals
+    top = (min if better == "lower" else max)(vals.values())
+    return [k for k, v in vals.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)], vals
 
 
 def _listing(vals: dict, digits: int) -> str:
@@ -184,16 +187,19 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         for label, vals, better, digits in ((fd_name, fd, "lower", 2), ("judge F1", f1, "higher", 3),
                                             ("AUC real + synthetic", auc, "higher", 3)):
             b, v = _best(vals, better)
-            if b is not None:
+            if b:
                 wins.append((label, b, v, digits, better))
-        winners = {w[1] for w in wins}
+        decided = [w for w in wins if len(w[1]) == 1]  # a tie decides nothing
+        winners = {w[1][0] for w in decided}
         strategies = ", ".join(f"{e} ({experiments[e]['prompts']})" for e in names)
-        if not wins:
-            line = "no comparable numbers"
+        ties = [f"{w[0]} ties ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
+        if not decided:
+            line = "no winner: " + ("; ".join(ties) if ties else "no comparable numbers")
         elif len(winners) == 1:
-            line = f"{winners.pop()} wins on every measure"
+            line = f"{winners.pop()} wins on " + ("every measure" if not ties else
+                                                   " and ".join(w[0] for w in decided) + "; " + "; ".join(ties))
         else:
-            line = "no single winner: " + "; ".join(f"{w[0]} favours {w[1]}" for w in wins)
+            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties)
         numbers = "; ".join(f"{w[0]} ({'↓' if w[4] == 'lower' else '↑'}): {_listing(w[2], w[3])}" for w in wins)
         out.append({"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": numbers})
     # 2. raw vs filtered
@@ -222,9 +228,13 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         lines.append(f"{e}: real + synthetic {fmt(mix)}, synthetic only {fmt(syn)}")
     if deltas:
         best = max(deltas, key=deltas.get)
-        up = sum(d > 0 for d in deltas.values())
-        verdict = (f"adding synthetic images raised the macro AUC in {up} of {len(deltas)} experiments; best {best} "
-                   f"({deltas[best]:+.3f})")
+        up = [e for e, d in deltas.items() if d > 0]
+        if up:
+            verdict = (f"adding synthetic images raised the macro AUC in {len(up)} of {len(deltas)} experiments; "
+                       f"most with {best} ({deltas[best]:+.3f})")
+        else:
+            verdict = (f"adding synthetic images did not raise the macro AUC in any of {len(deltas)} experiments "
+                       f"(best change: {best}, {deltas[best]:+.3f})")
     else:
         verdict = "no downstream AUC to compare"
     out.append({"comparison": f"Real only vs real + synthetic ({s} set), ResNet-18 on the real test split",
@@ -245,7 +255,7 @@ def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list
         for m in ("fd", "kid", "prdc"):
             for s, d in docs[e][m]["sets"].items():
                 for w in d.get("warnings", []):
-                    add(f"{docs[e][m]['name']}: {w}" if w.startswith("N =") else w, e, s)
+                    add(w, e, s)
         for s, d in docs[e]["agreement"]["judge"]["sets"].items():
             if d.get("classes_absent"):
                 add(f"judge F1 is a macro over {d['macro_over']}; absent: {', '.join(d['classes_absent'])}", e, s)
@@ -349,7 +359,7 @@ def context(inputs: dict, config: dict) -> dict:
     for e in names:
         tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sample")
         settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]), fmt(tr["rank"]),
-                         fmt(tr["max_steps"]), fmt(tr["learning_rate"], 6), tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),
+                         fmt(tr["max_steps"]), f"{tr['learning_rate']:g}", tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),
                          fmt(sa["guidance_scale"], 1)])
     thumbs = [(data_uri(t), Path(t).name.replace(".thumbnail.png", "")) for t in _as_list(inputs.get("thumbnails"))]
     morph = _as_list(inputs.get("morphology"))
