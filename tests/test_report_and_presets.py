@@ -115,7 +115,7 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
     assert html.index('id="answer"') < html.index('id="metrics"') < html.index('id="images"')
     for comparison in ("Prompts: label_only (label), morphology (morphology)", "Raw vs filtered", "Real only vs real + synthetic"):
         assert comparison in html
-    assert "adding synthetic images raised the macro AUC in 2 of 2 experiments; best morphology (+0.040)" in html
+    assert "adding synthetic images raised the macro AUC in 2 of 2 experiments; most with morphology (+0.040)" in html
     # one column per metric, with its direction; the FD appears once
     head = html[html.index('id="metrics"'):html.index("</tr>", html.index('id="metrics"'))]
     assert head.count("FD (backbone) ↓") == 1 and "KID ↓" in head and "AUC real + synthetic ↑" in head
@@ -196,3 +196,24 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "train_lora" in res.stdout and "report" in res.stdout
+
+
+def test_slide_thumbnail_draws_the_mask_as_a_contour_over_untinted_tissue(demo_slide, tmp_path):
+    import openslide
+    from PIL import Image
+
+    from histosynth.tiling import PREVIEW_PX, write_thumbnail
+
+    slide = openslide.OpenSlide(str(demo_slide))
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True  # the middle half of the slide
+    write_thumbnail(slide, mask, np.zeros((0, 2), int), 64, tmp_path / "t.png", title="demo", mpp=0.5)
+    out = np.asarray(Image.open(tmp_path / "t.png").convert("RGB")).astype(int)
+    plain = np.asarray(slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")).astype(int)
+    h, w = plain.shape[:2]
+    assert out.shape[0] > h and out.shape[1] >= w  # a legend band under the picture
+    inside = (slice(h // 4 + 8, 3 * h // 4 - 8), slice(w // 4 + 8, 3 * w // 4 - 8))
+    assert np.array_equal(out[inside], plain[inside])  # the stain inside the mask is untouched
+    edge = out[h // 2, w // 4 - 2 : w // 4 + 3]
+    assert any((px == (0, 190, 0)).all() for px in edge)  # the contour on the mask's border
+    assert (out[h + 2 :, :] < 128).any()  # legend text and scale bar drawn
