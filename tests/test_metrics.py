@@ -184,3 +184,23 @@ def test_macro_metrics_name_a_class_absent_from_the_test_split():
     assert res["macro_over"] == "2 of 3 classes"
     agree = classifier_agreement(labels, labels, ["a", "b", "c"])
     assert agree["classes_absent"] == ["c"] and agree["macro_f1"] == pytest.approx(1.0)
+
+
+def test_judge_half_keeps_whole_cases_and_names_a_lost_class(tmp_path):
+    from histosynth.errors import InputError
+    from histosynth.evaluation.evaluate import case_half
+    from histosynth.patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
+
+    def write(path, labels, cases):
+        n = len(labels)
+        with PatchWriter(path, PatchFileSpec(8, ["a", "b"])) as w:
+            w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.full((n, 2), -1), np.array(labels), ["s"] * n, cases,
+                                np.full(n, 1.0, np.float32)))
+        return path
+
+    src = write(tmp_path / "train.h5", [0, 1] * 8, [f"case{i // 4}" for i in range(16)])  # 4 cases, both classes each
+    with PatchFile(case_half(src, tmp_path / "half.h5", seed=1)) as pf:
+        assert len(set(pf.case_ids)) == 2 and len(pf) == 8 and set(pf.labels.tolist()) == {0, 1}
+    one_class_per_case = write(tmp_path / "lop.h5", [0, 0, 1, 1], ["c0", "c0", "c1", "c1"])  # either half loses a class
+    with pytest.raises(InputError, match="no patches of (a|b).*judge_cases"):
+        case_half(one_class_per_case, tmp_path / "l.h5", seed=0)
