@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # the tags diffusers' train_text_to_image_lora.py gives its cards, plus ours
 TAGS = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "diffusers-training", "lora",
         "histopathology", "synthetic-data", "histosynth"]
-METRIC_FILES = ("fid", "fd_embedding", "kid", "prdc", "classifier_agreement", "downstream")
+METRIC_FILES = ("fd", "kid", "prdc", "agreement", "downstream")
 MAX_PROMPT_ROWS = 15
 SETS = ("raw", "filtered")
 
@@ -110,21 +110,25 @@ def _settings_table(settings: dict) -> str:
 
 def metrics_markdown(metrics: dict[str, dict]) -> str:
     """The experiment's metric JSONs (name -> parsed document) as tables, with their warnings."""
-    fid, fd, kid, prdc, agree, down = (metrics[k] for k in METRIC_FILES)
-    out = [f"Real reference: the **{fid['reference_split']}** split ({fid['n_real']} patches). FID uses "
-           f"{fid['extractor']} features; FD embedding uses {fd['extractor']}. Lower is better (↓) for distances; "
-           "higher is better (↑) for the rest. Per-class values are in the JSON files."]
+    fd, kid, prdc, agree, down = (metrics[k] for k in METRIC_FILES)
+    ex = fd["extractor"]
+    fd_name = "FID" if ex.get("kind") == "inception" else "FD"
+    out = [f"Real reference: the **{fd['reference']['split']}** split. Features: {ex.get('name', ex.get('kind'))}"
+           + (" — **a random network: these distances show mechanics only**" if ex.get("random_network") else "")
+           + ". Lower is better (↓) for distances; higher is better (↑) for the rest. The independent judge "
+           "classifier scores agreement; per-class values are in the JSON files."]
     rows, warnings = [], {}  # warning -> where it applies, so a caveat shared by every metric is listed once
+    judge = agree.get("judge", {}).get("sets", {})
     for s in SETS:
         g = lambda doc, key="overall": doc["sets"].get(s, {}).get(key)  # noqa: E731
-        p, a = g(prdc) or {}, agree["sets"].get(s, {})
-        rows.append([s, g(fid, "n"), g(fid), g(fd), g(kid), p.get("precision"), p.get("recall"), p.get("density"),
-                     p.get("coverage"), a.get("macro_f1")])
-        for name, doc in (("FID", fid), ("FD embedding", fd), ("KID", kid)):
+        p, a = g(prdc) or {}, judge.get(s, {})
+        rows.append([s, g(fd, "n_real"), g(fd, "n_synthetic"), g(fd), g(kid), p.get("precision"), p.get("recall"),
+                     p.get("density"), p.get("coverage"), a.get("macro_f1")])
+        for name, doc in ((fd_name, fd), ("KID", kid), ("PRDC", prdc)):
             for w in g(doc, "warnings") or []:
                 warnings.setdefault(w, []).append(f"{name} of the {s} set")
-    out.append(_table(["set", "n", "FID ↓", "FD embedding ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑",
-                       "coverage ↑", "classifier agreement macro F1 ↑"], rows))
+    out.append(_table(["set", "n real", "n synthetic", f"{fd_name} ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑",
+                       "coverage ↑", "judge agreement macro F1 ↑"], rows))
     res = down["results"]
     out.append(f"Downstream classifiers (ResNet-18, {down['epochs']} epochs) tested on the real test split, trained with "
                f"the **{down['synthetic_set']}** synthetic set:")

@@ -164,30 +164,70 @@ def tile_slide(
 
 
 def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "",
-                    rejected: np.ndarray = (), legend: list = ()) -> None:
-    """Slide preview with the tissue mask tinted green and every kept patch outlined; QC-rejected patches
-    (``rejected``, a subset of ``coords``) outlined in their own colour, explained by ``legend`` (text, colour) rows."""
+                    mpp: float | None = None, rejected: np.ndarray = (), legend: list = ()) -> None:
+    """Slide preview: the tissue mask as a contour over the untinted stain, every kept patch
+    outlined, QC-rejected patches (``rejected``, level-0 x, y) outlined in their own colour, and a legend
+    band with a scale bar in µm (``mpp``: level-0 µm/px, else the slide's own) and one row per
+    ``legend`` (text, colour) entry."""
+    from PIL import ImageFilter, ImageFont
+
     width, height = slide.dimensions
     preview = slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")
     scale = preview.width / width
     m = Image.fromarray(mask.astype(np.uint8) * 255).resize(preview.size, Image.Resampling.NEAREST)
-    tint = Image.new("RGB", preview.size, (0, 200, 0))
-    preview = Image.composite(Image.blend(preview, tint, 0.25), preview, m)
+    edge = Image.fromarray((np.asarray(m.filter(ImageFilter.MaxFilter(3))) != np.asarray(m.filter(ImageFilter.MinFilter(3))))
+                           .astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))  # ~3 px contour, the stain stays visible
+    mask_colour, patch_colour = (0, 190, 0), (20, 60, 220)
+    preview = Image.composite(Image.new("RGB", preview.size, mask_colour), preview, edge)
     draw = ImageDraw.Draw(preview)
     for x, y in coords:
         x0, y0 = x * scale, y * scale
-        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=(20, 60, 220), width=1)
+        draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=patch_colour, width=1)
     for x, y in rejected:
         x0, y0 = x * scale, y * scale
         draw.rectangle([x0, y0, x0 + footprint * scale, y0 + footprint * scale], outline=QC_REJECTED_COLOUR, width=2)
+    size = max(14, round(preview.width / 40))  # stays readable when the page shows the picture smaller
+    try:  # a TrueType font has the µ sign; Pillow's built-in one does not
+        font, micro = ImageFont.truetype("DejaVuSans.ttf", size), "µm"
+    except OSError:
+        font, micro = ImageFont.load_default(size=size), "um"
     if title:
-        draw.rectangle([0, 0, 8 + 6 * len(title), 14], fill=(255, 255, 255))
-        draw.text((4, 2), title, fill=(0, 0, 0))
-    for i, (text, colour) in enumerate(legend):  # one row per QC step, under the title
-        y = 16 + 14 * i
-        draw.rectangle([0, y, 22 + 6 * len(text), y + 14], fill=(255, 255, 255))
+        box = draw.textbbox((6, 4), title, font=font)
+        draw.rectangle([0, 0, box[2] + 6, box[3] + 4], fill=(255, 255, 255))
+        draw.text((6, 4), title, fill=(0, 0, 0), font=font)
+    # legend band under the picture: mask contour, patches, scale bar
+    if mpp is None:
+        value = slide.properties.get("openslide.mpp-x")
+        mpp = float(value) if value else None
+    band = 2 * size
+    out = Image.new("RGB", (max(preview.width, 30 * size), preview.height + band * (1 + len(legend))), (255, 255, 255))
+    out.paste(preview, (0, 0))
+    draw = ImageDraw.Draw(out)
+    y = preview.height + band // 2
+
+    def label(x, text):
+        draw.text((x, y), text, fill=(0, 0, 0), font=font, anchor="lm")
+        return x + draw.textlength(text, font=font) + size
+
+    draw.line([8, y, 8 + 1.5 * size, y], fill=mask_colour, width=max(3, size // 6))
+    x = label(14 + 1.5 * size, "tissue mask")
+    half = size // 2
+    draw.rectangle([x, y - half, x + size, y + half], outline=patch_colour, width=2)
+    x = label(x + size + size // 3, f"kept patch ({len(coords)})")
+    if mpp:
+        um_per_px = mpp / scale
+        steps = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]
+        fitting = [s for s in steps if s / um_per_px <= min(8 * size, out.width - x - 5 * size)]
+        length = fitting[-1] if fitting else steps[0]
+        bar = max(1, round(length / um_per_px))
+        draw.rectangle([x, y - max(2, size // 6), x + bar, y + max(2, size // 6)], fill=(0, 0, 0))
+        label(x + bar + size // 3, f"{length // 1000} mm" if length >= 1000 else f"{length} {micro}")
+    else:
+        label(x, f"scale unknown (no {micro}/px)")
+    for i, (text, colour) in enumerate(legend):  # one row per QC step under the scale bar
+        y = preview.height + band * (i + 1) + band // 2
         if colour is not None:
-            draw.rectangle([3, y + 3, 13, y + 11], outline=colour, width=2)
-        draw.text((18, y + 2), text, fill=(0, 0, 0))
+            draw.rectangle([8, y - half, 8 + size, y + half], outline=colour, width=2)
+        label(14 + 1.5 * size, text)
     with atomic_path(out_png) as tmp:
-        preview.save(tmp, format="PNG")
+        out.save(tmp, format="PNG")

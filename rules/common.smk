@@ -45,7 +45,7 @@ wildcard_constraints:
     demo_slide=r"demo_\d+",
     split="|".join(SPLITS),
     experiment=_alternation(list(EXPERIMENTS)),
-    kind="inception|embedding",
+    kind="inception|backbone|classifier",
 
 
 def slide_path(wildcards):
@@ -114,9 +114,68 @@ def evaluation_settings(*keys):
     return {k: config["evaluation"][k] for k in keys}
 
 
-def reference_feature_files():
-    kinds = sorted({config["evaluation"]["fid_extractor"], "embedding"})
-    return [f"results/eval/reference/{kind}.h5" for kind in kinds]
+FEATURES = config["evaluation"]["feature_extractor"]
+JUDGE = "results/eval/judge/model"
+
+
+def metric_backbone():
+    """Folder of the ViT behind feature_extractor: backbone (the embedding one unless another is named)."""
+    if config["evaluation"]["backbone"] == "embedding":
+        return "results/models/embedder"
+    return "results/models/metric_backbone"
+
+
+def feature_model(wildcards):
+    """What an extractor loads (the configured one, or the {kind} wildcard's): a model folder or clean-fid's weights file."""
+    kind = getattr(wildcards, "kind", FEATURES)
+    if kind == "backbone":
+        return {"model": metric_backbone()}
+    if kind == "classifier":
+        return {"model": JUDGE}
+    return {"weights": config["evaluation"]["inception_weights"]} if config["evaluation"]["inception_weights"] else {}
+
+
+def reference_features_file():
+    return f"results/eval/reference/{FEATURES}.h5"
+
+
+GENERATION_METRICS = ["fd", "kid", "prdc"]
+EXPERIMENT_METRICS = GENERATION_METRICS + ["agreement", "downstream"]
+
+
+def report_inputs(wildcards):
+    """Every file the HTML report shows, per experiment (lists in EXPERIMENTS order) and global."""
+
+    def per_exp(pattern):
+        return [pattern.format(experiment=e) for e in EXPERIMENTS]
+
+    inputs = {m: per_exp(f"results/eval/{{experiment}}/{m}.json") for m in EXPERIMENT_METRICS}
+    inputs.update(
+        coverage=per_exp("results/eval/{experiment}/coverage.png"),
+        raw=per_exp("results/synthetic/{experiment}/raw.h5"),
+        filtered=per_exp("results/synthetic/{experiment}/filtered.h5"),
+        raw_grid=per_exp("results/synthetic/{experiment}/raw_grid.png"),
+        filtered_grid=per_exp("results/synthetic/{experiment}/filtered_grid.png"),
+        acceptance=per_exp("results/synthetic/{experiment}/acceptance.tsv"),
+        acceptance_plot=per_exp("results/synthetic/{experiment}/acceptance.png"),
+        filter_summary=per_exp("results/synthetic/{experiment}/filter_summary.json"),
+        loss_curve=per_exp("results/models/{experiment}/loss.png"),
+        validation=per_exp("results/models/{experiment}/validation"),
+        prompt_frequencies=per_exp("results/prompts/{experiment}.freq.tsv"),
+        classifier="results/classifier/metrics.json",
+        judge="results/eval/judge/metrics.json",
+        real=f"results/patches/{config['evaluation']['reference_split']}.h5",
+        split_examples="results/patches/examples.png",
+        split_summary="results/patches/summary.tsv",
+        thumbnails=tile_thumbnails(),
+        summaries=["results/reports/summaries.tsv"] if config["reports"]["path"] else [],
+        morphology=(
+            ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]
+            if uses_strategy("morphology")
+            else []
+        ),
+    )
+    return inputs
 
 
 def uses_strategy(name):

@@ -1,11 +1,57 @@
-# Evaluation: reference features of the real split, generative metrics, classifier agreement and
-# downstream utility per experiment; one JSON per metric per experiment.
+# Evaluation: the independent judge classifier, reference features of the real split, generative
+# metrics, classifier agreement and downstream utility per experiment; one JSON per metric.
+
+
+rule prepare_metric_backbone:
+    output:
+        model=directory("results/models/metric_backbone"),
+    log:
+        "results/logs/prepare_metric_backbone/backbone.log",
+    benchmark:
+        "results/benchmarks/prepare_metric_backbone/backbone.tsv"
+    params:
+        backbone=config["evaluation"]["backbone"],
+        image_size=config["tiling"]["patch_size"],
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/prepare_embedder.py"
+
+
+rule train_judge:
+    input:
+        train="results/patches/train.h5",
+        val="results/patches/val.h5",
+        test="results/patches/test.h5",
+    output:
+        model=directory("results/eval/judge/model"),
+        metrics="results/eval/judge/metrics.json",
+    log:
+        "results/logs/train_judge/judge.log",
+    benchmark:
+        "results/benchmarks/train_judge/judge.tsv"
+    params:
+        evaluation=evaluation_settings("judge_seed", "judge_cases"),
+        classifier=config["classifier"],
+        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=6 * 60,
+        gpu=1,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/train_judge.py"
 
 
 rule reference_features:
     input:
+        unpack(feature_model),
         patches=f"results/patches/{config['evaluation']['reference_split']}.h5",
-        embedder="results/models/embedder",
     output:
         features="results/eval/reference/{kind}.h5",
     log:
@@ -26,13 +72,12 @@ rule reference_features:
 
 rule evaluate_generation:
     input:
+        unpack(feature_model),
         raw="results/synthetic/{experiment}/raw.h5",
         filtered="results/synthetic/{experiment}/filtered.h5",
-        references=reference_feature_files(),
-        embedder="results/models/embedder",
+        reference=reference_features_file(),
     output:
-        fid="results/eval/{experiment}/fid.json",
-        fd_embedding="results/eval/{experiment}/fd_embedding.json",
+        fd="results/eval/{experiment}/fd.json",
         kid="results/eval/{experiment}/kid.json",
         prdc="results/eval/{experiment}/prdc.json",
         coverage=report(
@@ -47,7 +92,9 @@ rule evaluate_generation:
     benchmark:
         "results/benchmarks/evaluate_generation/{experiment}.tsv"
     params:
-        evaluation=evaluation_settings("fid_extractor", "inception_weights", "max_synthetic", "prdc_k", "device", "seed"),
+        evaluation=evaluation_settings(
+            "inception_weights", "max_synthetic", "prdc_k", "match_classes", "device", "seed"
+        ),
         pooling=config["embedding"]["pooling"],
     resources:
         mem_mb=16000,
@@ -63,14 +110,16 @@ rule evaluate_agreement:
         raw="results/synthetic/{experiment}/raw.h5",
         filtered="results/synthetic/{experiment}/filtered.h5",
         classifier="results/classifier/model",
+        judge=JUDGE,
     output:
-        agreement="results/eval/{experiment}/classifier_agreement.json",
+        agreement="results/eval/{experiment}/agreement.json",
     log:
         "results/logs/evaluate_agreement/{experiment}.log",
     benchmark:
         "results/benchmarks/evaluate_agreement/{experiment}.tsv"
     params:
-        device=config["evaluation"]["device"],
+        evaluation=evaluation_settings("judge_seed", "judge_cases", "device"),
+        classifier_seed=config["classifier"]["seed"],
     resources:
         mem_mb=8000,
         runtime=60,
@@ -89,6 +138,8 @@ rule evaluate_downstream:
         real_metrics="results/classifier/metrics.json",
     output:
         downstream="results/eval/{experiment}/downstream.json",
+        # both downstream classifiers (synthetic only, real + synthetic) with their own metrics
+        models=directory("results/eval/{experiment}/downstream_models"),
     log:
         "results/logs/evaluate_downstream/{experiment}.log",
     benchmark:
@@ -97,7 +148,6 @@ rule evaluate_downstream:
         evaluation=evaluation_settings("downstream_set", "downstream_epochs"),
         classifier=config["classifier"],
         image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
-        workdir=lambda wc: f"results/eval/{wc.experiment}/downstream",
     threads: 4
     resources:
         mem_mb=16000,

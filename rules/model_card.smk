@@ -11,11 +11,10 @@ rule model_card:
         prompt_frequencies=rules.build_prompts.output.frequencies,
         raw_grid=rules.sample.output.grid,
         filtered_grid=rules.filter_synthetic.output.grid,
-        fid=rules.evaluate_generation.output.fid,
-        fd_embedding=rules.evaluate_generation.output.fd_embedding,
+        fd=rules.evaluate_generation.output.fd,
         kid=rules.evaluate_generation.output.kid,
         prdc=rules.evaluate_generation.output.prdc,
-        classifier_agreement=rules.evaluate_agreement.output.agreement,
+        agreement=rules.evaluate_agreement.output.agreement,
         downstream=rules.evaluate_downstream.output.downstream,
     output:
         card=report(

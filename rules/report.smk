@@ -1,27 +1,35 @@
-# The report: one self-contained HTML page comparing every experiment.
+# The report: one self-contained HTML page comparing every experiment, plus its tables for
+# Snakemake's own --report. It reads only the files report_inputs (rules/common.smk) declares.
 
 
 rule report:
     input:
-        evaluations=expand(
-            "results/eval/{experiment}/{metric}.json",
-            experiment=EXPERIMENTS,
-            metric=["fid", "fd_embedding", "kid", "prdc", "classifier_agreement", "downstream"],
-        ),
-        coverage=expand("results/eval/{experiment}/coverage.png", experiment=EXPERIMENTS),
-        grids=expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
-        curves=expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
-        prompts=expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
-        classifier="results/classifier/metrics.json",
-        examples="results/patches/examples.png",
-        thumbnails=tile_thumbnails(),
+        unpack(report_inputs),
     output:
-        html="results/report/index.html",
+        html=report(
+            "results/report/index.html",
+            caption="../report/html_report.rst",
+            category="0. Answer",
+            labels={"page": "histosynth report (open in a browser)"},
+        ),
+        metrics=report(
+            "results/report/metrics.tsv",
+            caption="../report/metrics_table.rst",
+            category="0. Answer",
+            labels={"page": "metric table"},
+        ),
+        verdicts=report(
+            "results/report/verdicts.tsv",
+            caption="../report/verdicts.rst",
+            category="0. Answer",
+            labels={"page": "verdicts"},
+        ),
     log:
         "results/logs/report/report.log",
     benchmark:
         "results/benchmarks/report/report.tsv"
     params:
+        # the page prints the full configuration, so every key is a parameter
         config=config,
     conda:
         "../envs/data.yaml"

@@ -24,19 +24,20 @@ def _metric_docs(d):
     real, rl = rng.normal(size=(20, 4)), np.arange(20) % 2
     fake, fl = rng.normal(size=(8, 4)), np.arange(8) % 2
     paths = {}
-    for metric, fn in (("fid", lambda r, f: 12.5), ("fd_embedding", lambda r, f: 3.25), ("kid", lambda r, f: 0.0123),
+    extractor = {"kind": "backbone", "name": "tiny ViT", "random_network": True}
+    for metric, fn in (("fd", lambda r, f: 3.25), ("kid", lambda r, f: 0.0123),
                        ("prdc", lambda r, f: {"precision": 0.5, "recall": 0.25, "density": 0.75, "coverage": 0.125, "k": 3})):
-        doc = {"metric": metric, "experiment": "label_only", "extractor": "tiny ViT (random)", "feature_kind": "embedding",
-               "reference_split": "test", "n_real": 20, "resolution_real": 64, "sets": {}}
+        doc = {"metric": metric, "experiment": "label_only", "extractor": extractor,
+               "reference": {"split": "test", "n_available": 20}, "sets": {}}
         for s in ("raw", "filtered"):
-            doc["sets"][s] = {"n": 8, "resolution": 64, **per_class(fn, real, rl, fake, fl, NAMES)}
-            doc["sets"][s]["warnings"] = comparability("embedding", 20, 8, 64, 64) if metric != "prdc" else []
+            doc["sets"][s] = {"n_real": 20, "n_synthetic": 8, **per_class(fn, real, rl, fake, fl, NAMES)}
+            doc["sets"][s]["warnings"] = comparability(metric, extractor, 20, 8) if metric != "prdc" else []
         paths[metric] = d / f"{metric}.json"
         write_json(paths[metric], doc)
-    agree = {"metric": "classifier_agreement", "experiment": "label_only", "sets": {
-        s: classifier_agreement(fl, np.where(np.arange(8) < 6, fl, 1 - fl), NAMES) for s in ("raw", "filtered")}}
-    paths["classifier_agreement"] = d / "classifier_agreement.json"
-    write_json(paths["classifier_agreement"], agree)
+    agree = {"metric": "agreement", "experiment": "label_only", "judge": {"sets": {
+        s: classifier_agreement(fl, np.where(np.arange(8) < 6, fl, 1 - fl), NAMES) for s in ("raw", "filtered")}}}
+    paths["agreement"] = d / "agreement.json"
+    write_json(paths["agreement"], agree)
     down = {"metric": "downstream", "experiment": "label_only", "synthetic_set": "filtered", "epochs": 2,
             "results": {"real_only": {"n": 10, "accuracy": 0.8, "macro_auc": 0.85, "macro_f1": 0.79},
                         "synthetic_only": {"n": 10, "accuracy": 0.6, "macro_auc": 0.42, "macro_f1": 0.55, "n_train": 8},
@@ -86,10 +87,11 @@ def test_card_has_metadata_settings_grid_and_metrics(card_inputs):
     assert (out / "samples_raw.png").read_bytes() == kwargs["grids"]["raw"][0].read_bytes()
     assert "![filtered samples of label_only](samples_filtered.png)" in text
     # metrics: one row per set with the JSONs' numbers; NaN shown as n/a; warnings carried over
-    assert "| raw | 8 | 12.5 | 3.25 | 0.0123 | 0.5 | 0.25 | 0.75 | 0.125 | 0.75 |" in text
+    assert "| raw | 20 | 8 | 3.25 | 0.0123 | 0.5 | 0.25 | 0.75 | 0.125 | 0.75 |" in text
+    assert "a random network: these distances show mechanics only" in text
     assert "| real plus synthetic | 28 | 0.9 | n/a | 0.88 |" in text
-    assert text.count("not Inception features") == 1  # listed once, with every place it applies to
-    assert "(FID of the raw set, FD embedding of the raw set, KID of the raw set, FID of the filtered set" in text
+    assert text.count("small N inflates FD and KID") == 1  # listed once, with every place it applies to
+    assert "(FD of the raw set, KID of the raw set, FD of the filtered set, KID of the filtered set)" in text
     # data, prompts and settings
     assert "| dab_positive | 30 |" in text and "| dab_negative | 21 |" in text
     assert "a \\| b" in text  # a pipe inside a prompt does not break the table

@@ -35,7 +35,7 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "sample": {"steps": 2, "per_class": 2, "batch_size": 4},
         "classifier": {"epochs": 1},
         "filter": {"max_rounds": 1},
-        "evaluation": {"fid_extractor": "embedding", "downstream_epochs": 1},
+        "evaluation": {"feature_extractor": "classifier", "downstream_epochs": 1},
         **extra,
     }
     path = workdir / "config.yaml"
@@ -123,7 +123,8 @@ def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
     assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
-    assert "results/synthetic/report/raw.h5" in res.stdout and "results/synthetic/label_only/raw.h5" not in res.stdout
+    # (the report lists every experiment's sets among its inputs; only outputs say what is made again)
+    assert "output: results/synthetic/report/raw.h5" in res.stdout and "output: results/synthetic/label_only/raw.h5" not in res.stdout
 
 
 def test_diffusion_outputs(finished_run):
@@ -191,7 +192,7 @@ def test_report_is_self_contained_and_complete(finished_run):
     html = (wd / "results/report/index.html").read_text()
     for exp in ("label_only", "morphology", "report"):
         assert f"<h3>{exp} " in html
-        for metric in ("fid", "fd_embedding", "kid", "prdc", "classifier_agreement", "downstream"):
+        for metric in ("fd", "kid", "prdc", "agreement", "downstream"):
             doc = json.loads((wd / f"results/eval/{exp}/{metric}.json").read_text())
             assert doc["metric"] == metric and doc["experiment"] == exp
     srcs = re.findall(r'<img[^>]*src="([^"]+)"', html)
@@ -200,11 +201,53 @@ def test_report_is_self_contained_and_complete(finished_run):
     assert "not Inception features" in html
 
 
-def test_snakemake_report_builds(finished_run, run_snakemake):
+def report_inputs_from_summary(run_snakemake, wd, cfg) -> list[str]:
+    """The report rule's declared inputs, as Snakemake itself lists them (--detailed-summary)."""
+    res = run_snakemake(wd, "--configfile", str(cfg), "--detailed-summary")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line.split("\t") for line in res.stdout.splitlines()]
+    header = rows[0]
+    row = next(r for r in rows if r[0] == "results/report/index.html")
+    return [f for f in row[header.index("input-file(s)")].split(",") if f]
+
+
+def test_touching_any_file_the_report_shows_reschedules_it(finished_run, run_snakemake):
+    """One file of each kind the page shows (metrics, grids, pictures, tables, thumbnails, ...): a dry run
+    after changing it schedules the report (so the report declares everything it reads)."""
+    wd, cfg = finished_run
+    inputs = report_inputs_from_summary(run_snakemake, wd, cfg)
+    names = {"label_only", "morphology", "report", "demo_01", "demo_02", "demo_03"}
+    kinds = {}
+    for f in inputs:
+        kinds.setdefault(re.sub("|".join(sorted(names, key=len, reverse=True)), "*", f), f)
+    assert len(kinds) >= 20 and any("validation" in k for k in kinds) and any("thumbnail" in k for k in kinds)
+    for kind, f in kinds.items():
+        path = wd / f
+        # a changed file, not only a newer one: Snakemake compares small files by checksum, and a
+        # directory() by the time stamp file it keeps inside
+        target = path / ".snakemake_timestamp" if path.is_dir() else path
+        before, stat = target.read_bytes(), target.stat()
+        target.write_bytes(before + b"\n")
+        os.utime(target, (stat.st_atime, time.time() + 60))
+        try:
+            res = run_snakemake(wd, "--configfile", str(cfg), "-n", "--quiet", "rules")
+        finally:
+            target.write_bytes(before)
+            os.utime(target, (stat.st_atime, stat.st_mtime))
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert re.search(r"^report\s+1$", res.stdout, re.M), f"touching {f} does not reschedule the report"
+
+
+def test_snakemake_report_has_the_metric_tables(finished_run, run_snakemake):
     wd, cfg = finished_run
     res = run_snakemake(wd, "--configfile", str(cfg), "--report", str(wd / "snakemake_report.zip"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert (wd / "snakemake_report.zip").stat().st_size > 10_000
+    import zipfile
+
+    names = zipfile.ZipFile(wd / "snakemake_report.zip").namelist()
+    for f in ("index.html", "metrics.tsv", "verdicts.tsv"):  # stored as data/raw/<hash>/<name>
+        assert any(n.endswith("/" + f) for n in names), f"results/report/{f} not in Snakemake's report"
 
 
 def test_lint_is_clean():

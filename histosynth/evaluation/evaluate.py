@@ -1,22 +1,32 @@
-"""Per-experiment evaluation: one JSON per metric, with the settings that produced it."""
+"""Per-experiment evaluation: one JSON per metric, with the settings and sets that produced it.
+
+Every generative metric JSON records the extractor (and whether it is a random network), the
+pixel size / µm/px of both sets before and after harmonisation, the class make-up and N of both
+sides, and warnings naming why a number is not comparable with published ones.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_file, train_classifier
-from ..patchfile import PatchFile
-from .features import file_features, make_extractor, read_features
-from .metrics import classifier_agreement, frechet, kid, per_class, prdc
+from ..errors import InputError
+from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
+from .features import RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
+from .metrics import class_counts, classifier_agreement, frechet, kid, macro_over_present, match_classes, per_class, prdc
 
 log = logging.getLogger(__name__)
 SETS = ("raw", "filtered")
 PUBLISHED_FID_MIN_N = 5000  # papers report FID on thousands of images; fewer inflate it
+FOV_TOLERANCE = 0.05  # relative difference of field of view (µm) tolerated between real and synthetic
+# metric -> (display name, better direction)
+GENERATIVE = {"fd": ("FD", "lower"), "kid": ("KID", "lower"), "prdc": ("PRDC", "higher")}
 
 
 def write_json(path, obj) -> None:
@@ -24,75 +34,113 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=lambda v: float(v) if np.isscalar(v) else str(v)))
 
 
-def comparability(kind: str, n_real: int, n_fake: int, res_real, res_fake) -> list[str]:
-    """Why a number is not comparable with published ones."""
+def comparability(metric: str, extractor: dict, n_real: int, n_fake: int) -> list[str]:
+    """Why a number is not comparable with published ones (or not a measurement at all)."""
     w = []
-    if kind != "inception":
+    if extractor.get("random_network"):
+        w.append(f"{RANDOM_NOTE}: {extractor['name']} is randomly initialised, so this number measures nothing about the images")
+    if metric in ("fd", "kid") and extractor["kind"] != "inception":
         w.append("not Inception features: not comparable with published FID")
-    if min(n_real, n_fake) < PUBLISHED_FID_MIN_N:
-        w.append(f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FID; compare only runs with equal N")
-    if res_real != res_fake:
-        w.append(f"real {res_real} px vs synthetic {res_fake} px")
+    if metric in ("fd", "kid") and min(n_real, n_fake) < PUBLISHED_FID_MIN_N:
+        w.append(f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FD and KID; compare only runs with equal N")
     return w
 
 
-def evaluate_generation(sets: dict, references: dict, cfg: dict, embedder_dir, pooling: str, outputs: dict, experiment: str) -> dict:
-    """FID (configured extractor), FD on the embedding backbone, KID and PRDC on the FID features.
+def harmonisation(real_geo: dict, fake_geo: dict) -> tuple[dict, list[str]]:
+    """What ``harmonise`` does to a synthetic set, and warnings where the two fields of view differ."""
+    px, fpx = real_geo["px"], fake_geo["px"]
+    fmpp = fake_geo["mpp"]
+    after = fmpp * fpx / px if fmpp else None
+    rec = {"real_px": px, "real_mpp": real_geo["mpp"], "synthetic_px": fpx, "synthetic_mpp": fmpp,
+           "resized_to_px": px, "synthetic_mpp_after": after, "method": "PIL Lanczos (antialiased)" if fpx != px else "none"}
+    w = []
+    if fpx < px:
+        w.append(f"synthetic images have {fpx} px over the field of view of {px} real px: upsampled, so they lack fine detail")
+    if real_geo["mpp"] and after:
+        fov_real, fov_fake = px * real_geo["mpp"], fpx * fmpp
+        rec["field_of_view_um"] = {"real": fov_real, "synthetic": fov_fake}
+        if abs(fov_fake - fov_real) > FOV_TOLERANCE * fov_real:
+            w.append(f"fields of view differ: real {fov_real:.0f} µm, synthetic {fov_fake:.0f} µm")
+    else:
+        w.append("µm/px unknown for one side: the same field of view is assumed, not checked")
+    if real_geo.get("mpp_range"):
+        w.append(f"real patches mix µm/px {real_geo['mpp_range'][0]:.3g}–{real_geo['mpp_range'][1]:.3g}")
+    return rec, w
 
-    ``sets``: {"raw": h5, "filtered": h5}; ``references``: {kind: reference-features h5}.
+
+def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling: str, outputs: dict, experiment: str) -> dict:
+    """FD, KID and PRDC of each synthetic set against the real reference, overall and per class.
+
+    ``sets``: {"raw": h5, "filtered": h5}; ``reference_h5``: the cached reference features of the
+    same extractor; ``outputs``: {"fd", "kid", "prdc", "coverage"} paths.
     """
-    kind = cfg["fid_extractor"]
-    ref = {k: read_features(p) for k, p in references.items()}
-    extractors = {k: make_extractor(k, cfg, embedder_dir, pooling) for k in {kind, "embedding"}}
-    names = list(ref[kind][2]["label_names"])
-    fake = {}
+    rf, rl, rattrs = read_features(reference_h5)
+    kind = str(rattrs["kind"])
+    extract, info = make_extractor(kind, cfg, model_dir, pooling)
+    names = [str(n) for n in rattrs["label_names"]]
+    real_geo = rattrs["geometry"]
+    fake, set_info = {}, {}
     for set_name, path in sets.items():
-        with PatchFile(path) as pf:
-            size = pf.patch_size
-        for k, (extract, _) in extractors.items():
-            fake[set_name, k] = (*file_features(extract, path, limit=cfg["max_synthetic"], seed=cfg["seed"]), size)
+        geo = pixel_geometry(path)
+        harm, warn = harmonisation(real_geo, geo)
+        ff, fl = file_features(extract, path, limit=cfg["max_synthetic"], seed=cfg["seed"], size=real_geo["px"])
+        ridx, fidx, match = match_classes(rl, fl, cfg["match_classes"], cfg["seed"])
+        absent = [n for c, n in enumerate(names) if c in set(rl.tolist()) and c not in set(fl.tolist())]
+        if absent:
+            warn.append(f"no synthetic images of {', '.join(absent)}")
+        if match["only_real"] and cfg["match_classes"] != "off":
+            warn.append("left out of the overall numbers (absent from the synthetic set): "
+                        + ", ".join(names[c] if c >= 0 else "unlabelled" for c in match["only_real"]))
+        fake[set_name] = (ff, fl, ridx, fidx)
+        set_info[set_name] = {"harmonisation": harm, "class_matching": match, "warnings": warn,
+                              "n_real": int(len(ridx)), "n_synthetic": int(len(fidx)), "n_synthetic_available": int(len(ff)),
+                              "classes_absent": absent,
+                              "class_counts_real": class_counts(rl[ridx], names), "class_counts_synthetic": class_counts(fl[fidx], names)}
+    fns = {"fd": lambda r, f: frechet(r, f), "kid": lambda r, f: kid(r, f, cfg["seed"]), "prdc": lambda r, f: prdc(r, f, cfg["prdc_k"])}
     results = {}
-    specs = {
-        "fid": (kind, lambda r, f: frechet(r, f)),
-        "fd_embedding": ("embedding", lambda r, f: frechet(r, f)),
-        "kid": (kind, lambda r, f: kid(r, f, cfg["seed"])),
-        "prdc": (kind, lambda r, f: prdc(r, f, cfg["prdc_k"])),
-    }
-    for metric, (k, fn) in specs.items():
-        rf, rl, rattrs = ref[k]
-        doc = {"metric": metric, "experiment": experiment, "extractor": extractors[k][1], "feature_kind": k,
-               "reference_split": rattrs["split"], "n_real": int(len(rf)), "resolution_real": int(rattrs["resolution"]), "sets": {}}
+    for metric, fn in fns.items():
+        name, direction = GENERATIVE[metric]
+        if metric == "fd" and kind == "inception":
+            name = "FID"
+        doc = {"metric": metric, "name": name, "better": direction, "experiment": experiment, "extractor": info,
+               "reference": {"split": str(rattrs["split"]), "n_available": int(rattrs["n_available"]), "n_extracted": int(len(rf)),
+                             "geometry": real_geo, "class_counts": class_counts(rl, names)},
+               "sets": {}}
+        if metric == "prdc":
+            doc["k"] = cfg["prdc_k"]
         for set_name in sets:
-            ff, fl, size = fake[set_name, k]
-            doc["sets"][set_name] = {"n": int(len(ff)), "resolution": int(size), **per_class(fn, rf, rl, ff, fl, names)}
-            doc["sets"][set_name]["warnings"] = comparability(k, len(rf), len(ff), int(rattrs["resolution"]), int(size)) \
-                if metric in ("fid", "fd_embedding", "kid") else []
+            ff, fl, ridx, fidx = fake[set_name]
+            s = dict(set_info[set_name])
+            s["warnings"] = s["warnings"] + comparability(metric, info, len(ridx), len(fidx))
+            s["overall"] = fn(rf[ridx], ff[fidx])
+            s["per_class"] = {k: v for k, v in per_class(fn, rf, rl, ff, fl, names).items() if k != "overall"}
+            doc["sets"][set_name] = s
         write_json(outputs[metric], doc)
         results[metric] = doc
-    coverage_plot(ref["embedding"], {s: fake[s, "embedding"] for s in sets}, outputs["coverage"], experiment)
-    log.info("generation metrics of %s: %s", experiment, {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()})
+    coverage_plot(rf, {s: fake[s][0] for s in sets}, outputs["coverage"], experiment, info)
+    log.info("generation metrics of %s (%s): %s", experiment, info["name"],
+             {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()})
     return results
 
 
-def coverage_plot(real, fakes: dict, out_png, experiment: str) -> None:
-    """PCA of real vs synthetic embeddings (Osorio et al., Fig. 3-4): where the synthetic set covers the real one."""
+def coverage_plot(real: np.ndarray, fakes: dict, out_png, experiment: str, extractor: dict) -> None:
+    """PCA of real vs synthetic features (Osorio et al., Fig. 3-4): where the synthetic set covers the real one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    rf = real[0]
     fig, axes = plt.subplots(1, len(fakes), figsize=(4.2 * len(fakes), 4), squeeze=False)
-    pca = PCA(n_components=2, random_state=0).fit(rf) if len(rf) >= 2 else None
-    for ax, (name, (ff, _, _)) in zip(axes[0], fakes.items()):
+    pca = PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None
+    for ax, (name, ff) in zip(axes[0], fakes.items()):
         if pca is not None:
-            r2 = pca.transform(rf)
-            ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(rf)})", color="tab:blue")
+            r2 = pca.transform(real)
+            ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
             if len(ff):
                 f2 = pca.transform(ff)
                 ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
-        ax.set_title(f"{experiment}: {name}")
+        ax.set_title(f"{experiment}: {name}" + (f"\n({RANDOM_NOTE})" if extractor.get("random_network") else ""), fontsize=9)
         ax.set_xlabel("PC 1 (fitted on real)")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=7)
@@ -102,42 +150,94 @@ def coverage_plot(real, fakes: dict, out_png, experiment: str) -> None:
     plt.close(fig)
 
 
-def evaluate_agreement(sets: dict, classifier_dir, device: str, out_json, experiment: str) -> dict:
-    net, ccfg = load_classifier(classifier_dir, device)
-    doc = {"metric": "classifier_agreement", "experiment": experiment, "classifier": str(classifier_dir),
-           "definition": "ResNet-18 predictions vs the prompt's class (LoRA paper); macro means of per-class values", "sets": {}}
-    for name, path in sets.items():
-        probs, labels = predict_file(net, path, ccfg["image_size"], ccfg["device"])
-        doc["sets"][name] = classifier_agreement(labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"])
+def judge_description(cfg: dict, classifier_seed: int) -> str:
+    cases = "a seeded half of the training cases" if cfg["judge_cases"] == "half" else "all training cases"
+    return (f"independent ResNet-18 judge: seed {cfg['judge_seed']} (the filter's classifier: seed {classifier_seed}), "
+            f"trained on {cases}; it never saw which images the filter accepted")
+
+
+def train_judge(train_h5, val_h5, test_h5, out_dir, metrics_json, classifier_cfg: dict, cfg: dict, image_size: int) -> dict:
+    """The independent classifier that judges the filtered set: another seed, optionally half the cases."""
+    if cfg["judge_seed"] == classifier_cfg["seed"] and cfg["judge_cases"] == "all":
+        raise InputError(f"evaluation.judge_seed ({cfg['judge_seed']}) equals classifier.seed with evaluation.judge_cases: all: "
+                         "the judge would be the filter's own classifier; choose another seed or judge_cases: half")
+    ccfg = {**classifier_cfg, "seed": cfg["judge_seed"]}
+    with tempfile.TemporaryDirectory(prefix="histosynth-judge-") as tmp:
+        train = train_h5 if cfg["judge_cases"] == "all" else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
+        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size, progress=False)
+    return metrics
+
+
+def case_half(patch_h5, out_h5, seed: int) -> Path:
+    """A copy of a patch file with a seeded half of its cases (every class keeps some patches)."""
+    with PatchFile(patch_h5) as pf:
+        cases = np.unique(pf.case_ids.astype(str))
+        chosen = set(np.random.default_rng(seed).permutation(cases)[: max(1, len(cases) // 2)].tolist())
+        rows = np.flatnonzero(np.isin(pf.case_ids.astype(str), list(chosen)))
+        lacking = sorted(set(pf.labels.tolist()) - set(pf.labels[rows].tolist()))
+        if lacking:
+            raise InputError(f"{patch_h5}: half of the {len(cases)} training cases (seed {seed}) has no patches of "
+                             f"{', '.join(pf.label_names[c] if c >= 0 else 'unlabelled' for c in lacking)}; set "
+                             "evaluation.judge_cases: all (with another judge_seed) or another evaluation.judge_seed")
+        spec = PatchFileSpec(pf.patch_size, pf.label_names, coords_attrs=pf.coords_attrs)
+        with PatchWriter(out_h5, spec) as w:
+            for idx, imgs in pf.iter_batches(256, rows):
+                w.append(PatchBatch(imgs, pf.coords[idx], pf.labels[idx], pf.slide_ids[idx], pf.case_ids[idx], pf.mpp[idx]))
+    log.info("judge: %d of %d training cases, %d patches", len(chosen), len(cases), len(rows))
+    return Path(out_h5)
+
+
+def evaluate_agreement(sets: dict, filter_classifier_dir, judge_dir, judge_note: str, device: str, out_json, experiment: str) -> dict:
+    """Classifier agreement (the LoRA paper's P/R/F1 vs each image's prompt class).
+
+    The independent judge scores both sets; the filter's own classifier scores the raw set only:
+    on the set it accepted, its agreement is high by construction and is not a result.
+    """
+    doc = {"metric": "agreement", "experiment": experiment,
+           "definition": "ResNet-18 predictions vs the prompt's class (LoRA paper); macro means over the classes the set contains",
+           "judge": {"classifier": str(judge_dir), "description": judge_note, "sets": {}},
+           "filter_classifier": {"classifier": str(filter_classifier_dir), "sets": {},
+                                 "note": "the filter's own classifier, raw set only: on the filtered set it agrees by construction"}}
+    for role, folder, names in (("judge", judge_dir, list(sets)), ("filter_classifier", filter_classifier_dir, ["raw"])):
+        net, ccfg = load_classifier(folder, device)
+        for name in names:
+            probs, labels = predict_file(net, sets[name], ccfg["image_size"], ccfg["device"])
+            doc[role]["sets"][name] = classifier_agreement(labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"])
     write_json(out_json, doc)
     return doc
 
 
 def evaluate_downstream(synthetic_h5, real: dict, cfg: dict, classifier_cfg: dict, image_size: int, real_metrics_json,
-                        workdir, out_json, experiment: str) -> dict:
+                        models_dir, out_json, experiment: str) -> dict:
     """Osorio et al.'s utility test: a classifier trained on synthetic only and on real + synthetic,
-    tested on the real test split, next to the real-only classifier of ``train_classifier``."""
+    tested on the real test split, next to the real-only classifier of ``train_classifier``.
+    Writes both classifiers (and their metrics) under ``models_dir``."""
     ccfg = {**classifier_cfg, "epochs": cfg["downstream_epochs"] or classifier_cfg["epochs"]}
-    real_only = json.loads(Path(real_metrics_json).read_text())["test"]
+    real_doc = json.loads(Path(real_metrics_json).read_text())
+    names = real_doc["label_names"]
     doc = {"metric": "downstream", "experiment": experiment, "test_split": str(real["test"]), "synthetic_set": cfg["downstream_set"],
-           "classifier": "torchvision resnet18", "epochs": ccfg["epochs"], "results": {"real_only": _brief(real_only)}}
+           "classifier": "torchvision resnet18", "epochs": ccfg["epochs"], "results": {"real_only": _brief(real_doc["test"], names)}}
     with PatchFile(synthetic_h5) as pf:
-        n_syn, present, names = len(pf), sorted(set(pf.labels.tolist())), pf.label_names
+        n_syn, present = len(pf), sorted(set(pf.labels.tolist()))
     lacking = [names[c] for c in range(len(names)) if c not in present]
     doc["warnings"] = [f"the synthetic set has no images of {', '.join(lacking)}: a classifier trained on it alone cannot "
                        "learn those classes, so its AUC is not meaningful"] if lacking else []
+    absent = doc["results"]["real_only"]["classes_absent_from_test"]
+    if absent:
+        doc["warnings"].append(f"the real test split has no patches of {', '.join(absent)}: macro F1 runs over the other classes")
     runs = {"synthetic_only": [synthetic_h5], "real_plus_synthetic": [real["train"], synthetic_h5]}
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
     for name, files in runs.items():
         if n_syn == 0:
             doc["results"][name] = {"n_train": 0, "note": "the synthetic set is empty (every image was rejected)"}
             continue
-        d = Path(workdir) / name
+        d = Path(models_dir) / name
         m = train_classifier(files, real["val"], real["test"], d / "model", d / "metrics.json", ccfg, image_size, progress=False)
-        doc["results"][name] = {**_brief(m["test"]), "n_train": m["n_train"]}
+        doc["results"][name] = {**_brief(m["test"], names), "n_train": m["n_train"]}
     write_json(out_json, doc)
     log.info("downstream %s: %s", experiment, {k: v.get("macro_auc") for k, v in doc["results"].items()})
     return doc
 
 
-def _brief(test: dict) -> dict:
-    return {k: test.get(k) for k in ("n", "accuracy", "macro_auc", "macro_f1")}
+def _brief(test: dict, names: list[str]) -> dict:
+    return {**{k: test.get(k) for k in ("n", "accuracy", "macro_auc")}, **macro_over_present(test, names)}

@@ -6,6 +6,7 @@
   al. 2020) follow the published definitions on k-NN radii, with scikit-learn's neighbour search.
 - Classifier agreement (the LoRA paper): the ResNet-18 labels each synthetic image, the prompt's
   class is the truth; per-class precision / recall / F1 and their macro means from scikit-learn.
+- Like for like: ``match_classes`` gives both sets the same class make-up before an overall distance.
 """
 
 from __future__ import annotations
@@ -77,6 +78,60 @@ def per_class(fn, real, real_labels, fake, fake_labels, names) -> dict:
     return out
 
 
+MATCH_MODES = ("reference", "synthetic", "off")
+
+
+def class_name(c: int, names: list[str]) -> str:
+    return names[c] if 0 <= c < len(names) else "unlabelled"
+
+
+def match_classes(real_labels: np.ndarray, fake_labels: np.ndarray, mode: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Row indices of both sets with the same class make-up, so an overall distance compares like with like.
+
+    ``reference``: the real set is drawn (without replacement, seeded) to the synthetic set's class
+    proportions; ``synthetic``: the synthetic set is drawn to the real one's; ``off``: both as they are.
+    Classes present on one side only are left out of both (and listed), except with ``off``.
+    """
+    rng = np.random.default_rng(seed)
+    r_cls, r_cnt = np.unique(real_labels, return_counts=True)
+    f_cls, f_cnt = np.unique(fake_labels, return_counts=True)
+    rc, fc = dict(zip(r_cls.tolist(), r_cnt.tolist())), dict(zip(f_cls.tolist(), f_cnt.tolist()))
+    info = {"mode": mode, "only_real": sorted(set(rc) - set(fc)), "only_synthetic": sorted(set(fc) - set(rc))}
+    if mode == "off":
+        return np.arange(len(real_labels)), np.arange(len(fake_labels)), info
+    if mode not in MATCH_MODES:
+        raise ValueError(f"evaluation.match_classes: {mode!r} is not one of {MATCH_MODES}")
+    common = sorted(set(rc) & set(fc))
+    if not common:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), info
+    # the set that is drawn (``draw``) follows the proportions of the other (``target``)
+    target, draw = (fc, rc) if mode == "reference" else (rc, fc)
+    total = sum(target[c] for c in common)
+    share = {c: target[c] / total for c in common}
+    n = min(int(np.floor(draw[c] / share[c] + 1e-9)) for c in common)  # largest N the scarcest class allows
+    want = {c: min(draw[c], max(1, int(round(n * share[c])))) for c in common}
+    draw_labels, keep_labels = (real_labels, fake_labels) if mode == "reference" else (fake_labels, real_labels)
+    drawn = np.sort(np.concatenate([rng.choice(np.flatnonzero(draw_labels == c), want[c], replace=False) for c in common]))
+    kept = np.flatnonzero(np.isin(keep_labels, common))
+    return (drawn, kept, info) if mode == "reference" else (kept, drawn, info)
+
+
+def class_counts(labels: np.ndarray, names: list[str]) -> dict:
+    c, n = np.unique(labels, return_counts=True)
+    return {class_name(int(k), names): int(v) for k, v in zip(c, n)}
+
+
+def macro_over_present(test: dict, names: list[str]) -> dict:
+    """Macro F1 over the classes the test split contains, and the classes it lacks (scikit-learn's
+    report counts an absent class as F1 = 0, which reads as a failure that never happened)."""
+    per = test.get("per_class") or {}
+    present = [c for c in names if (per.get(c) or {}).get("support", 0) > 0]
+    absent = [c for c in names if c not in present]
+    f1 = [per[c]["f1-score"] for c in present]
+    return {"macro_f1": float(np.mean(f1)) if f1 else float("nan"), "classes_absent_from_test": absent,
+            "macro_over": f"{len(present)} of {len(names)} classes"}
+
+
 def classifier_agreement(prompt_labels: np.ndarray, predicted: np.ndarray, names: list[str]) -> dict:
     """Per-class P/R/F1 with the prompt's class as truth, and the macro means (as the LoRA paper)."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -87,6 +142,9 @@ def classifier_agreement(prompt_labels: np.ndarray, predicted: np.ndarray, names
         "n": int(len(prompt_labels)), "accuracy": float(accuracy_score(prompt_labels, predicted)) if len(prompt_labels) else float("nan"),
         "macro_precision": float(np.mean(p)) if len(p) else float("nan"), "macro_recall": float(np.mean(r)) if len(r) else float("nan"),
         "macro_f1": float(np.mean(f)) if len(f) else float("nan"),
-        "per_class": {names[c]: {"precision": float(pi), "recall": float(ri), "f1": float(fi), "n": int(si)}
+        # macro means run over the classes the set contains; the others are named, not counted as 0
+        "macro_over": f"{len(present)} of {len(names)} classes",
+        "classes_absent": [class_name(c, names) for c in range(len(names)) if c not in present],
+        "per_class": {class_name(c, names): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "n": int(si)}
                       for c, pi, ri, fi, si in zip(present, p, r, f, s)},
     }

@@ -1,182 +1,435 @@
-"""``report``: one self-contained HTML page comparing every experiment.
+"""``report``: one self-contained HTML page that answers "which method wins", and its tables.
 
-Images are embedded as data URIs (no network, nothing beside the file needed). Every string that
-comes from data or config — ids, prompts, report summaries, paths — is HTML-escaped.
+The page is rendered from the jinja2 templates in ``templates/`` (one per section), reading only
+the files the ``report`` rule declares (``report_inputs`` in rules/common.smk): per-experiment
+lists in experiment order, and global files. Images are embedded as data URIs (no network,
+nothing beside the file needed); jinja2's autoescape escapes every string from data or config.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 import math
-from html import escape
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..config import experiment_settings
+from ..patchfile import PatchFile
+from .features import RANDOM_NOTE
+from .metrics import class_name, macro_over_present
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}tr:nth-child(even){background:#fafafa}
-.warn{background:#fff4e0;border-left:4px solid #f0a000;padding:.5em 1em;margin:.5em 0}
-.muted{color:#777;font-size:.85em}img{max-width:100%;border:1px solid #eee;margin:.3em 0}
-details{margin:.5em 0}summary{cursor:pointer;font-weight:600}.grid{display:flex;flex-wrap:wrap;gap:1em}
-.grid figure{margin:0;flex:1 1 45%}figcaption{font-size:.85em;color:#555}code{background:#f3f3f3;padding:0 .2em}
-"""
-
-
-def _img(path, caption: str = "") -> str:
-    p = Path(path)
-    if not p.is_file():
-        return ""
-    data = base64.b64encode(p.read_bytes()).decode()
-    return (f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+TEMPLATES = Path(__file__).parent / "templates"
+SETS = ("raw", "filtered")
+PER_EXPERIMENT = ("fd", "kid", "prdc", "agreement", "downstream", "coverage", "raw", "filtered", "raw_grid", "filtered_grid",
+                  "acceptance", "acceptance_plot", "filter_summary", "loss_curve", "validation", "prompt_frequencies")
+STRIP = 6  # patches per class and set in the side-by-side pictures
+TILE_PX = 96  # each patch is shown at least this large
+CHANCE_AUC = 0.5
 
 
-def _fmt(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return escape(str(v))
-
-
-def _table(header: list[str], rows: list[list], left: int = 1) -> str:
-    h = "".join(f'<th class="{"l" if i < left else ""}">{escape(c)}</th>' for i, c in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
+# --- small helpers -------------------------------------------------------------------------------
 
 def _load(path):
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else None
+    p = Path(path) if path else None
+    return json.loads(p.read_text()) if p and p.is_file() else None
 
 
-def metrics_rows(experiments: dict, eval_dir: Path) -> tuple[list[list], list[str]]:
-    rows, warnings = [], set()
+def _num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def fmt(v, digits: int = 3) -> str:
+    if isinstance(v, bool) or v is None:
+        return "–"
+    if isinstance(v, float):
+        return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def data_uri(path) -> str | None:
+    p = Path(path) if path else None
+    if not p or not p.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+
+
+def _png_uri(img) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def strip(imgs: np.ndarray) -> str | None:
+    """A row of at most ``STRIP`` patches as one PNG, each at least ``TILE_PX`` wide (small patches keep their pixels)."""
+    from PIL import Image
+
+    if not len(imgs):
+        return None
+    size = imgs.shape[1]
+    tile = max(size, TILE_PX)
+    method = Image.Resampling.NEAREST if size < TILE_PX else Image.Resampling.LANCZOS
+    # always STRIP slots (empty ones light grey), so every strip shows patches at the same scale
+    out = Image.new("RGB", (STRIP * (tile + 4) - 4, tile), (255, 255, 255))
+    for i in range(STRIP):
+        patch = Image.fromarray(imgs[i]).resize((tile, tile), method) if i < len(imgs) else Image.new("RGB", (tile, tile), (238, 238, 238))
+        out.paste(patch, (i * (tile + 4), 0))
+    return _png_uri(out)
+
+
+def _pick(labels: np.ndarray, c: int, k: int, seed: int = 0) -> np.ndarray:
+    rows = np.flatnonzero(labels == c)
+    return np.sort(np.random.default_rng(seed).choice(rows, min(k, len(rows)), replace=False)) if len(rows) else rows
+
+
+# --- the metric table --------------------------------------------------------------------------
+
+def columns(fd_name: str) -> list[dict]:
+    """One column per metric, with its better direction (None: not ranked)."""
+    return [
+        {"key": "n", "label": "N real / synthetic", "better": None},
+        {"key": "fd", "label": fd_name, "better": "lower"},
+        {"key": "kid", "label": "KID", "better": "lower"},
+        {"key": "precision", "label": "precision", "better": "higher"},
+        {"key": "recall", "label": "recall", "better": "higher"},
+        {"key": "density", "label": "density (≈ 1)", "better": None},
+        {"key": "coverage", "label": "coverage", "better": "higher"},
+        {"key": "judge_f1", "label": "judge F1", "better": "higher"},
+        {"key": "filter_f1", "label": "filter clf F1 (raw)", "better": "higher"},
+        {"key": "auc_syn", "label": "AUC synthetic only", "better": "higher"},
+        {"key": "auc_mix", "label": "AUC real + synthetic", "better": "higher"},
+    ]
+
+
+def _cell(value, digits=3, flags=(), random=False, text=None) -> dict:
+    return {"value": _num(value), "text": text if text is not None else fmt(value, digits), "flags": list(flags),
+            "random": random, "best": False}
+
+
+def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
+    """Rows (experiment x set) of cells, the FD column's name, best values marked per column."""
+    rows = []
+    fd_name = "FD"
     for exp in experiments:
-        m = {k: _load(eval_dir / exp / f"{k}.json") for k in ("fid", "fd_embedding", "kid", "prdc", "classifier_agreement", "downstream")}
-        for s in ("raw", "filtered"):
-            g = lambda k, key="overall": (m[k] or {}).get("sets", {}).get(s, {}).get(key)  # noqa: E731
-            prdc = g("prdc") or {}
-            agree = (m["classifier_agreement"] or {}).get("sets", {}).get(s, {})
-            down = (m["downstream"] or {}).get("results", {}) if s == (m["downstream"] or {}).get("synthetic_set") else {}
-            for k in ("fid", "fd_embedding", "kid"):
-                warnings.update(g(k, "warnings") or [])
-            warnings.update(f"{exp}: {w}" for w in (m["downstream"] or {}).get("warnings", []))
-            rows.append([escape(exp), s, _fmt(g("fid", "n")), _fmt(g("fid"), 2), _fmt(g("fd_embedding"), 2), _fmt(g("kid"), 4),
-                         _fmt(prdc.get("precision")), _fmt(prdc.get("recall")), _fmt(prdc.get("density")), _fmt(prdc.get("coverage")),
-                         _fmt(agree.get("macro_precision")), _fmt(agree.get("macro_recall")), _fmt(agree.get("macro_f1")),
-                         _fmt(down.get("synthetic_only", {}).get("macro_auc")), _fmt(down.get("real_plus_synthetic", {}).get("macro_auc"))])
-    return rows, sorted(warnings)
-
-
-def build_report(config: dict, results: Path, out_html, title: str = "histosynth report") -> None:
-    results = Path(results)
-    experiments = config["experiments"]
-    ev = results / "eval"
-    parts = [f"<h1>{escape(title)}</h1>",
-             f'<p class="muted">Generated {dt.datetime.now().strftime("%Y-%m-%d %H:%M")} · base model '
-             f'<code>{escape(config["base_model"])}</code> · embedding backbone <code>{escape(config["embedding"]["backbone"])}</code> · '
-             f'FID features <code>{escape(config["evaluation"]["fid_extractor"])}</code> · reference split '
-             f'<code>{escape(config["evaluation"]["reference_split"])}</code></p>']
-
-    # metrics side by side
-    rows, warnings = metrics_rows(experiments, ev)
-    fid_kind = "FID (Inception)" if config["evaluation"]["fid_extractor"] == "inception" else "FD (embedding, not FID)"
-    parts.append("<h2>Metrics by experiment</h2>")
-    parts += [f'<div class="warn">{escape(w)}</div>' for w in warnings]
-    parts.append(_table(["experiment", "set", "N", fid_kind, "FD-embedding", "KID", "precision", "recall", "density", "coverage",
-                         "clf P", "clf R", "clf F1", "AUC synth-only", "AUC real+synth"], rows, left=2))
-    real = _load(results / "classifier" / "metrics.json")
-    if real:
-        t = real["test"]
-        parts.append(f'<p>Real-only ResNet-18 on the real test split (N = {_fmt(t["n"])}): accuracy {_fmt(t["accuracy"])}, '
-                     f'macro AUC {_fmt(t["macro_auc"])}, macro F1 {_fmt(t["macro_f1"])} — the baseline for the downstream columns. '
-                     f'Weights: {escape(str(real["weights"]))}.</p>')
-    parts.append('<p class="muted">clf P/R/F1: the classifier\'s agreement with each image\'s prompt class, macro means (as the '
-                 "LoRA paper defines them). Precision/recall (k = %d) and density/coverage use the FID features. Downstream AUCs "
-                 "train a ResNet-18 on the %s synthetic set alone or with the real train split, tested on real patches.</p>"
-                 % (config["evaluation"]["prdc_k"], escape(config["evaluation"]["downstream_set"])))
-
-    # per-class detail
-    parts.append("<h2>Per class</h2>")
-    for exp in experiments:
-        fd = _load(ev / exp / "fd_embedding.json")
-        agree = _load(ev / exp / "classifier_agreement.json")
-        if not fd:
+        d = docs[exp]
+        fd, kid, prdc, agree, down = d["fd"], d["kid"], d["prdc"], d["agreement"], d["downstream"]
+        fd_name = f"{fd['name']} ({fd['extractor']['kind']})"
+        rnd = bool(fd["extractor"].get("random_network"))
+        for s in SETS:
+            g = fd["sets"][s]
+            n_flags = [f"no synthetic {c}" for c in g.get("classes_absent", [])]
+            p = prdc["sets"][s]["overall"] or {}
+            judge = agree["judge"]["sets"].get(s, {})
+            filt = agree["filter_classifier"]["sets"].get(s) if s == "raw" else None
+            res = down["results"] if s == down["synthetic_set"] else {}
+            cells = {
+                "n": _cell(None, flags=n_flags, text=f"{g['n_real']} / {g['n_synthetic']}"),
+                "fd": _cell(g["overall"], 2, random=rnd),
+                "kid": _cell(kid["sets"][s]["overall"], 4, random=rnd),
+                **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},
+                "judge_f1": _cell(judge.get("macro_f1"), flags=_absent(judge)),
+                "filter_f1": _cell((filt or {}).get("macro_f1"), flags=_absent(filt or {})),
+            }
+            for key, run in (("auc_syn", "synthetic_only"), ("auc_mix", "real_plus_synthetic")):
+                auc = (res.get(run) or {}).get("macro_auc")
+                cells[key] = _cell(auc, flags=["below chance"] if _num(auc) is not None and auc < CHANCE_AUC else [])
+            rows.append({"experiment": exp, "set": s, "cells": cells})
+    for col in columns(fd_name):
+        if not col["better"]:
             continue
-        classes = [c for c in fd["sets"]["raw"] if c not in ("overall", "n", "resolution", "warnings")]
-        crow = []
-        for c in classes:
-            crow.append([escape(c)] + [_fmt(fd["sets"][s].get(c), 2) for s in ("raw", "filtered")] +
-                        [_fmt((agree or {}).get("sets", {}).get(s, {}).get("per_class", {}).get(c, {}).get("f1")) for s in ("raw", "filtered")])
-        parts.append(f"<details><summary>{escape(exp)}</summary>" +
-                     _table(["class", "FD-emb raw", "FD-emb filtered", "clf F1 raw", "clf F1 filtered"], crow) + "</details>")
+        vals = [r["cells"][col["key"]]["value"] for r in rows if r["cells"][col["key"]]["value"] is not None]
+        if len(vals) < 2:
+            continue
+        best = min(vals) if col["better"] == "lower" else max(vals)
+        for r in rows:
+            c = r["cells"][col["key"]]
+            c["best"] = c["value"] is not None and math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
+    return rows, fd_name
 
-    # images
-    parts.append("<h2>Real and synthetic patches</h2>")
-    parts.append(_img(results / "patches" / "examples.png", "real training patches per class"))
-    for exp in experiments:
-        d = results / "synthetic" / exp
-        acc = d / "acceptance.tsv"
-        parts.append(f"<h3>{escape(exp)} <span class='muted'>(prompts: {escape(experiments[exp]['prompts'])})</span></h3><div class='grid'>"
-                     + _img(d / "raw_grid.png", "synthetic, unfiltered") + _img(d / "filtered_grid.png", "synthetic, accepted by the classifier")
-                     + _img(d / "acceptance.png", "filter acceptance per class and round")
-                     + _img(ev / exp / "coverage.png", "coverage: real vs synthetic embeddings (PCA)") + "</div>")
-        summ = _load(d / "filter_summary.json")
-        if summ and summ.get("never_passed"):
-            parts.append(f'<div class="warn">classes that never passed the filter: {escape(", ".join(summ["never_passed"]))}</div>')
-        if acc.is_file():
-            parts.append("<details><summary>filter rounds</summary>" + pd.read_csv(acc, sep="\t").to_html(index=False, escape=True) + "</details>")
 
-    parts.append("<h2>Training</h2><div class='grid'>")
-    for exp in experiments:
-        parts.append(_img(results / "models" / exp / "loss.png", f"{exp}: LoRA loss"))
-        vals = sorted((results / "models" / exp / "validation").glob("step-*.png"))
-        if vals:
-            parts.append(_img(vals[-1], f"{exp}: validation samples at {vals[-1].stem}"))
-    parts.append("</div>")
+def _absent(agreement: dict) -> list[str]:
+    return [f"macro over {agreement['macro_over']}"] if agreement.get("classes_absent") else []
 
-    # prompts and morphology
-    parts.append("<h2>Prompts</h2>")
-    for exp in experiments:
-        f = results / "prompts" / f"{exp}.freq.tsv"
-        if f.is_file():
-            top = pd.read_csv(f, sep="\t", keep_default_na=False).head(8)
-            parts.append(f"<details><summary>{escape(exp)}: {len(pd.read_csv(f, sep=chr(9)))} distinct prompts</summary>"
-                         + top.to_html(index=False, escape=True) + "</details>")
-    summaries = results / "reports" / "summaries.tsv"
-    if summaries.is_file():
-        s = pd.read_csv(summaries, sep="\t", keep_default_na=False).head(10)
-        parts.append("<details><summary>report summaries (first 10)</summary>" + s.to_html(index=False, escape=True) + "</details>")
-    if (results / "morphology" / "cluster_examples.png").is_file():
-        parts.append("<h2>Morphology clusters</h2><div class='grid'>" + _img(results / "morphology" / "cluster_examples.png",
-                     "patches nearest each k-means centroid") + _img(results / "morphology" / "k_sweep.png", "choosing k") + "</div>")
 
-    # slides
-    thumbs = sorted((results / "tiles").glob("*.thumbnail.png"))[:4]
-    if thumbs:
-        parts.append("<h2>Tiling</h2><div class='grid'>" + "".join(_img(t, t.name.replace(".thumbnail.png", "")) for t in thumbs) + "</div>")
+# --- verdicts ----------------------------------------------------------------------------------
 
-    # settings
-    parts.append("<h2>Settings that produced these numbers</h2>")
-    srows = []
-    for exp, e in experiments.items():
-        tr = {**config["train"], **(e.get("train") or {})}
-        sa = {**config["sample"], **(e.get("sample") or {})}
-        srows.append([escape(exp), escape(e["prompts"]), _fmt(tr["resolution"] or config["tiling"]["patch_size"]), _fmt(tr["rank"]),
-                      _fmt(tr["max_steps"]), _fmt(tr["learning_rate"], 6), escape(tr["lr_scheduler"]), escape(sa["scheduler"]),
-                      _fmt(sa["steps"]), _fmt(sa["guidance_scale"], 1)])
-    parts.append(_table(["experiment", "prompts", "px", "LoRA rank", "steps", "lr", "lr schedule", "sampler", "sampling steps", "CFG"], srows))
-    parts.append("<details><summary>full configuration</summary><pre>" + escape(json.dumps(config, indent=1, default=str)) + "</pre></details>")
+def _best(values: dict, better: str) -> tuple[list[str], dict]:
+    """The experiments with the best value (several when tied) and the finite values."""
+    vals = {k: v for k, v in values.items() if _num(v) is not None}
+    if not vals:
+        return [], vals
+    top = (min if better == "lower" else max)(vals.values())
+    return [k for k, v in vals.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)], vals
 
-    html = f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>" \
-           + "\n".join(p for p in parts if p) + "</body></html>"
+
+def _listing(vals: dict, digits: int) -> str:
+    return ", ".join(f"{k} {fmt(v, digits)}" for k, v in vals.items())
+
+
+def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_name: str) -> list[dict]:
+    """One line per comparison the papers make, with the numbers behind it."""
+    out = []
+    names = list(experiments)
+    rnd = any(docs[e]["fd"]["extractor"].get("random_network") for e in names)
+    rnd_note = f" ({fd_name}: {RANDOM_NOTE})" if rnd else ""
+    s = downstream_set
+    # 1. prompt strategies
+    if len(names) >= 2:
+        fd = {e: docs[e]["fd"]["sets"][s]["overall"] for e in names}
+        f1 = {e: docs[e]["agreement"]["judge"]["sets"][s].get("macro_f1") for e in names}
+        auc = {e: (docs[e]["downstream"]["results"].get("real_plus_synthetic") or {}).get("macro_auc") for e in names}
+        wins = []
+        for label, vals, better, digits in ((fd_name, fd, "lower", 2), ("judge F1", f1, "higher", 3),
+                                            ("AUC real + synthetic", auc, "higher", 3)):
+            b, v = _best(vals, better)
+            if b:
+                wins.append((label, b, v, digits, better))
+        decided = [w for w in wins if len(w[1]) == 1]  # a tie decides nothing
+        winners = {w[1][0] for w in decided}
+        strategies = ", ".join(f"{e} ({experiments[e]['prompts']})" for e in names)
+        ties = [f"{w[0]} ties ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
+        if not decided:
+            line = "no winner: " + ("; ".join(ties) if ties else "no comparable numbers")
+        elif len(winners) == 1:
+            line = f"{winners.pop()} wins on " + ("every measure" if not ties else
+                                                   " and ".join(w[0] for w in decided) + "; " + "; ".join(ties))
+        else:
+            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties)
+        numbers = "; ".join(f"{w[0]} ({'↓' if w[4] == 'lower' else '↑'}): {_listing(w[2], w[3])}" for w in wins)
+        out.append({"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": numbers})
+    # 2. raw vs filtered
+    lines, better_fd, better_f1, n = [], 0, 0, 0
+    for e in names:
+        a, b = docs[e]["fd"]["sets"]["raw"]["overall"], docs[e]["fd"]["sets"]["filtered"]["overall"]
+        ja = docs[e]["agreement"]["judge"]["sets"]["raw"].get("macro_f1")
+        jb = docs[e]["agreement"]["judge"]["sets"]["filtered"].get("macro_f1")
+        if _num(a) is not None and _num(b) is not None:
+            n += 1
+            better_fd += b < a
+        if _num(ja) is not None and _num(jb) is not None:
+            better_f1 += jb > ja
+        lines.append(f"{e}: {fd_name} {fmt(a, 2)} → {fmt(b, 2)}, judge F1 {fmt(ja)} → {fmt(jb)}")
+    out.append({"comparison": "Raw vs filtered synthetic sets",
+                "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments and raised the independent "
+                           f"judge's F1 in {better_f1} of {len(names)}" + rnd_note,
+                "numbers": "; ".join(lines)})
+    # 3. real vs real + synthetic
+    deltas, lines = {}, []
+    for e in names:
+        r = docs[e]["downstream"]["results"]
+        mix, syn = (r.get("real_plus_synthetic") or {}).get("macro_auc"), (r.get("synthetic_only") or {}).get("macro_auc")
+        if _num(mix) is not None and _num(real_auc) is not None:
+            deltas[e] = mix - real_auc
+        lines.append(f"{e}: real + synthetic {fmt(mix)}, synthetic only {fmt(syn)}")
+    if deltas:
+        best = max(deltas, key=deltas.get)
+        up = [e for e, d in deltas.items() if d > 0]
+        if up:
+            verdict = (f"adding synthetic images raised the macro AUC in {len(up)} of {len(deltas)} experiments; "
+                       f"most with {best} ({deltas[best]:+.3f})")
+        else:
+            verdict = (f"adding synthetic images did not raise the macro AUC in any of {len(deltas)} experiments "
+                       f"(best change: {best}, {deltas[best]:+.3f})")
+    else:
+        verdict = "no downstream AUC to compare"
+    out.append({"comparison": f"Real only vs real + synthetic ({s} set), ResNet-18 on the real test split",
+                "verdict": verdict, "numbers": f"real only {fmt(real_auc)}; " + "; ".join(lines)})
+    return out
+
+
+def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list[dict]:
+    """Every warning with the experiment / set it comes from; identical texts are listed once."""
+    where: dict[str, list[str]] = {}
+
+    def add(text, exp, s):
+        where.setdefault(text, [])
+        if f"{exp} / {s}" not in where[text]:
+            where[text].append(f"{exp} / {s}")
+
+    for e in experiments:
+        for m in ("fd", "kid", "prdc"):
+            for s, d in docs[e][m]["sets"].items():
+                for w in d.get("warnings", []):
+                    add(w, e, s)
+        for s, d in docs[e]["agreement"]["judge"]["sets"].items():
+            if d.get("classes_absent"):
+                add(f"judge F1 is a macro over {d['macro_over']}; absent: {', '.join(d['classes_absent'])}", e, s)
+        down = docs[e]["downstream"]
+        for w in down.get("warnings", []):
+            add(w, e, down["synthetic_set"])
+        summ = filter_summaries.get(e) or {}
+        if summ.get("never_passed"):
+            add(f"classes that never passed the filter: {', '.join(summ['never_passed'])}", e, "filtered")
+    return [{"text": t, "where": w} for t, w in where.items()]
+
+
+# --- pictures ----------------------------------------------------------------------------------
+
+def class_pictures(real_h5, sets: dict, seed: int = 0) -> list[dict]:
+    """Per class: real, raw and filtered strips side by side, with the shown images' full prompts."""
+    with PatchFile(real_h5) as real:
+        names = real.label_names
+        ids = sorted(set(range(len(names))) | set(real.labels.tolist()))  # -1: unlabelled patches (e.g. PathLDM)
+        real_strips = {c: strip(real.read(_pick(real.labels, c, STRIP, seed))) for c in ids}
+    out = {c: {"name": class_name(c, names), "real": real_strips[c], "sets": [], "prompts": []} for c in ids}
+    for s, path in sets.items():
+        with PatchFile(path) as pf:
+            prompts = pf.column("prompts") if len(pf) else np.array([], object)
+            for c in out:
+                rows = _pick(pf.labels, c, STRIP, seed)
+                out[c]["sets"].append({"set": s, "uri": strip(pf.read(rows)), "n": int((pf.labels == c).sum())})
+                for p in prompts[rows]:
+                    if p not in out[c]["prompts"]:
+                        out[c]["prompts"].append(str(p))
+    return list(out.values())
+
+
+def _latest_validation(folder) -> tuple[str | None, str]:
+    p = Path(folder) if folder else None
+    files = sorted(p.glob("step-*.png")) if p and p.is_dir() else []
+    return (data_uri(files[-1]), files[-1].stem) if files else (None, "")
+
+
+def _table(path, head: int | None = None) -> dict | None:
+    p = Path(path) if path else None
+    if not p or not p.is_file():
+        return None
+    df = pd.read_csv(p, sep="\t", keep_default_na=False)
+    return {"columns": list(df.columns), "rows": df.head(head).values.tolist() if head else df.values.tolist(), "n": len(df)}
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+def _per_experiment(inputs: dict, experiments: list[str]) -> dict:
+    out = {e: {} for e in experiments}
+    for key in PER_EXPERIMENT:
+        values = inputs.get(key) or []
+        values = [values] if isinstance(values, str) else list(values)
+        if len(values) != len(experiments):
+            raise ValueError(f"report input {key!r}: {len(values)} files for {len(experiments)} experiments")
+        for e, v in zip(experiments, values):
+            out[e][key] = v
+    return out
+
+
+def _as_list(v) -> list:
+    return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+
+def context(inputs: dict, config: dict) -> dict:
+    """Everything the templates show, from the declared input files only."""
+    experiments = config["experiments"]
+    names = list(experiments)
+    files = _per_experiment(inputs, names)
+    docs = {e: {m: _load(files[e][m]) for m in ("fd", "kid", "prdc", "agreement", "downstream")} for e in names}
+    missing = [f"{e}/{m}" for e in names for m, d in docs[e].items() if d is None]
+    if missing:
+        raise FileNotFoundError(f"report: metric files missing: {', '.join(missing)}")
+    ev = config["evaluation"]
+    real = _load(inputs.get("classifier"))
+    judge = _load(inputs.get("judge"))
+    rows, fd_name = metric_rows(names, docs)
+    summaries = {e: _load(files[e]["filter_summary"]) for e in names}
+    extractor = docs[names[0]]["fd"]["extractor"] if names else {}
+    real_auc = (real or {}).get("test", {}).get("macro_auc")
+    exps = []
+    for e in names:
+        val_uri, val_step = _latest_validation(files[e]["validation"])
+        fd = docs[e]["fd"]
+        exps.append({
+            "name": e, "prompts": experiments[e]["prompts"],
+            "classes": class_pictures(inputs["real"], {s: files[e][s] for s in SETS}, ev["seed"]),
+            "grids": [(data_uri(files[e]["acceptance_plot"]), "filter acceptance per class and round"),
+                      (data_uri(files[e]["coverage"]), f"coverage: real vs synthetic features (PCA), {fd['extractor']['name']}")],
+            "acceptance": _table(files[e]["acceptance"]),
+            "loss": data_uri(files[e]["loss_curve"]), "validation": val_uri, "validation_step": val_step,
+            "prompt_table": _table(files[e]["prompt_frequencies"], head=8),
+            "per_class": _per_class_rows(docs[e]),
+            "harmonisation": {s: fd["sets"][s]["harmonisation"] for s in SETS},
+            "matching": {s: {"n_real": fd["sets"][s]["n_real"], "n_synthetic": fd["sets"][s]["n_synthetic"],
+                             "real": fd["sets"][s]["class_counts_real"], "synthetic": fd["sets"][s]["class_counts_synthetic"]}
+                         for s in SETS},
+        })
+    settings = []
+    for e in names:
+        tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sample")
+        settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]), fmt(tr["rank"]),
+                         fmt(tr["max_steps"]), f"{tr['learning_rate']:g}", tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),
+                         fmt(sa["guidance_scale"], 1)])
+    thumbs = [(data_uri(t), Path(t).name.replace(".thumbnail.png", "")) for t in _as_list(inputs.get("thumbnails"))]
+    morph = _as_list(inputs.get("morphology"))
+    summaries_tsv = _as_list(inputs.get("summaries"))
+    return {
+        "title": "histosynth report", "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "config": config, "ev": ev, "extractor": extractor, "random_note": RANDOM_NOTE,
+        "columns": columns(fd_name), "rows": rows, "fd_name": fd_name,
+        "verdicts": verdicts(experiments, docs, real_auc, ev["downstream_set"], fd_name),
+        "warnings": warnings(names, docs, summaries),
+        "real": _real_only(real), "judge": judge, "judge_note": docs[names[0]]["agreement"]["judge"]["description"]
+        if names else "", "experiments": exps, "settings": settings,
+        "split_examples": data_uri(inputs.get("split_examples")), "split_summary": _table(inputs.get("split_summary")),
+        "thumbnails": thumbs,
+        "morphology": [(data_uri(p), c) for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))],
+        "summaries": _table(summaries_tsv[0], head=10) if summaries_tsv else None,
+        "reference": docs[names[0]]["fd"]["reference"] if names else {},
+        "config_json": json.dumps(config, indent=1, default=str),
+    }
+
+
+def _real_only(real: dict | None) -> dict | None:
+    """The real-only classifier's test numbers, macro F1 over the classes the test split contains."""
+    if not real:
+        return None
+    t = real["test"]
+    return {"n": t["n"], "accuracy": t["accuracy"], "macro_auc": t["macro_auc"], "weights": real["weights"],
+            **macro_over_present(t, real["label_names"])}
+
+
+def _per_class_rows(d: dict) -> list[list[str]]:
+    fd, agree = d["fd"], d["agreement"]["judge"]["sets"]
+    classes = list(dict.fromkeys([*fd["reference"]["class_counts"], *fd["sets"]["raw"]["per_class"],
+                                  *fd["sets"]["filtered"]["per_class"]]))
+    rows = []
+    for c in classes:
+        rows.append([c, fmt(fd["reference"]["class_counts"].get(c)),
+                     *[fmt(fd["sets"][s]["class_counts_synthetic"].get(c, 0)) for s in SETS],
+                     *[fmt(fd["sets"][s]["per_class"].get(c), 2) for s in SETS],
+                     *[fmt((agree.get(s, {}).get("per_class", {}).get(c) or {}).get("f1")) for s in SETS]])
+    return rows
+
+
+def metrics_frame(ctx: dict) -> pd.DataFrame:
+    """The metric table as plain text (for Snakemake's --report), best values starred."""
+    rows = []
+    for r in ctx["rows"]:
+        row = {"experiment": r["experiment"], "set": r["set"]}
+        for col in ctx["columns"]:
+            c = r["cells"][col["key"]]
+            arrow = {"lower": " ↓", "higher": " ↑"}.get(col["better"], "")
+            text = c["text"] + (" ★" if c["best"] else "") + "".join(f" ⚠ {f}" for f in c["flags"])
+            row[col["label"] + arrow] = text + (f" ({RANDOM_NOTE})" if c["random"] else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_verdicts=None) -> None:
+    import jinja2
+
+    ctx = context(inputs, config)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    html = env.get_template("report.html.j2").render(**ctx)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
+    if out_metrics:
+        with atomic_path(out_metrics) as tmp:
+            metrics_frame(ctx).to_csv(tmp, sep="\t", index=False)
+    if out_verdicts:
+        with atomic_path(out_verdicts) as tmp:
+            pd.DataFrame(ctx["verdicts"]).to_csv(tmp, sep="\t", index=False)
