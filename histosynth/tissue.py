@@ -57,7 +57,8 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     saturated in one channel than eosin (pink), haematoxylin (blue-purple) or DAB (brown).
     """
     r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    red = (r > 2.2 * g) & (r > 1.6 * b) & (r > 60)  # eosin pink keeps r/g < 2; red ink ~3
+    # red ink has blue about as low as green; eosin, even deep eosin with r/g ~ 3-5, is magenta (blue well above green)
+    red = (r > 2.2 * g) & (r > 1.6 * b) & (r > 60) & (b - g < 45)
     green = (g > r + 15) & (g >= b - 10)  # stains are never green-dominant
     blue = (b > 160) & (r < 90) & (g < 150) & (b - r > 90)
     return red | green | blue
@@ -67,6 +68,31 @@ def saturation_u8(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """HSV saturation and value, scaled to 0-255."""
     hsv = color.rgb2hsv(rgb)
     return (hsv[..., 1] * 255).astype(np.uint8), (hsv[..., 2] * 255).astype(np.uint8)
+
+
+def batch_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV saturation and value (0-255, uint8) of any (..., 3) uint8 array, in integer arithmetic.
+
+    The same numbers as :func:`saturation_u8` (S = (max - min) / max, V = max) without the float64
+    HSV image, so a whole read batch is tested at once.
+    """
+    rgb = np.asarray(rgb, np.uint8)
+    mx, mn = rgb.max(axis=-1), rgb.min(axis=-1)
+    sat = ((mx.astype(np.uint16) - mn) * 255 // np.maximum(mx, 1)).astype(np.uint8)
+    return sat, mx
+
+
+def batch_pixel_tissue(imgs: np.ndarray, params: TissueParams, threshold: float) -> np.ndarray:
+    """Per-pixel tissue test of a batch (N, S, S, 3) with the slide's threshold.
+
+    The median blur of :func:`pixel_tissue` is left out: it denoises the low-resolution mask
+    image, whereas here the mask only selects which of a patch's pixels are counted.
+    """
+    sat, val = batch_saturation_value(imgs)
+    mask = (sat >= threshold) & (val <= params.max_brightness) & (val >= params.min_brightness)
+    if params.remove_pen:
+        mask &= ~pen_mask(imgs)
+    return mask
 
 
 def pixel_tissue(rgb: np.ndarray, params: TissueParams, threshold: float | None = None) -> tuple[np.ndarray, float]:
@@ -95,7 +121,10 @@ def clean_mask(mask: np.ndarray, params: TissueParams, mask_mpp: float) -> np.nd
     px_area = mask_mpp**2
     radius = int(round(params.close_um / mask_mpp))
     if radius > 0:
-        mask = ndi.binary_closing(mask, structure=morphology.disk(radius), border_value=0)
+        # pad with the edge pixels first: closing treats outside as background and would erode
+        # tissue that touches the slide border
+        padded = np.pad(mask, radius, mode="edge")
+        mask = ndi.binary_closing(padded, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
     min_px = int(params.min_area_um2 / px_area)
     if min_px > 1:
         mask = morphology.remove_small_objects(mask, max_size=min_px - 1)
