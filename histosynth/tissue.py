@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, filters, morphology
+from skimage import filters, morphology
+from skimage.filters import rank
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,11 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     return red | green | blue
 
 
-def saturation_u8(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HSV saturation and value, scaled to 0-255."""
-    hsv = color.rgb2hsv(rgb)
-    return (hsv[..., 1] * 255).astype(np.uint8), (hsv[..., 2] * 255).astype(np.uint8)
-
-
 def batch_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HSV saturation and value (0-255, uint8) of any (..., 3) uint8 array, in integer arithmetic.
+    """HSV saturation and value scaled to 0-255 (uint8) of any (..., 3) uint8 array.
 
-    The same numbers as :func:`saturation_u8` (S = (max - min) / max, V = max) without the float64
-    HSV image, so a whole read batch is tested at once.
+    Integer arithmetic for ``skimage.color.rgb2hsv``'s S = (max - min) / max and V = max, without
+    its float64 HSV image: a 1024 px thumbnail or a whole read batch is tested at once.
     """
     rgb = np.asarray(rgb, np.uint8)
     mx, mn = rgb.max(axis=-1), rgb.min(axis=-1)
@@ -98,9 +93,10 @@ def batch_pixel_tissue(imgs: np.ndarray, params: TissueParams, threshold: float)
 def pixel_tissue(rgb: np.ndarray, params: TissueParams, threshold: float | None = None) -> tuple[np.ndarray, float]:
     """Per-pixel tissue test (no morphology). Returns the boolean mask and the threshold used."""
     rgb = to_rgb_uint8(rgb)
-    sat, val = saturation_u8(rgb)
+    sat, val = batch_saturation_value(rgb)
     if params.median_kernel > 1:
-        sat = ndi.median_filter(sat, size=params.median_kernel)
+        # histogram-based rank filter: ~4x faster than ndimage's median on uint8, same result away from the border
+        sat = rank.median(sat, footprint=np.ones((params.median_kernel,) * 2, bool))
     if threshold is None:
         if params.threshold == "otsu":
             # Otsu on a blank slide splits noise in two: the floor keeps glass out. Where strong
