@@ -25,6 +25,9 @@ PREVIEW_PX = 1024
 # level 1 writes ~1.5x faster than level 4 for ~6 % more bytes; readers do not change.
 COMPRESSION_LEVEL = 1
 KEEP_RULES = ("fraction", "four_points", "both")
+# DAB labels are fractions of a patch's pixels: every other pixel in each direction (a quarter of
+# the work) estimates them from thousands of pixels per patch
+LABEL_STRIDE = 2
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,8 @@ def tile_slide(
         for xy, imgs in prefetch(reader.iter_batches(coords, tiling.batch_size)):
             pad = pad_outside(imgs, xy, (width, height), plan.downsample, plan.footprint, background)
             if dab is not None:
-                labels = dab_labels(imgs, dab, batch_pixel_tissue(imgs, tissue, threshold))
+                sub = imgs[:, ::LABEL_STRIDE, ::LABEL_STRIDE]
+                labels = dab_labels(sub, dab, batch_pixel_tissue(sub, tissue, threshold))
             else:
                 labels = np.full(len(imgs), fixed_label)
             batch = PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
