@@ -201,9 +201,10 @@ def tile_slide(
         ),
         extra={PAD_FRACTION: "float"},
     )
-    reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, threads)
-    # three stages overlap: reading (reader threads, one batch ahead), tissue/labels (this thread),
-    # gzip + HDF5 write (one writer thread; h5py runs the filter without holding the GIL)
+    # three stages overlap: reading (one batch ahead), tissue/labels (this thread), gzip + HDF5 write
+    # (one writer thread; h5py runs the filter without holding the GIL). The writer takes about a
+    # core, so `threads` counts it: threads - 1 decode threads (bench/bench_tiling.py).
+    reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, max(1, threads - 1))
     with PatchWriter(out_h5, spec, compression_level=COMPRESSION_LEVEL) as writer, \
             ThreadPoolExecutor(1, thread_name_prefix="hdf5-writer") as write_pool:
         bar = tqdm(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)

@@ -38,7 +38,8 @@ rule tile_slide:
         case_id=slide_value("case_id"),
         label=slide_value("label"),
         label_names=SLIDE_LABELS,
-    threads: 4
+    # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
