@@ -9,7 +9,8 @@ Each tool's patches are judged by one neutral test that is neither tool's mask: 
 slide (read at ``--judge-mpp``) is tissue when it is coloured (HSV saturation >= 0.08) or dark
 (value < 200), and not black (value > 20). Reported per row: patches kept, share of the neutral
 tissue lying under a kept patch, share of near-empty patches (< 10 % neutral tissue, padding
-counted as empty), wall time of the whole command (a fresh process each, imports included) as a
+counted as empty), mean neutral-tissue share per patch, patches reaching past the slide's edge,
+wall time of the whole command (a fresh process each, imports included) as a
 ratio against CLAM's, measured in the same run.
 
     .venv/bin/python bench/bench_clam.py --clam-dir /work/clam --clam-python /work/clam-venv/bin/python \\
@@ -68,7 +69,7 @@ def neutral_tissue(slide: openslide.OpenSlide, judge_mpp: float, base_mpp: float
     return ((sat >= 0.08) | (mx < 200)) & (mx > 20), w / img.shape[1]
 
 
-def judge(coords: np.ndarray, footprint: int, tissue: np.ndarray, ds: float) -> dict:
+def judge(coords: np.ndarray, footprint: int, tissue: np.ndarray, ds: float, size: tuple[int, int]) -> dict:
     covered = np.zeros_like(tissue)
     fractions = []
     f = footprint / ds
@@ -80,7 +81,10 @@ def judge(coords: np.ndarray, footprint: int, tissue: np.ndarray, ds: float) -> 
     fractions = np.array(fractions)
     return {"patches": int(len(coords)), "tissue_covered": float((covered & tissue).sum() / max(tissue.sum(), 1)),
             "near_empty_share": float((fractions < NEAR_EMPTY).mean()) if len(fractions) else 0.0,
-            "mean_tissue_fraction": float(fractions.mean()) if len(fractions) else 0.0}
+            "mean_tissue_fraction": float(fractions.mean()) if len(fractions) else 0.0,
+            # patches reaching past the slide: histosynth paints that part glass-coloured; read
+            # with OpenSlide + convert("RGB") as CLAM's feature extraction does, it is black
+            "past_edge": int(((coords[:, 0] + footprint > size[0]) | (coords[:, 1] + footprint > size[1])).sum())}
 
 
 def run_clam(clam_dir: Path, clam_python: str, slide: Path, preset: str, patch_size: int, work: Path):
@@ -137,23 +141,24 @@ def main(argv=None):
             and shutil.which(a.clam_python)
         if clam_ok:
             coords, sec = run_clam(Path(a.clam_dir), a.clam_python, slide_path, a.preset, a.patch_size, work)
-            rows[f"CLAM create_patches_fp ({a.preset}, four_pt, padding)"] = {**judge(coords, a.patch_size, tissue, ds), "seconds": sec}
+            rows[f"CLAM create_patches_fp ({a.preset}, four_pt, padding)"] = {**judge(coords, a.patch_size, tissue, ds, slide.dimensions), "seconds": sec}
         else:
             skipped = ("CLAM not compared: give --clam-dir (a checkout of mahmoodlab/CLAM with create_patches_fp.py) and "
                        f"--clam-python (its environment's python); got {a.clam_dir!r}, {a.clam_python!r}")
         for name, over in VARIANTS.items():
             # same grid as CLAM: level 0 (mpp = the scan's), patch_size px, no overlap
             coords, footprint, sec = run_ours(slide_path, {"patch_size": a.patch_size, "mpp": base_mpp, **over}, work, name)
-            rows[name] = {**judge(coords, footprint, tissue, ds), "seconds": sec}
+            rows[name] = {**judge(coords, footprint, tissue, ds, slide.dimensions), "seconds": sec}
     ref = next(iter(rows.values()))
     print(f"slide {slide_path.name}: {slide.dimensions[0]}x{slide.dimensions[1]} px at {base_mpp} um/px; {a.patch_size} px "
           f"patches at level 0; neutral tissue {tissue.mean():.1%} of the slide; {os.cpu_count()} CPUs")
     if skipped:
         print(skipped)
-    print(f"{'tiler':52s} {'patches':>8s} {'tissue covered':>15s} {'near-empty':>11s} {'wall s':>7s} {'vs first':>9s}")
+    print(f"{'tiler':58s} {'patches':>7s} {'tissue covered':>14s} {'near-empty':>10s} {'mean tissue':>11s} "
+          f"{'past edge':>9s} {'wall s':>7s} {'vs first':>8s}")
     for name, r in rows.items():
-        print(f"{name:52s} {r['patches']:8d} {r['tissue_covered']:14.1%} {r['near_empty_share']:10.1%} {r['seconds']:7.1f} "
-              f"{r['seconds'] / ref['seconds']:8.2f}x")
+        print(f"{name:58s} {r['patches']:7d} {r['tissue_covered']:14.1%} {r['near_empty_share']:10.1%} "
+              f"{r['mean_tissue_fraction']:11.1%} {r['past_edge']:9d} {r['seconds']:7.1f} {r['seconds'] / ref['seconds']:7.2f}x")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps({"slide": str(slide_path), "patch_size": a.patch_size, "preset": a.preset,
                                         "skipped": skipped, "rows": rows}, indent=2))
