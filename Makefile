@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
+# pip extras of the dev install; slurm is needed by tests/test_slurm.py (drop it on a workstation: EXTRAS=dev)
+EXTRAS ?= dev,slurm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.histosynth-installed
 
@@ -13,7 +15,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $@
 
 # The whole workflow on config/config.yaml, offline (no model hub, no ../shared data).

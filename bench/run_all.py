@@ -3,7 +3,7 @@ the same run where there is one.
 
     .venv/bin/python bench/run_all.py [--e2e]
 
-Rows: tiling (tile_slide's reader vs a naive read_region loop), embedding images/s, LoRA steps/s
+Rows: tiling (the whole tile_slide vs a bare read_region loop, the decode limit), embedding images/s, LoRA steps/s
 with vs without the latent cache, sampling images/s per scheduler, the Fréchet-distance + KID
 time on embedding features, and with --e2e the whole demo's wall time from a fresh working
 directory and the time of the no-op rerun that follows it.

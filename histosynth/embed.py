@@ -52,6 +52,16 @@ class _PatchDataset:
         return self._h5["imgs"][i]
 
 
+def pooled_rows(pooled) -> np.ndarray:
+    """A batch's pooled vectors as a float32 array that owns its memory.
+
+    ``hidden[:, 0]`` is a view of the whole ``last_hidden_state``; a numpy view of it would keep
+    every token of every patch alive (~2.3 MiB per patch for ViT-B/8 at 224 px) for as long as the
+    rows are kept, so the rows are copied out and the hidden state can be freed with the batch.
+    """
+    return np.array(pooled.detach().float().cpu().numpy(), dtype=np.float32, copy=True, order="C")
+
+
 def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int, num_workers: int, device: str = "auto",
                   progress: bool = True) -> int:
     import torch
@@ -65,17 +75,23 @@ def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int,
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers if n else 0, collate_fn=emb.preprocess,
                         persistent_workers=False)
     t0 = time.perf_counter()
-    chunks = []
-    with torch.inference_mode():
-        for x in tqdm(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress, mininterval=2):
-            chunks.append(emb.forward(x.to(device)).float().cpu().numpy())
-    dim = chunks[0].shape[1] if chunks else 0
-    if not chunks:  # an empty split still needs the backbone's width
-        with torch.inference_mode():
-            dim = emb.forward(emb.preprocess([np.zeros((32, 32, 3), np.uint8)]).to(device)).shape[1]
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
-        d = h.create_dataset("embeddings", data=feats.astype(np.float32))
+        d = None
+        with torch.inference_mode():
+            for x in tqdm(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress,
+                          mininterval=2):
+                rows = pooled_rows(emb.forward(x.to(device)))
+                if d is None:
+                    # written batch by batch: memory stays one batch whatever the number of patches
+                    d = h.create_dataset("embeddings", (0, rows.shape[1]), np.float32, maxshape=(None, rows.shape[1]),
+                                         chunks=(max(1, min(batch_size, n)), rows.shape[1]))
+                start = d.shape[0]
+                d.resize(start + len(rows), axis=0)
+                d[start:] = rows
+            if d is None:  # an empty split still needs the backbone's width
+                width = emb.forward(emb.preprocess([np.zeros((32, 32, 3), np.uint8)]).to(device)).shape[1]
+                d = h.create_dataset("embeddings", (0, width), np.float32)
+        dim = d.shape[1]
         d.attrs.update(emb.meta)
         d.attrs.update(pooling=pooling, patch_file=str(patch_h5), patch_fingerprint=fingerprint, n_patches=n, device=device)
     rate = n / max(time.perf_counter() - t0, 1e-9)

@@ -11,6 +11,12 @@ Datasets, all with N rows in the same order:
 - ``slide_ids`` (N,) UTF-8 strings; ``case_ids`` (N,) UTF-8 strings.
 - ``mpp``       (N,) float32, micrometres per stored pixel (NaN where unknown).
 
+Optional datasets, also N rows:
+
+- ``pad_fraction`` (N,) float32, written by ``tile_slide``: the fraction of the patch that lies
+                past the slide's right/bottom edge and was painted with the glass colour (root attr
+                ``background_rgb``); 0 for patches wholly inside the slide. Absent = no padding.
+
 Readers never load all pixels at once: ``PatchFile.iter_batches`` streams them.
 """
 
@@ -31,6 +37,7 @@ from .errors import InputError
 UNLABELLED = -1
 NO_COORD = -1
 REQUIRED_DATASETS = ("imgs", "coords", "labels", "slide_ids", "case_ids", "mpp")
+PAD_FRACTION = "pad_fraction"  # optional per-patch column, see the module docstring
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -14,9 +16,9 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .errors import InputError
 from .labels import DAB_LABEL_NAMES, DabParams, dab_labels
-from .patchfile import UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
+from .patchfile import PAD_FRACTION, UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
 from .qc import BLUR_COLOUR as QC_REJECTED_COLOUR, PatchQC
-from .tissue import TissueParams, pixel_tissue, slide_tissue_mask, to_rgb_uint8
+from .tissue import TissueParams, batch_pixel_tissue, slide_tissue_mask, to_rgb_uint8
 from .wsi import PatchReader, ReadPlan, grid_coords, mask_fraction, open_slide, plan_read, slide_mpp
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,13 @@ PREVIEW_PX = 1024
 # finest tiling.mpp allowed, as a multiple of the slide's own resolution: 4x upsampling already
 # turns one scanned pixel into 16; beyond it a typo (0.001 for 1.0) queues millions of 1-pixel reads
 MAX_UPSAMPLING = 4.0
+# gzip level of the patch pixels. Measured on JPEG-90 slide patches (bench/bench_tiling.py, README):
+# level 1 writes ~1.5x faster than level 4 for ~6 % more bytes; readers do not change.
+COMPRESSION_LEVEL = 1
+KEEP_RULES = ("fraction", "four_points", "both")
+# DAB labels are fractions of a patch's pixels: every other pixel in each direction (a quarter of
+# the work) estimates them from thousands of pixels per patch
+LABEL_STRIDE = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class TilingParams:
     mpp: float
     stride: int | None
     min_tissue_fraction: float
+    keep_rule: str
+    pad_edges: bool
     assume_mpp: float | None
     batch_size: int
     labels: dict
@@ -41,7 +52,10 @@ class TilingParams:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TilingParams":
-        return cls(**cfg)
+        p = cls(**cfg)
+        if p.keep_rule not in KEEP_RULES:
+            raise ValueError(f"tiling.keep_rule must be one of {KEEP_RULES}, got {p.keep_rule!r}")
+        return p
 
     @property
     def step(self) -> int:
@@ -61,6 +75,64 @@ class SlideTiles:
     tissue_area_mm2: float
     saturation_threshold: float
     seconds: float
+
+
+def four_point_hits(mask: np.ndarray, mask_downsample: float, coords: np.ndarray, footprint: int) -> np.ndarray:
+    """CLAM's ``four_pt`` test on a mask: is any of four inner points (centre +- a quarter of the
+    footprint, diagonally) tissue? Points outside the slide count as background."""
+    if len(coords) == 0:
+        return np.zeros(0, bool)
+    centre = coords + footprint // 2
+    shift = int(footprint // 2 * 0.5)
+    hit = np.zeros(len(coords), bool)
+    h, w = mask.shape
+    for dx, dy in ((-shift, -shift), (shift, shift), (shift, -shift), (-shift, shift)):
+        mx = np.floor((centre[:, 0] + dx) / mask_downsample).astype(np.int64)
+        my = np.floor((centre[:, 1] + dy) / mask_downsample).astype(np.int64)
+        inside = (mx >= 0) & (mx < w) & (my >= 0) & (my < h)
+        hit[inside] |= mask[my[inside], mx[inside]]
+    return hit
+
+
+def keep_patches(mask: np.ndarray, mask_downsample: float, coords: np.ndarray, footprint: int, rule: str,
+                 min_fraction: float) -> np.ndarray:
+    """Boolean keep flag per grid position under ``tiling.keep_rule``."""
+    frac_ok = mask_fraction(mask, mask_downsample, coords, footprint) >= min_fraction
+    if rule == "fraction":
+        return frac_ok
+    points = four_point_hits(mask, mask_downsample, coords, footprint)
+    return points if rule == "four_points" else points & frac_ok
+
+
+def background_rgb(thumb_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The glass colour: median of the thumbnail's bright non-tissue pixels (white if there are none)."""
+    glass = thumb_rgb[~mask]
+    glass = glass[glass.min(axis=1) >= np.percentile(glass.min(axis=1), 50)] if len(glass) else glass
+    return np.median(glass, axis=0).astype(np.uint8) if len(glass) else np.full(3, 255, np.uint8)
+
+
+def pad_outside(imgs: np.ndarray, coords: np.ndarray, size: tuple[int, int], downsample: float, footprint: int,
+                colour: np.ndarray) -> np.ndarray:
+    """Paint the part of each patch beyond the slide's right/bottom edge with ``colour``; return
+    the padded fraction of each patch (0 for patches inside the slide)."""
+    width, height = size
+    inside_x = np.clip(width - coords[:, 0], 0, footprint)
+    inside_y = np.clip(height - coords[:, 1], 0, footprint)
+    for i in np.flatnonzero((inside_x < footprint) | (inside_y < footprint)):
+        imgs[i, :, int(np.ceil(inside_x[i] / downsample)):] = colour
+        imgs[i, int(np.ceil(inside_y[i] / downsample)):, :] = colour
+    return (1 - inside_x * inside_y / float(footprint * footprint)).astype(np.float32)
+
+
+def prefetch(it: Iterable) -> Iterator:
+    """Iterate ``it`` one item ahead on a background thread (reading overlaps the consumer's work)."""
+    it = iter(it)
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as ex:
+        fut = ex.submit(next, it, done)
+        while (item := fut.result()) is not done:
+            fut = ex.submit(next, it, done)
+            yield item
 
 
 def _label_setup(tiling: TilingParams, sample_label: str | None, label_names: list[str]):
@@ -114,11 +186,12 @@ def tile_slide(
     mask, threshold = slide_tissue_mask(thumb_rgb, tissue, mask_mpp=mask_ds * base_mpp)
     tissue_area_mm2 = float(mask.sum() * (mask_ds * base_mpp) ** 2 / 1e6)
 
-    candidates = grid_coords(width, height, plan.footprint, plan.step)
-    frac = mask_fraction(mask, mask_ds, candidates, plan.footprint)
-    coords = candidates[frac >= tiling.min_tissue_fraction]
-    log.info("slide %s: tissue %.2f mm^2 (saturation threshold %.0f); %d of %d grid positions have >= %.0f%% tissue",
-             slide_id, tissue_area_mm2, threshold, len(coords), len(candidates), 100 * tiling.min_tissue_fraction)
+    candidates = grid_coords(width, height, plan.footprint, plan.step, pad=tiling.pad_edges)
+    coords = candidates[keep_patches(mask, mask_ds, candidates, plan.footprint, tiling.keep_rule, tiling.min_tissue_fraction)]
+    background = background_rgb(thumb_rgb, mask)
+    log.info("slide %s: tissue %.2f mm^2 (saturation threshold %.0f); kept %d of %d grid positions (keep_rule %s, "
+             "min_tissue_fraction %.2f, pad_edges %s, background %s)", slide_id, tissue_area_mm2, threshold, len(coords),
+             len(candidates), tiling.keep_rule, tiling.min_tissue_fraction, tiling.pad_edges, background.tolist())
     if len(coords) == 0:
         log.warning("slide %s: no tissue found; writing an empty patch file", slide_id)
 
@@ -137,21 +210,34 @@ def tile_slide(
             source="slide", slide_id=slide_id, case_id=case_id, slide_path=str(slide_path), base_mpp=base_mpp,
             mpp_source=mpp_source, mpp=tiling.mpp, tissue_area_mm2=tissue_area_mm2,
             saturation_threshold=threshold, label_method=tiling.labels["method"], n_candidates=len(candidates),
+            keep_rule=tiling.keep_rule, min_tissue_fraction=tiling.min_tissue_fraction, background_rgb=background,
         ),
+        extra={PAD_FRACTION: "float"},
     )
-    reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, threads)
+    # three stages overlap: reading (one batch ahead), tissue/labels (this thread), gzip + HDF5 write
+    # (one writer thread; h5py runs the filter without holding the GIL). The writer takes about a
+    # core, so `threads` counts it: threads - 1 decode threads (bench/bench_tiling.py).
+    reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, max(1, threads - 1))
     patch_qc = PatchQC(qc, source=f"slide {slide_id}")  # optional blur filter / stain normalisation (histosynth.qc)
-    with PatchWriter(out_h5, spec) as writer:
+    with PatchWriter(out_h5, spec, compression_level=COMPRESSION_LEVEL) as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="hdf5-writer") as write_pool:
         bar = tqdm(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
-        for xy, imgs in reader.iter_batches(coords, tiling.batch_size):
+        pending = None
+        for xy, imgs in prefetch(reader.iter_batches(coords, tiling.batch_size)):
+            pad = pad_outside(imgs, xy, (width, height), plan.downsample, plan.footprint, background)
             if dab is not None:
-                masks = np.stack([pixel_tissue(im, tissue, threshold)[0] for im in imgs])
-                labels = dab_labels(imgs, dab, masks)
+                sub = imgs[:, ::LABEL_STRIDE, ::LABEL_STRIDE]
+                labels = dab_labels(sub, dab, batch_pixel_tissue(sub, tissue, threshold))
             else:
                 labels = np.full(len(imgs), fixed_label)
-            writer.append(patch_qc.apply(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
-                                                    np.full(len(imgs), tiling.mpp, np.float32))))
+            batch = patch_qc.apply(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
+                                              np.full(len(imgs), tiling.mpp, np.float32), extra={PAD_FRACTION: pad}))
+            if pending is not None:
+                pending.result()  # keeps row order and surfaces write errors here
+            pending = write_pool.submit(writer.append, batch)
             bar.update(len(imgs))
+        if pending is not None:
+            pending.result()
         bar.close()
         patch_qc.finish(writer)
     write_thumbnail(slide, mask, coords, plan.footprint, out_thumbnail, title=f"{slide_id}: {writer.n} patches",

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, filters, morphology
+from skimage import filters, morphology
+from skimage.filters import rank
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TissueParams:
     threshold: str | int  # "otsu" or a fixed saturation value 0-255
     min_saturation: int  # floor under the Otsu threshold (0-255)
     max_saturation: int  # cap on the Otsu threshold (0-255)
-    max_brightness: int  # brighter pixels (HSV value 0-255) are glass
+    max_brightness: int  # brighter pixels (HSV value 0-255) are glass, unless strongly stained
     min_brightness: int  # darker pixels (slide edges, black ink) are not tissue
     remove_pen: bool  # drop red / green / blue marker ink
     close_um: float  # morphological closing radius
@@ -57,24 +58,61 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     saturated in one channel than eosin (pink), haematoxylin (blue-purple) or DAB (brown).
     """
     r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    red = (r > 2.2 * g) & (r > 1.6 * b) & (r > 60)  # eosin pink keeps r/g < 2; red ink ~3
+    # integer forms of r > 2.2 g and r > 1.6 b, so a whole read batch is tested without float copies;
+    # red ink has blue about as low as green, while eosin, even deep eosin with r/g ~ 3-5, is
+    # magenta (blue well above green)
+    red = (5 * r > 11 * g) & (5 * r > 8 * b) & (r > 60) & (b - g < 45)
     green = (g > r + 15) & (g >= b - 10)  # stains are never green-dominant
     blue = (b > 160) & (r < 90) & (g < 150) & (b - r > 90)
     return red | green | blue
 
 
-def saturation_u8(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HSV saturation and value, scaled to 0-255."""
-    hsv = color.rgb2hsv(rgb)
-    return (hsv[..., 1] * 255).astype(np.uint8), (hsv[..., 2] * 255).astype(np.uint8)
+# A pixel brighter than max_brightness is still tissue at this saturation (0-255): bright eosin
+# (240, 100, 170) has ~150, glass and its JPEG noise stay below ~20.
+BRIGHT_STAIN_SATURATION = 80
+
+
+def _max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel max and min over the channels (elementwise, ~15x faster than a reduction over axis -1)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+
+
+def batch_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV saturation and value scaled to 0-255 (uint8) of any (..., 3) uint8 array.
+
+    Integer arithmetic for ``skimage.color.rgb2hsv``'s S = (max - min) / max and V = max, without
+    its float64 HSV image: a 1024 px thumbnail or a whole read batch is tested at once.
+    """
+    mx, mn = _max_min(np.asarray(rgb, np.uint8))
+    sat = ((mx.astype(np.uint16) - mn) * 255 // np.maximum(mx, 1)).astype(np.uint8)
+    return sat, mx
+
+
+def batch_pixel_tissue(imgs: np.ndarray, params: TissueParams, threshold: float) -> np.ndarray:
+    """Per-pixel tissue test of a batch (N, S, S, 3) with the slide's threshold.
+
+    The median blur of :func:`pixel_tissue` is left out: it denoises the low-resolution mask
+    image, whereas here the mask only selects which of a patch's pixels are counted.
+    """
+    imgs = np.asarray(imgs, np.uint8)
+    mx, mn = _max_min(imgs)
+    # S >= t (S as batch_saturation_value)  <=>  (max - min) * 255 >= ceil(t) * max, in uint16 without a division
+    mask = (mx - mn).astype(np.uint16) * 255 >= mx.astype(np.uint16) * int(np.ceil(threshold))
+    strong = (mx - mn).astype(np.uint16) * 255 >= mx.astype(np.uint16) * BRIGHT_STAIN_SATURATION
+    mask &= ((mx <= params.max_brightness) | strong) & (mx >= params.min_brightness)
+    if params.remove_pen:
+        mask &= ~pen_mask(imgs)
+    return mask
 
 
 def pixel_tissue(rgb: np.ndarray, params: TissueParams, threshold: float | None = None) -> tuple[np.ndarray, float]:
     """Per-pixel tissue test (no morphology). Returns the boolean mask and the threshold used."""
     rgb = to_rgb_uint8(rgb)
-    sat, val = saturation_u8(rgb)
+    sat, val = batch_saturation_value(rgb)
     if params.median_kernel > 1:
-        sat = ndi.median_filter(sat, size=params.median_kernel)
+        # histogram-based rank filter: ~4x faster than ndimage's median on uint8, same result away from the border
+        sat = rank.median(sat, footprint=np.ones((params.median_kernel,) * 2, bool))
     if threshold is None:
         if params.threshold == "otsu":
             # Otsu on a blank slide splits noise in two: the floor keeps glass out. Where strong
@@ -84,7 +122,8 @@ def pixel_tissue(rgb: np.ndarray, params: TissueParams, threshold: float | None 
             threshold = float(np.clip(otsu, params.min_saturation, params.max_saturation))
         else:
             threshold = float(params.threshold)
-    mask = (sat >= threshold) & (val <= params.max_brightness) & (val >= params.min_brightness)
+    not_glass = (val <= params.max_brightness) | (sat >= BRIGHT_STAIN_SATURATION)
+    mask = (sat >= threshold) & not_glass & (val >= params.min_brightness)
     if params.remove_pen:
         mask &= ~pen_mask(rgb)
     return mask, float(threshold)
@@ -95,7 +134,10 @@ def clean_mask(mask: np.ndarray, params: TissueParams, mask_mpp: float) -> np.nd
     px_area = mask_mpp**2
     radius = int(round(params.close_um / mask_mpp))
     if radius > 0:
-        mask = ndi.binary_closing(mask, structure=morphology.disk(radius), border_value=0)
+        # pad with the edge pixels first: closing treats outside as background and would erode
+        # tissue that touches the slide border
+        padded = np.pad(mask, radius, mode="edge")
+        mask = ndi.binary_closing(padded, structure=morphology.disk(radius))[radius:-radius, radius:-radius]
     min_px = int(params.min_area_um2 / px_area)
     if min_px > 1:
         mask = morphology.remove_small_objects(mask, max_size=min_px - 1)

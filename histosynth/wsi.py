@@ -132,10 +132,21 @@ class ReadPlan:
     downsample: float  # level-0 pixels per output pixel (target mpp / slide mpp)
 
 
+# Pyramids store rounded downsamples (2.0005 for 2.0 when a level's size is odd): accept a level up
+# to this relative excess, which changes the pixel size by less than a resize could show.
+LEVEL_TOLERANCE = 0.01
+
+
+def best_level(level_downsamples: Sequence[float], downsample: float, tolerance: float = LEVEL_TOLERANCE) -> int:
+    """Coarsest level whose downsample is at most ``downsample`` (within ``tolerance``); 0 if none."""
+    fits = [i for i, d in enumerate(level_downsamples) if d <= max(downsample, 1.0) * (1 + tolerance)]
+    return max(fits, key=lambda i: level_downsamples[i]) if fits else 0
+
+
 def plan_read(slide: openslide.AbstractSlide, base_mpp: float, target_mpp: float, patch_size: int, stride: int) -> ReadPlan:
     """Choose the level and read size that give ``patch_size`` px at ``target_mpp``."""
     downsample = target_mpp / base_mpp
-    level = slide.get_best_level_for_downsample(max(downsample, 1.0))
+    level = best_level(slide.level_downsamples, downsample)
     level_ds = float(slide.level_downsamples[level])
     read_size = max(1, int(round(patch_size * downsample / level_ds)))
     footprint = max(1, int(round(patch_size * downsample)))
@@ -143,10 +154,22 @@ def plan_read(slide: openslide.AbstractSlide, base_mpp: float, target_mpp: float
     return ReadPlan(level, level_ds, read_size, footprint, step, downsample)
 
 
-def grid_coords(width: int, height: int, footprint: int, step: int) -> np.ndarray:
-    """Top-left level-0 coordinates of every patch that fits inside the slide (row-major)."""
-    xs = np.arange(0, width - footprint + 1, step, dtype=np.int64)
-    ys = np.arange(0, height - footprint + 1, step, dtype=np.int64)
+def grid_coords(width: int, height: int, footprint: int, step: int, pad: bool = False) -> np.ndarray:
+    """Top-left level-0 coordinates of every patch that fits inside the slide (row-major).
+
+    With ``pad``, one more column and row of patches reaching past the right and bottom edges
+    where the grid would otherwise leave a strip of the slide untiled.
+    """
+
+    def starts(extent):
+        s = np.arange(0, max(extent - footprint, -1) + 1, step, dtype=np.int64)
+        if pad:
+            nxt = s[-1] + step if s.size else 0
+            if (s[-1] + footprint if s.size else 0) < extent and nxt < extent:
+                s = np.append(s, nxt)
+        return s
+
+    xs, ys = starts(width), starts(height)
     if xs.size == 0 or ys.size == 0:
         return np.zeros((0, 2), np.int64)
     gx, gy = np.meshgrid(xs, ys)
@@ -154,7 +177,10 @@ def grid_coords(width: int, height: int, footprint: int, step: int) -> np.ndarra
 
 
 def mask_fraction(mask: np.ndarray, mask_downsample: float, coords: np.ndarray, footprint: int) -> np.ndarray:
-    """Fraction of tissue-mask pixels under each patch footprint (summed-area table, vectorised)."""
+    """Fraction of each patch footprint that is tissue (summed-area table, vectorised).
+
+    The denominator is the whole footprint, also where it reaches past the slide (padding).
+    """
     if len(coords) == 0:
         return np.zeros(0)
     sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
@@ -171,7 +197,8 @@ def mask_fraction(mask: np.ndarray, mask_downsample: float, coords: np.ndarray, 
     x1 = np.maximum(x1, x0 + 1).clip(max=w)
     y1 = np.maximum(y1, y0 + 1).clip(max=h)
     total = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
-    area = np.maximum((x1 - x0) * (y1 - y0), 1)
+    full = max(1, int(np.ceil(footprint / mask_downsample)))
+    area = np.maximum(np.maximum((x1 - x0) * (y1 - y0), full * full), 1)
     return total / area
 
 

@@ -42,7 +42,8 @@ rule tile_slide:
         # with a new class does not re-tile the others
         label=slide_value("label"),
         qc=qc_settings(),
-    threads: 4
+    # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,

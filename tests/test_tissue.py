@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histosynth.tissue import TissueParams, pen_mask, pixel_tissue, slide_tissue_mask, tissue_fraction
+from histosynth.tissue import (
+    TissueParams,
+    batch_pixel_tissue,
+    batch_saturation_value,
+    pen_mask,
+    pixel_tissue,
+    slide_tissue_mask,
+    tissue_fraction,
+)
 
 
 @pytest.fixture()
@@ -72,3 +80,38 @@ def test_real_tissue_tiles_are_accepted_and_no_tissue_rejected(shared_data, para
     verdict = {t.name: tissue_fraction(np.asarray(Image.open(t)), params) >= threshold for t in tiles}
     assert all(v for n, v in verdict.items() if n.startswith("tissue")), verdict
     assert not any(v for n, v in verdict.items() if not n.startswith("tissue")), verdict
+
+
+@pytest.mark.parametrize("eosin", [(230, 70, 130), (200, 40, 110), (240, 100, 170), (170, 30, 100), (210, 60, 140)])
+def test_deep_eosin_is_never_pen(params, eosin):
+    img = np.zeros((8, 8, 3), np.uint8) + np.array(eosin, np.uint8)
+    assert not pen_mask(img).any(), eosin
+    assert tissue_fraction(img, params) == 1.0, eosin
+
+
+def test_closing_does_not_erode_tissue_at_the_slide_border(params):
+    img = glass()
+    img[120:, 40:160] = (190, 110, 170)  # a tissue piece cut by the bottom edge
+    mask, _ = slide_tissue_mask(img, params, mask_mpp=8.0)
+    assert mask[120:, 45:155].all()  # including the rows touching the border
+
+
+def test_batch_tissue_test_matches_the_per_patch_one(params):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    imgs[:, :8] = (200, 30, 40)  # some pen
+    no_median = TissueParams.from_config({**params.__dict__, "median_kernel": 1})
+    for thr in (10, 20.4, 60):
+        batch = batch_pixel_tissue(imgs, params, thr)
+        one = np.stack([pixel_tissue(im, no_median, thr)[0] for im in imgs])
+        assert np.array_equal(batch, one), thr
+
+
+def test_integer_saturation_matches_skimage_hsv():
+    from skimage.color import rgb2hsv
+
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    sat, val = batch_saturation_value(rgb)
+    hsv = rgb2hsv(rgb)
+    assert np.abs(sat.astype(int) - (hsv[..., 1] * 255).astype(int)).max() <= 1
+    assert np.array_equal(val, (hsv[..., 2] * 255).round().astype(np.uint8))

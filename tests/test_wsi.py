@@ -7,7 +7,7 @@ import pytest
 from histosynth.errors import InputError
 from histosynth.patchfile import PatchFile, check_patch_file
 from histosynth.tiling import TilingParams, tile_slide
-from histosynth.wsi import PatchReader, grid_coords, mask_fraction, open_slide, plan_read, slide_mpp
+from histosynth.wsi import PatchReader, best_level, grid_coords, mask_fraction, open_slide, plan_read, slide_mpp
 
 
 def test_demo_slide_is_a_real_pyramid(demo_slide):
@@ -131,3 +131,24 @@ def test_a_failure_mid_slide_leaves_no_file(demo_slide, tmp_path, cfg, monkeypat
     with pytest.raises(RuntimeError):
         tile_slide(demo_slide, "c", "c", out, tmp_path / "c.png", TilingParams.from_config(cfg["tiling"]), progress=False)
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_level_choice_tolerates_rounded_downsamples():
+    ds = (1.0, 2.0005, 4.0011, 8.003)
+    assert best_level(ds, 2.0) == 1  # 2.0005 is the 2x level; without tolerance level 0 (4x the pixels)
+    assert best_level(ds, 4.0) == 2 and best_level(ds, 3.9) == 1
+    assert best_level(ds, 1.9) == 0 and best_level(ds, 0.5) == 0
+    assert best_level((1.0, 2.1), 2.0) == 0  # 5 % too coarse is not a rounding error
+
+
+def test_padded_grid_reaches_the_right_and_bottom_edges():
+    plain = grid_coords(100, 50, footprint=30, step=30)
+    padded = grid_coords(100, 50, footprint=30, step=30, pad=True)
+    assert sorted(set(plain[:, 0])) == [0, 30, 60] and sorted(set(plain[:, 1])) == [0]
+    assert sorted(set(padded[:, 0])) == [0, 30, 60, 90] and sorted(set(padded[:, 1])) == [0, 30]
+    assert len(grid_coords(90, 60, 30, 30, pad=True)) == len(grid_coords(90, 60, 30, 30))  # nothing left over
+    assert grid_coords(20, 20, 30, 30, pad=True).tolist() == [[0, 0]]  # a slide smaller than one patch
+    # the tissue fraction of a padded patch is over its whole footprint
+    mask = np.ones((5, 10), bool)
+    frac = mask_fraction(mask, 10.0, np.array([[0, 0], [90, 0]]), 20)
+    assert frac.tolist() == [1.0, 0.5]

@@ -1,0 +1,134 @@
+"""Peak memory of ``embed_patches`` against the number of patches (it must stay flat in N).
+
+Each row is a fresh process running the real ``embed_patches`` (``load_embedder`` from a saved
+folder, the DataLoader, the HDF5 writer) on N random patches with a ViT-B-sized transformers
+``ViTModel`` built offline with random weights (hidden 768, 224 px, patch 16 by default; 8 gives
+the 785 tokens of DINO ViT-B/8). Peak memory is the sum of the RSS of the process and its
+DataLoader workers, sampled every 50 ms (what a SLURM cgroup counts), reported as a ratio against
+the smallest N measured in the same run.
+
+The number of transformer layers does not change what is kept per patch (a 768-wide hidden state
+of every token) but dominates the time, so the N sweep runs with ``--layers 0`` (patch embedding
+and final norm only) to stay short; ``--layers 12 --sizes 256`` gives the full ViT-B's flat peak,
+which is what the rule's ``mem_mb`` is set from.
+
+    .venv/bin/python bench/bench_memory.py [--sizes 2000 20000] [--layers 0] [--workers 2] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def make_embedder(folder: Path, layers: int, patch: int) -> None:
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    from histosynth.models.embedder import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    model = ViTModel(ViTConfig(num_hidden_layers=layers, image_size=224, patch_size=patch))
+    model.save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(folder)
+    (folder / "histosynth_source.json").write_text(json.dumps({"backbone": f"random ViT-B/{patch}, {layers} layers"}))
+
+
+def make_patches(path: Path, n: int, size: int = 32) -> None:
+    """Small stored patches (the processor resizes them to 224): cheap to write, same tensors downstream."""
+    from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
+
+    rng = np.random.default_rng(0)
+    with PatchWriter(path, PatchFileSpec(size, ["a"], {}), compression_level=1) as w:
+        for start in range(0, n, 4096):
+            m = min(4096, n - start)
+            w.append(PatchBatch(rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8), np.zeros((m, 2)), np.zeros(m),
+                                ["s"] * m, ["c"] * m, np.ones(m)))
+
+
+def child(patches: str, embedder: str, out: str, batch_size: int, workers: int) -> None:
+    from histosynth.embed import embed_patches
+
+    embed_patches(patches, embedder, out, "cls", batch_size, workers, device="cpu", progress=False)
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd``; return (peak RSS of it and its children in MiB, seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            try:
+                procs = [ps, *ps.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    rc = proc.wait()
+    done.set()
+    t.join()
+    if rc:
+        raise SystemExit(f"benchmark child failed ({rc}): {' '.join(cmd)}")
+    return peak / 2**20, time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--layers", type=int, default=0)
+    ap.add_argument("--patch", type=int, default=16, help="ViT patch size (16: 197 tokens, 8: 785 tokens at 224 px)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--json", default="results/bench/memory.json")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return child(*a.child, a.batch_size, a.workers)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        make_embedder(d / "emb", a.layers, a.patch)
+        for n in a.sizes:
+            make_patches(d / f"p{n}.h5", n)
+            cmd = [sys.executable, __file__, "--child", str(d / f"p{n}.h5"), str(d / "emb"), str(d / f"e{n}.h5"),
+                   "--batch-size", str(a.batch_size), "--workers", str(a.workers)]
+            mib, sec = peak_rss_of(cmd)
+            rows.append({"patches": n, "peak_rss_mib": mib, "seconds": sec})
+            print(f"N={n}: peak {mib:.0f} MiB in {sec:.0f} s", flush=True)
+    base = rows[0]
+    tokens = (224 // a.patch) ** 2 + 1
+    print(f"\nViT-B/{a.patch} random weights, {a.layers} layers, 224 px ({tokens} tokens x 768), batch {a.batch_size}, "
+          f"{a.workers} DataLoader workers, {os.cpu_count()} CPUs")
+    print(f"{'patches':>8s} {'peak RSS MiB':>13s} {'vs first':>9s} {'KiB/patch growth':>17s} {'s':>6s}")
+    for r in rows:
+        growth = (r["peak_rss_mib"] - base["peak_rss_mib"]) * 1024 / max(r["patches"] - base["patches"], 1)
+        r["ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
+        r["kib_per_patch_growth"] = growth if r is not base else 0.0
+        print(f"{r['patches']:8d} {r['peak_rss_mib']:13.0f} {r['ratio']:8.2f}x {r['kib_per_patch_growth']:17.1f} {r['seconds']:6.0f}")
+    print(f"(the hidden state alone is {tokens * 768 * 4 / 1024:.0f} KiB per patch: what the old code kept)")
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps({"layers": a.layers, "patch": a.patch, "workers": a.workers, "batch_size": a.batch_size,
+                                        "cpus": os.cpu_count(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

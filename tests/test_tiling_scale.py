@@ -1,0 +1,111 @@
+"""Tiling at scale: keep rules, edge padding, batch labels, and model-free imports."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.color import rgb2hed
+
+from histosynth.demo import write_pyramidal_tiff
+from histosynth.labels import DabParams, batch_dab_density, dab_labels, dab_positive_fraction
+from histosynth.patchfile import PAD_FRACTION, PatchFile, check_patch_file
+from histosynth.tiling import TilingParams, four_point_hits, keep_patches, pad_outside, tile_slide
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dab_density_lookup_equals_rgb2hed():
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    expected = np.stack([rgb2hed(im)[..., 2] for im in rgb])
+    np.testing.assert_allclose(batch_dab_density(rgb), expected, atol=1e-5)
+
+
+def test_batch_dab_labels_equal_per_patch_fractions():
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(60, 256, (6, 24, 24, 3), dtype=np.uint8)
+    masks = rng.random((6, 24, 24)) < 0.7
+    masks[0] = False  # no tissue: negative
+    p = DabParams(0.03, 0.3)
+    expected = [int(dab_positive_fraction(im, p.dab_threshold, m) >= p.min_positive_fraction) for im, m in zip(imgs, masks)]
+    assert dab_labels(imgs, p, masks).tolist() == expected
+    assert dab_labels(imgs, p, masks)[0] == 0
+
+
+def test_keep_rules_on_a_mask():
+    mask = np.zeros((10, 10), bool)  # downsample 10: a mask pixel is 10x10 level-0 px
+    mask[:, :3] = True  # tissue at level-0 x < 30
+    coords = np.array([[0, 0], [20, 0], [40, 0]])  # footprint 40: inner points at x = 10 and 30
+    assert four_point_hits(mask, 10.0, coords, 40).tolist() == [True, False, False]
+    assert keep_patches(mask, 10.0, coords, 40, "fraction", 0.5).tolist() == [True, False, False]
+    assert keep_patches(mask, 10.0, coords, 40, "fraction", 0.2).tolist() == [True, True, False]
+    assert keep_patches(mask, 10.0, coords, 40, "four_points", 0.9).tolist() == [True, False, False]
+    assert keep_patches(mask, 10.0, coords, 40, "both", 0.9).tolist() == [False, False, False]
+    with pytest.raises(ValueError, match="keep_rule"):
+        TilingParams.from_config({**_cfg_tiling(), "keep_rule": "any"})
+
+
+def _cfg_tiling():
+    from histosynth.config import default_config
+
+    return default_config(tiling={"patch_size": 64, "mpp": 1.0, "tissue": {"max_saturation": 12}})["tiling"]
+
+
+def test_pad_outside_paints_past_the_edge_and_reports_the_share():
+    imgs = np.zeros((3, 8, 8, 3), np.uint8)
+    coords = np.array([[0, 0], [12, 0], [12, 12]])  # slide 16x16, footprint 16 at downsample 2 -> 8 px patches
+    frac = pad_outside(imgs, coords, (16, 16), 2.0, 16, np.array([240, 241, 242], np.uint8))
+    assert frac.tolist() == [0.0, 0.75, 0.9375]
+    assert (imgs[0] == 0).all()
+    assert (imgs[1, :, 2:] == [240, 241, 242]).all() and (imgs[1, :, :2] == 0).all()
+    assert (imgs[2, 2:, :] == [240, 241, 242]).all() and (imgs[2, :2, :2] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def edge_slide(tmp_path_factory):
+    """Tissue running off the right and bottom edges of a slide whose size is no multiple of the grid."""
+    rng = np.random.default_rng(0)
+    img = np.clip(242 + rng.normal(0, 1.5, (1000, 1100, 3)), 0, 255).astype(np.uint8)
+    img[500:, 600:] = (190, 110, 170)
+    path = tmp_path_factory.mktemp("edge") / "edge.tiff"
+    write_pyramidal_tiff(path, img, mpp=0.5)
+    return path
+
+
+def test_padding_tiles_the_edge_strips_and_records_them(edge_slide, tmp_path):
+    cfg = _cfg_tiling()
+    counts = {}
+    for pad in (False, True):
+        out = tmp_path / f"{pad}.h5"
+        res = tile_slide(edge_slide, "e", "c", out, tmp_path / "t.png", TilingParams.from_config({**cfg, "pad_edges": pad}),
+                         progress=False)
+        counts[pad] = check_patch_file(out)
+        with PatchFile(out) as pf:
+            pad_frac = pf.column(PAD_FRACTION)
+            assert len(pad_frac) == len(pf)
+            edge = (pf.coords[:, 0] + 128 > 1100) | (pf.coords[:, 1] + 128 > 1000)
+            assert (pad_frac[~edge] == 0).all()
+            if pad:
+                assert edge.any() and (pad_frac[edge] > 0).all()
+                glass = np.asarray(pf.attrs["background_rgb"])
+                assert (np.abs(glass.astype(int) - 242) <= 3).all()
+                i = int(np.flatnonzero(pf.coords[:, 0] + 128 > 1100)[0])
+                img = pf.read([i])[0]
+                assert (img[:, -5:] == glass).all()  # the part beyond the slide is glass-coloured
+            else:
+                assert not edge.any()
+        assert res.n_patches == counts[pad]
+    assert counts[True] > counts[False]
+
+
+@pytest.mark.parametrize("script", ["tile_slide", "split_patches", "import_patches", "make_demo_slide", "cluster_morphology"])
+def test_model_free_rules_never_import_torch(script):
+    """A model-free job must not pay torch's start-up: importing its script's modules leaves torch out."""
+    src = (REPO / "workflow_scripts" / f"{script}.py").read_text()
+    imports = [line for line in src.splitlines() if line.startswith(("from histosynth", "import histosynth"))]
+    assert imports, script
+    code = "import sys\n" + "\n".join(imports) + "\nprint(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"{script} imports {r.stdout.strip()}"
