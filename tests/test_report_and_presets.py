@@ -55,4 +55,4 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
         r.write_text("bcr_patient_barcode,text\nTCGA-00-0001,carcinoma\n")
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "train_lora" in res.stdout and "report" in res.stdout
+    assert "train_diffusion" in res.stdout and "report" in res.stdout

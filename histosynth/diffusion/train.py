@@ -20,6 +20,7 @@ path of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -302,17 +303,22 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
 
     ``stop_after_step`` ends the run after the checkpoint of that step, as a killed job would (tests).
     """
+    check_train_settings(cfg)
+    with LatentCache(latents_h5) as cache:
+        if cache.n == 0:
+            raise InputError(f"{latents_h5}: no training latents")
+        return _train(cache, Path(base_dir), out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg, progress,
+                      stop_after_step)
+
+
+def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg: dict,
+           progress: bool, stop_after_step: int | None) -> dict:
     import torch
     from tqdm import tqdm
 
-    check_train_settings(cfg)
     device = pick_device(cfg["device"])
     acc = make_accelerator(cfg, device)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
-    base = Path(base_dir)
-    cache = LatentCache(latents_h5)
-    if cache.n == 0:
-        raise InputError(f"{latents_h5}: no training latents")
 
     # models: LoRA adapters or the whole UNet trainable; the optimizer and LR schedule over those parameters
     m = load_models(base)
@@ -375,7 +381,7 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
         bar.set_postfix(loss=f"{step_loss:.4f}")
         # a validation grid and a resumable checkpoint every so many steps
         if step % cfg["validation_every"] == 0 or step == cfg["max_steps"]:
-            validation_grid(acc, m, cache, cfg, base, Path(validation_dir) / f"step-{step:07d}.png")
+            validation_grid(acc, m, cache, cfg, base, weight_dtype, Path(validation_dir) / f"step-{step:07d}.png")
         if step % cfg["checkpoint_every"] == 0 and step < cfg["max_steps"]:
             save_checkpoint(acc, folder, step, losses, meta, cfg["checkpoints_keep"])
             if stop_after_step is not None and step >= stop_after_step:
@@ -403,11 +409,10 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
         summary["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     log.info("%s: %d steps (%d resumed) in %.1f s = %.2f steps/s on %s; loss %.4f -> %.4f", cfg["method"], cfg["max_steps"], start,
              seconds, summary["steps_per_s"], device, summary["first_loss"], summary["last_loss"])
-    cache.close()
     return summary
 
 
-def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base: Path, out_png: Path) -> None:
+def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base: Path, weight_dtype, out_png: Path) -> None:
     """A few images per class from each class's most frequent prompt (with the EMA weights when kept)."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -423,7 +428,8 @@ def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base
     k, rows = cfg["validation_images_per_class"], []
     for name, prompt in validation_prompts(cache):
         gens = [torch.Generator().manual_seed(cfg["seed"] + j) for j in range(k)]
-        with torch.autocast(acc.device.type, enabled=acc.mixed_precision != "no"):
+        # under mixed precision, autocast to the dtype of the frozen weights
+        with torch.autocast(acc.device.type, dtype=weight_dtype) if acc.mixed_precision != "no" else contextlib.nullcontext():
             out = pipe([prompt] * k, num_inference_steps=VALIDATION_STEPS, guidance_scale=VALIDATION_GUIDANCE, generator=gens,
                        height=cache.resolution, width=cache.resolution, output_type="np").images
         rows.append((f"{name}: {prompt}"[:34], (out * 255).round().astype(np.uint8)))

@@ -110,15 +110,13 @@ def load_trained_pipeline(base_dir, folder=None):
         trained_on, here = json.loads(meta.read_text())["base_model"], base_fingerprint(base)
         if trained_on != here:
             raise InputError(f"{folder} was trained on base model {trained_on}, not on {base} ({here}); retrain it")
+    if method == "lora" and not (folder / LORA_FILE).is_file():
+        raise InputError(f"LoRA folder {folder} has no {LORA_FILE}")
     try:
         if method == "full":
             return StableDiffusionPipeline.from_pretrained(base, unet=UNet2DConditionModel.from_pretrained(folder), **kwargs)
-        if not (folder / LORA_FILE).is_file():
-            raise InputError(f"LoRA folder {folder} has no {LORA_FILE}")
         pipe = StableDiffusionPipeline.from_pretrained(base, **kwargs)
         pipe.load_lora_weights(folder)
         return pipe
     except (ValueError, RuntimeError, KeyError, OSError) as e:
-        if isinstance(e, InputError):
-            raise
         raise InputError(f"trained {method} model {folder} does not fit base model {base}: {e}") from e
