@@ -137,7 +137,7 @@ def build_report(config: dict, results: Path, out_html, title: str = "histosynth
 
     parts.append("<h2>Training</h2><div class='grid'>")
     for exp in experiments:
-        parts.append(_img(results / "models" / exp / "loss.png", f"{exp}: LoRA loss"))
+        parts.append(_img(results / "models" / exp / "loss.png", f"{exp}: training loss"))
         vals = sorted((results / "models" / exp / "validation").glob("step-*.png"))
         if vals:
             parts.append(_img(vals[-1], f"{exp}: validation samples at {vals[-1].stem}"))
@@ -170,10 +170,11 @@ def build_report(config: dict, results: Path, out_html, title: str = "histosynth
     for exp, e in experiments.items():
         tr = {**config["train"], **(e.get("train") or {})}
         sa = {**config["sample"], **(e.get("sample") or {})}
-        srows.append([escape(exp), escape(e["prompts"]), _fmt(tr["resolution"] or config["tiling"]["patch_size"]), _fmt(tr["rank"]),
+        srows.append([escape(exp), escape(e["prompts"]), _fmt(tr["resolution"] or config["tiling"]["patch_size"]),
+                      escape(f"LoRA rank {tr['rank']}" if tr["method"] == "lora" else "full UNet"),
                       _fmt(tr["max_steps"]), _fmt(tr["learning_rate"], 6), escape(tr["lr_scheduler"]), escape(sa["scheduler"]),
                       _fmt(sa["steps"]), _fmt(sa["guidance_scale"], 1)])
-    parts.append(_table(["experiment", "prompts", "px", "LoRA rank", "steps", "lr", "lr schedule", "sampler", "sampling steps", "CFG"], srows))
+    parts.append(_table(["experiment", "prompts", "px", "trained", "steps", "lr", "lr schedule", "sampler", "sampling steps", "CFG"], srows))
     parts.append("<details><summary>full configuration</summary><pre>" + escape(json.dumps(config, indent=1, default=str)) + "</pre></details>")
 
     html = f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>" \
