@@ -2,8 +2,8 @@
 
 Same tiny model, same patches, same step count, measured in one run and printed as ratios:
 - "no cache": each step reads patch pixels, runs the VAE encoder and the text encoder, then the
-  same UNet forward/backward as train_lora (what a trainer without a cache does);
-- "latent cache": train_lora itself, reading cached posteriors and prompt embeddings.
+  same UNet forward/backward as LoRA training (what a trainer without a cache does);
+- "latent cache": fine_tune (train.method lora) itself, reading cached posteriors and prompt embeddings.
 Sampling: images/s of the same prompts and seeds with each scheduler, relative to DDIM.
 
     .venv/bin/python bench/bench_diffusion.py [--steps 40] [--size 64] [--base tiny|PATH] [--device auto]
@@ -28,7 +28,7 @@ from histosynth.demo import make_demo_slide  # noqa: E402
 from histosynth.device import pick_device  # noqa: E402
 from histosynth.diffusion.latents import cache_latents, to_model_input  # noqa: E402
 from histosynth.diffusion.sample import generate, load_pipeline  # noqa: E402
-from histosynth.diffusion.train import train_lora  # noqa: E402
+from histosynth.diffusion.train import fine_tune  # noqa: E402
 from histosynth.models.base_model import prepare_base_model  # noqa: E402
 from histosynth.models.clip_tokenizer import load_tokenizer  # noqa: E402
 from histosynth.patchfile import PatchFile  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv=None):
         cache_latents(d / "p.h5", d / "prompts.tsv", base, d / "lat.h5", a.size, True, device=device, progress=False)
         cache_s = time.perf_counter() - t0
         rate_nocache = no_cache_steps(d / "p.h5", d / "prompts.tsv", base, cfg["train"], a.size, a.steps, device)
-        s = train_lora(d / "lat.h5", base, d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", cfg["train"], progress=False)
+        s = fine_tune(d / "lat.h5", base, d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", cfg["train"], progress=False)
         rates = {}
         pipe = None
         for name in ("ddim", "dpmsolver++", "euler", "unipc"):
@@ -116,7 +116,7 @@ def main(argv=None):
     print(f"device {device}; base {a.base}; {a.size} px; batch 8; {n_patches} patches; caching them once took {cache_s:.1f} s")
     print(f"{'LoRA training':40s} {'steps/s':>9s} {'ratio':>7s}")
     print(f"{'no cache (VAE + text encoder each step)':40s} {rate_nocache:9.2f} {1.0:6.2f}x")
-    print(f"{'latent cache (train_lora)':40s} {s['steps_per_s']:9.2f} {s['steps_per_s'] / rate_nocache:6.2f}x")
+    print(f"{'latent cache (train_diffusion)':40s} {s['steps_per_s']:9.2f} {s['steps_per_s'] / rate_nocache:6.2f}x")
     print(f"{'sampling, ' + str(a.sample_steps) + ' steps, CFG 7.5':40s} {'images/s':>9s} {'vs DDIM':>7s}")
     for name, r in rates.items():
         print(f"{name:40s} {r:9.2f} {r / rates['ddim']:6.2f}x")

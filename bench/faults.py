@@ -216,7 +216,7 @@ def _(tmp):
         experiments={"e": {"prompts": "label"}},
     )
     write_workflow(tmp, rows=(), **run_cfg)
-    target = "results/models/e/lora"
+    target = "results/models/e/trained"
     rc, out = snakemake(tmp, target)
     if rc:
         return False, "first run failed: " + relevant(out)
@@ -225,7 +225,7 @@ def _(tmp):
     rc, out = snakemake(tmp, target)
     if rc:
         return False, "rerun failed: " + relevant(out)
-    log = (tmp / "results/logs/train_lora/e.log").read_text()
+    log = (tmp / "results/logs/train_diffusion/e.log").read_text()
     resumed = re.search(r"resuming from checkpoint.*", log)
     return resumed is None, one_line(resumed.group(0) if resumed else "rerun trained from step 0")
 

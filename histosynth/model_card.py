@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_path
+from .diffusion.trained import META_FILE
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 # the tags diffusers' train_text_to_image_lora.py gives its cards, plus ours
-TAGS = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "diffusers-training", "lora",
+TAGS = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "diffusers-training",
         "histopathology", "synthetic-data", "histosynth"]
 METRIC_FILES = ("fd", "kid", "prdc", "agreement", "downstream")
 MAX_PROMPT_ROWS = 15
@@ -38,19 +39,26 @@ TEMPLATE = """---
 <!-- Written by histosynth (rule model_card) from the files of experiment {{ experiment }}; numbers are copied from
 results/eval/{{ experiment }}/*.json. -->
 
-# {{ experiment }}: LoRA for {{ base_model }}
+# {{ experiment }}: {{ "LoRA for" if method == "lora" else "fine-tuned UNet of" }} {{ base_model }}
 
-LoRA weights (`lora/`) for {{ base_model }}: fine-tuned on {{ n_patches }} real histopathology patches, with
+{{ "LoRA weights" if method == "lora" else "A fully fine-tuned UNet" }} (`trained/`) for {{ base_model }}: trained on {{ n_patches }} real histopathology patches, with
 prompts from the **{{ strategy }}** strategy. The images it generates are synthetic. They are meant for research on
 data augmentation and on generative models, not for diagnosis.
 
 ## How to use
 
 ```python
+{% if method == "lora" -%}
 from diffusers import StableDiffusionPipeline
 
 pipe = StableDiffusionPipeline.from_pretrained("{{ base_dir }}")  # the base model, as the workflow prepared it
-pipe.load_lora_weights("{{ lora_dir }}")
+pipe.load_lora_weights("{{ model_dir }}")
+{%- else -%}
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+unet = UNet2DConditionModel.from_pretrained("{{ model_dir }}")
+pipe = StableDiffusionPipeline.from_pretrained("{{ base_dir }}", unet=unet)  # the base model, as the workflow prepared it
+{%- endif %}
 image = pipe({{ example_prompt | tojson }}, num_inference_steps={{ sample.steps }}, guidance_scale={{ sample.guidance_scale }}).images[0]
 ```
 
@@ -180,7 +188,7 @@ def write_model_card(
     out_card: str | os.PathLike,
     *,
     experiment: str,
-    lora_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
     base_dir: str | os.PathLike,
     train_summary: str | os.PathLike,
     prompt_frequencies: str | os.PathLike,
@@ -204,9 +212,10 @@ def write_model_card(
     docs = {m: _load_json(metrics[m]) for m in METRIC_FILES}
     summary = _load_json(train_summary)
     freq = _freq(prompt_frequencies)
-    meta_file = Path(lora_dir) / "histosynth_lora.json"
-    lora_meta = _load_json(meta_file) if meta_file.is_file() else {}
-    source = (lora_meta.get("base_model") or {}).get("source") or base_model
+    meta_file = Path(model_dir) / META_FILE
+    model_meta = _load_json(meta_file) if meta_file.is_file() else {}
+    method = model_meta.get("method") or train.get("method", "lora")
+    source = (model_meta.get("base_model") or {}).get("source") or base_model
     # Hub metadata names a base model only when it is a Hub id, not "tiny" or a local folder
     hub_base = source if source.count("/") == 1 and not Path(source).exists() else None
 
@@ -216,7 +225,7 @@ def write_model_card(
             shutil.copyfile(src, tmp)
         card_grids[name] = Path(dst).name
     example = freq["prompt"].iloc[0] if len(freq) else ""
-    train_rows = {**train, "lora_rank": lora_meta.get("rank", train.get("rank")), "lora_alpha": lora_meta.get("alpha")}
+    train_rows = dict(train)
     card_data = ModelCardData(
         base_model=hub_base, library_name="diffusers", pipeline_tag="text-to-image", model_name=f"histosynth-{experiment}",
         # the Hub's gallery widget, as diffusers' LoRA script writes it for its validation images
@@ -224,13 +233,13 @@ def write_model_card(
     )
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, experiment=experiment, base_model=f"`{source}`", base_dir=str(base_dir),
-        lora_dir=str(lora_dir), n_patches=int(freq["count"].sum()), strategy=strategy, example_prompt=example,
+        method=method, model_dir=str(model_dir), n_patches=int(freq["count"].sum()), strategy=strategy, example_prompt=example,
         sample=sample, grids=card_grids, metrics=metrics_markdown(docs), data=data_markdown(freq, data),
         prompts=prompts_markdown(freq, strategy, prompt_settings),
         train=_settings_table(train_rows) + "\n\nRun: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()),
         sample_table=_settings_table(sample),
     )
-    card = populate_model_card(card, tags=TAGS)
+    card = populate_model_card(card, tags=TAGS + (["lora"] if method == "lora" else []))
     with atomic_path(out_card) as tmp:
         card.save(tmp)
     log.info("model card of %s: %s (%d prompts, grids %s)", experiment, out_card, len(freq), sorted(card_grids))

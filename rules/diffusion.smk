@@ -1,4 +1,9 @@
-# Diffusion: latent cache, LoRA fine-tuning, sampling and the classifier filter, per experiment.
+# Diffusion: latent cache, fine-tuning (LoRA or full UNet), sampling and the classifier filter, per experiment.
+from histosynth.diffusion.train import check_train_settings
+
+# method/option mismatches (e.g. train.rank with method full) stop here, before any job starts
+for _experiment in EXPERIMENTS:
+    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment)
 
 
 rule cache_latents:
@@ -26,12 +31,12 @@ rule cache_latents:
         "../workflow_scripts/cache_latents.py"
 
 
-rule train_lora:
+rule train_diffusion:
     input:
         latents="results/latents/{experiment}.h5",
         base="results/models/base",
     output:
-        lora=directory("results/models/{experiment}/lora"),
+        model=directory("results/models/{experiment}/trained"),
         loss="results/models/{experiment}/loss.tsv",
         curve=report(
             "results/models/{experiment}/loss.png",
@@ -43,13 +48,14 @@ rule train_lora:
         validation=directory("results/models/{experiment}/validation"),
         summary="results/models/{experiment}/train_summary.json",
     log:
-        "results/logs/train_lora/{experiment}.log",
+        "results/logs/train_diffusion/{experiment}.log",
     benchmark:
-        "results/benchmarks/train_lora/{experiment}.tsv"
+        "results/benchmarks/train_diffusion/{experiment}.tsv"
     params:
         train=train_settings,
-        # checkpoints survive a failed job, and are keyed by the settings so a changed config never resumes a stale run
-        checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}/{settings_hash(train_settings(wc), config['base_model'])}",
+        # checkpoints survive a failed job; training keys them below this folder by its settings and the
+        # latent cache's data fingerprint, so changed settings, data or prompts never resume a stale run
+        checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
     threads: 4
     resources:
         mem_mb=32000,
@@ -58,12 +64,12 @@ rule train_lora:
     conda:
         "../envs/diffusion.yaml"
     script:
-        "../workflow_scripts/train_lora.py"
+        "../workflow_scripts/train_diffusion.py"
 
 
 rule sample:
     input:
-        lora="results/models/{experiment}/lora",
+        model="results/models/{experiment}/trained",
         base="results/models/base",
         prompts="results/prompts/{experiment}.tsv",
         patches="results/patches/train.h5",
@@ -99,7 +105,7 @@ rule filter_synthetic:
     input:
         raw="results/synthetic/{experiment}/raw.h5",
         classifier="results/classifier/model",
-        lora="results/models/{experiment}/lora",
+        model="results/models/{experiment}/trained",
         base="results/models/base",
         patches="results/patches/train.h5",
     output:

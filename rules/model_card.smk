@@ -5,8 +5,8 @@
 
 rule model_card:
     input:
-        lora=rules.train_lora.output.lora,
-        train_summary=rules.train_lora.output.summary,
+        model=rules.train_diffusion.output.model,
+        train_summary=rules.train_diffusion.output.summary,
         base=rules.prepare_base_model.output.model,
         prompt_frequencies=rules.build_prompts.output.frequencies,
         raw_grid=rules.sample.output.grid,

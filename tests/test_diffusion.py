@@ -1,4 +1,5 @@
-"""LoRA fine-tuning, sampling, the classifier and the filter loop on tiny models (CPU)."""
+"""LoRA fine-tuning, sampling, the classifier and the filter loop on tiny models (CPU); see test_train.py for
+full fine-tuning, checkpoint keys and schedules."""
 
 import json
 
@@ -13,7 +14,8 @@ from histosynth.config import default_config
 from histosynth.diffusion.filtering import filter_synthetic
 from histosynth.diffusion.latents import cache_latents
 from histosynth.diffusion.sample import generate, load_pipeline, sample
-from histosynth.diffusion.train import LORA_FILE, _checkpoints, fixed_batch_loss, train_lora
+from histosynth.diffusion.train import fine_tune, fixed_batch_loss, list_checkpoints
+from histosynth.diffusion.trained import LORA_FILE, META_FILE
 from histosynth.errors import InputError
 from histosynth.models.base_model import prepare_base_model
 from histosynth.models.clip_tokenizer import load_tokenizer
@@ -45,15 +47,22 @@ def train_cfg(**kw):
                                  "validation_every": 30, "validation_images_per_class": 2, **kw})["train"]
 
 
-def run_training(setup, name, cfg, **kw):
+def run_training(setup, name, cfg, latents=None, **kw):
     d = setup["dir"] / name
-    return train_lora(setup["latents"], setup["base"], d / "lora", d / "loss.tsv", d / "loss.png", d / "val", d / "ckpt", cfg,
-                      progress=False, **kw), d
+    return fine_tune(latents or setup["latents"], setup["base"], d / "model", d / "loss.tsv", d / "loss.png", d / "val", d / "ckpt",
+                     cfg, progress=False, **kw), d
+
+
+def checkpoint_steps(d):
+    """Steps of the checkpoints under a run's checkpoint root (one keyed folder)."""
+    folders = [f for f in (d / "ckpt").iterdir() if f.is_dir()]
+    assert len(folders) == 1, folders
+    return [s for s, _ in list_checkpoints(folders[0])]
 
 
 @pytest.fixture(scope="module")
 def trained(setup):
-    summary, d = run_training(setup, "full", train_cfg())
+    summary, d = run_training(setup, "lora", train_cfg())
     return summary, d
 
 
@@ -68,9 +77,9 @@ def test_latent_cache_holds_both_orientations_and_prompts(setup):
 def test_lora_training_lowers_the_loss(setup, trained):
     summary, d = trained
     before = fixed_batch_loss(setup["latents"], setup["base"])
-    after = fixed_batch_loss(setup["latents"], setup["base"], d / "lora")
+    after = fixed_batch_loss(setup["latents"], setup["base"], d / "model")
     assert after < before
-    assert (d / "lora" / LORA_FILE).is_file() and (d / "loss.png").stat().st_size > 0
+    assert (d / "model" / LORA_FILE).is_file() and (d / "loss.png").stat().st_size > 0
     assert len(pd.read_csv(d / "loss.tsv", sep="\t")) == 30
     assert list((d / "val").glob("step-*.png"))
 
@@ -87,21 +96,21 @@ def test_lora_loads_into_plain_diffusers_and_changes_output(setup, trained):
 
     plain = StableDiffusionPipeline.from_pretrained(setup["base"])
     adapted = StableDiffusionPipeline.from_pretrained(setup["base"])
-    adapted.load_lora_weights(d / "lora")
+    adapted.load_lora_weights(d / "model")
     assert np.abs(image(plain) - image(adapted)).mean() > 1e-4
 
 
 def test_killed_training_resumes_from_its_checkpoint_exactly(setup, trained):
     cfg = train_cfg()
     stopped, d = run_training(setup, "resumed", cfg, stop_after_step=20)
-    assert stopped == {"stopped_at": 20} and [s for s, _ in _checkpoints(d / "ckpt")] == [10, 20]
-    assert not (d / "lora").exists()
+    assert stopped == {"stopped_at": 20} and checkpoint_steps(d) == [10, 20]
+    assert not (d / "model").exists()
     summary, _ = run_training(setup, "resumed", cfg)
     assert summary["resumed_from"] == 20
     from safetensors.torch import load_file
 
-    a = load_file(trained[1] / "lora" / LORA_FILE)
-    b = load_file(d / "lora" / LORA_FILE)
+    a = load_file(trained[1] / "model" / LORA_FILE)
+    b = load_file(d / "model" / LORA_FILE)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert pd.read_csv(d / "loss.tsv", sep="\t")["step"].tolist() == list(range(1, 31))
 
@@ -114,8 +123,8 @@ def test_nan_loss_stops_without_saving(setup, tmp_path):
         h["latent_mean_flip"][...] = np.nan
     d = tmp_path / "run"
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
-        train_lora(bad, setup["base"], d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False)
-    assert not (d / "lora").exists()
+        fine_tune(bad, setup["base"], d / "model", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False)
+    assert not (d / "model").exists()
 
 
 def test_empty_training_set_is_refused(setup, tmp_path):
@@ -129,22 +138,27 @@ def test_empty_training_set_is_refused(setup, tmp_path):
 
 
 def test_sampling_is_reproducible_per_seed(setup, trained):
-    pipe = load_pipeline(setup["base"], trained[1] / "lora", "dpmsolver++", "cpu")
+    """Each image has its own generator, so its starting noise depends on its seed only. The network then runs
+    on a batch of 3 (x2 for CFG) or of 1, whose kernels may sum in another order: the same seed gives the same
+    image up to float rounding (seen on 1 CPU thread: one pixel off by 1 of 255), a different seed another image
+    (mean difference ~46 of 255)."""
+    pipe = load_pipeline(setup["base"], trained[1] / "model", "dpmsolver++", "cpu")
     cfg = default_config(sample={"steps": 4})["sample"]
     prompt = "Histology image of DAB-positive tissue"
-    batch = generate(pipe, [prompt, prompt, prompt], [5, 6, 7], cfg, 32)
-    alone = generate(pipe, [prompt], [6], cfg, 32)
-    assert np.array_equal(batch[1], alone[0])
-    assert not np.array_equal(batch[0], batch[1])
+    batch = generate(pipe, [prompt, prompt, prompt], [5, 6, 7], cfg, 32).astype(int)
+    alone = generate(pipe, [prompt], [6], cfg, 32).astype(int)
+    same = np.abs(batch[1] - alone[0])
+    assert same.max() <= 2 and same.mean() <= 0.05  # rounding: at most 2 levels, on a few pixels
+    assert np.abs(batch[0] - batch[1]).mean() > 10
 
 
 def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
-    meta = json.loads((trained[1] / "lora" / "histosynth_lora.json").read_text())
+    meta = json.loads((trained[1] / "model" / META_FILE).read_text())
     other = tmp_path / "lora"
     other.mkdir()
-    (other / LORA_FILE).write_bytes((trained[1] / "lora" / LORA_FILE).read_bytes())
+    (other / LORA_FILE).write_bytes((trained[1] / "model" / LORA_FILE).read_bytes())
     meta["base_model"]["cross_attention_dim"] = 768
-    (other / "histosynth_lora.json").write_text(json.dumps(meta))
+    (other / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(InputError, match="was trained on base model"):
         load_pipeline(setup["base"], other, "ddim", "cpu")
 
@@ -153,14 +167,14 @@ def test_sample_and_filter_loop(setup, trained):
     d = setup["dir"] / "synthetic"
     cfg = default_config(sample={"steps": 3, "per_class": 4, "batch_size": 4}, filter={"max_rounds": 2, "min_confidence": 0.0},
                          classifier={"epochs": 1})
-    s = sample(setup["base"], trained[1] / "lora", setup["prompts"], setup["split"]["train"], d / "raw.h5", d / "raw.png",
+    s = sample(setup["base"], trained[1] / "model", setup["prompts"], setup["split"]["train"], d / "raw.h5", d / "raw.png",
                cfg["sample"], 32, "exp")
     with PatchFile(d / "raw.h5") as pf:
         n_classes = len(np.unique(pf.labels))
         assert len(pf) == 4 * n_classes == s["n"] and list(pf.column("seeds")) == list(range(len(pf)))
     train_classifier(setup["split"]["train"], setup["split"]["val"], setup["split"]["test"], d / "clf", d / "clf.json",
                      cfg["classifier"], 32, progress=False)
-    res = filter_synthetic(d / "raw.h5", d / "clf", setup["base"], trained[1] / "lora", setup["split"]["train"], d / "f.h5",
+    res = filter_synthetic(d / "raw.h5", d / "clf", setup["base"], trained[1] / "model", setup["split"]["train"], d / "f.h5",
                            d / "acc.tsv", d / "acc.png", d / "fgrid.png", cfg["filter"], cfg["sample"], 32, "exp")
     acc = pd.read_csv(d / "acc.tsv", sep="\t")
     assert acc["round"].max() <= 2 and res["rounds_run"] <= 3

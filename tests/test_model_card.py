@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from histosynth.config import default_config, experiment_settings
+from histosynth.diffusion.trained import META_FILE
 from histosynth.errors import InputError
 from histosynth.evaluation.evaluate import comparability, write_json
 from histosynth.evaluation.metrics import classifier_agreement, per_class
@@ -52,10 +53,10 @@ def _metric_docs(d):
 def card_inputs(tmp_path):
     ev = tmp_path / "eval"
     ev.mkdir()
-    lora = tmp_path / "lora"
+    lora = tmp_path / "trained"
     lora.mkdir()
-    (lora / "histosynth_lora.json").write_text(json.dumps(
-        {"base_model": {"source": "runwayml/stable-diffusion-v1-5"}, "rank": 4, "alpha": 4, "target_modules": ["to_q"]}))
+    (lora / META_FILE).write_text(json.dumps(
+        {"method": "lora", "base_model": {"source": "runwayml/stable-diffusion-v1-5"}, "settings": {"rank": 4}}))
     summary = tmp_path / "train_summary.json"
     summary.write_text(json.dumps({"steps": 120, "seconds": 30.5, "device": "cpu", "first_loss": 0.9, "last_loss": 0.4}))
     freq = tmp_path / "label_only.freq.tsv"
@@ -68,7 +69,7 @@ def card_inputs(tmp_path):
     out = tmp_path / "models" / "label_only"
     out.mkdir(parents=True)
     return dict(
-        experiment="label_only", lora_dir=lora, base_dir=tmp_path / "base", train_summary=summary, prompt_frequencies=freq,
+        experiment="label_only", model_dir=lora, base_dir=tmp_path / "base", train_summary=summary, prompt_frequencies=freq,
         grids={"raw": (grid, out / "samples_raw.png"), "filtered": (grid, out / "samples_filtered.png")},
         metrics=_metric_docs(ev), base_model="runwayml/stable-diffusion-v1-5", strategy="label",
         prompt_settings={"label_template": "Histology image of {label} tissue"},
@@ -102,10 +103,12 @@ def test_card_has_metadata_settings_grid_and_metrics(card_inputs):
 
 def test_local_or_tiny_base_model_is_not_hub_metadata(card_inputs):
     kwargs, out = card_inputs
-    (kwargs["lora_dir"] / "histosynth_lora.json").write_text(json.dumps({"base_model": {"source": "tiny"}, "rank": 4}))
+    (kwargs["model_dir"] / META_FILE).write_text(json.dumps({"method": "full", "base_model": {"source": "tiny"}}))
     write_model_card(out / "README.md", **{**kwargs, "base_model": "tiny"})
     meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
-    assert "base_model" not in meta and "`tiny`" in (out / "README.md").read_text()
+    text = (out / "README.md").read_text()
+    assert "base_model" not in meta and "`tiny`" in text
+    assert "UNet2DConditionModel.from_pretrained" in text and "load_lora_weights" not in text and "lora" not in meta["tags"]
 
 
 def test_missing_or_broken_inputs_name_the_file(card_inputs):

@@ -195,7 +195,7 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
         (tmp_path / weights).write_bytes(b"")
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "train_lora" in res.stdout and "report" in res.stdout
+    assert "train_diffusion" in res.stdout and "report" in res.stdout
 
 
 def test_slide_thumbnail_draws_the_mask_as_a_contour_over_untinted_tissue(demo_slide, tmp_path):

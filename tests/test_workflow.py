@@ -105,10 +105,10 @@ def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "cache_latents", "train_lora", "sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
+    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
-    assert "results/models/label_only/lora" not in res.stdout
+    assert "results/models/label_only/trained" not in res.stdout
 
 
 def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run_snakemake):
@@ -130,7 +130,7 @@ def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_
 def test_diffusion_outputs(finished_run):
     wd, _ = finished_run
     for exp in ("label_only", "morphology", "report"):
-        assert (wd / f"results/models/{exp}/lora/pytorch_lora_weights.safetensors").is_file()
+        assert (wd / f"results/models/{exp}/trained/pytorch_lora_weights.safetensors").is_file()
         assert check_patch_file(wd / f"results/synthetic/{exp}/raw.h5") > 0
         check_patch_file(wd / f"results/synthetic/{exp}/filtered.h5")
         assert len(pd.read_csv(wd / f"results/models/{exp}/loss.tsv", sep="\t")) == 6
@@ -155,7 +155,8 @@ def test_prompts_for_every_experiment(finished_run):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [({"tiling": {"patch_sise": 32}}, "patch_sise"), ({"split": {"val": "lots"}}, "lots")],
+    [({"tiling": {"patch_sise": 32}}, "patch_sise"), ({"split": {"val": "lots"}}, "lots"),
+     ({"train": {"method": "full", "rank": 8}}, "train.rank = 8 applies to train.method 'lora' only")],
 )
 def test_bad_config_stops_with_the_key(tmp_path, extra, message, run_snakemake):
     cfg = write_config(tmp_path, [("s1", "x.svs", "c1", "")], **extra)
@@ -276,7 +277,7 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     c["train"].update(max_steps=400, checkpoint_every=20, validation_every=1000)
     longer = copy / "longer.yaml"
     longer.write_text(yaml.safe_dump(c))
-    target = "results/models/label_only/lora"
+    target = "results/models/label_only/trained"
 
     def cmd(*args):  # --configfile takes several values, so it goes last
         return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(copy), "--cores", "2",
@@ -285,7 +286,7 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     proc = subprocess.Popen(cmd(target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = copy / "results" / "checkpoints" / "label_only"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("*/step-0000040")):
+    while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("*/checkpoint-40")):
         time.sleep(0.2)
     assert proc.poll() is None, "training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and its job, as a scheduler or an OOM killer would
@@ -294,8 +295,30 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     subprocess.run(cmd("--unlock"), capture_output=True, timeout=120)
     res = subprocess.run(cmd("--rerun-incomplete", target), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    log = (copy / "results/logs/train_lora/label_only.log").read_text()
+    log = (copy / "results/logs/train_diffusion/label_only.log").read_text()
     resumed = int(re.search(r"resuming from checkpoint .* \(step (\d+) of 400\)", log).group(1))
     assert resumed >= 40
     summary = json.loads((copy / "results/models/label_only/train_summary.json").read_text())
     assert summary["resumed_from"] == resumed and summary["steps"] == 400
+
+
+def test_changed_prompts_do_not_resume_a_stale_checkpoint(finished_run, tmp_path, run_snakemake):
+    """The finished run left label_only's checkpoint of step 3 (of 6). Retraining on the same data resumes it;
+    after a prompt-template change the latent cache has another data fingerprint, so training starts at step 0."""
+    wd, cfg = finished_run
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, symlinks=True)
+    target = "results/models/label_only/trained"
+    summary, log = copy / "results/models/label_only/train_summary.json", copy / "results/logs/train_diffusion/label_only.log"
+    res = run_snakemake(copy, target, "--forcerun", "train_diffusion", "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(summary.read_text())["resumed_from"] == 3
+    assert re.search(r"resuming from checkpoint .*checkpoint-3 \(step 3 of 6\): it matches", log.read_text())
+    c = yaml.safe_load(cfg.read_text())
+    c.setdefault("prompts", {})["label_template"] = "An H&E patch of {label} tissue"
+    changed = copy / "changed.yaml"
+    changed.write_text(yaml.safe_dump(c))
+    res = run_snakemake(copy, target, "--configfile", str(changed))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(summary.read_text())["resumed_from"] == 0
+    assert "no checkpoint in" in log.read_text() and len(list((copy / "results/checkpoints/label_only").iterdir())) == 2

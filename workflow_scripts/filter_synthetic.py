@@ -6,7 +6,7 @@ from histosynth.diffusion.filtering import filter_synthetic
 
 
 def main(sm):
-    summary = filter_synthetic(sm.input.raw, sm.input.classifier, sm.input.base, sm.input.lora, sm.input.patches,
+    summary = filter_synthetic(sm.input.raw, sm.input.classifier, sm.input.base, sm.input.model, sm.input.patches,
                                sm.output.filtered, sm.output.acceptance, sm.output.plot, sm.output.grid,
                                sm.params.filter, sm.params.sample, sm.params.resolution, sm.wildcards.experiment)
     with atomic_path(sm.output.summary) as tmp:

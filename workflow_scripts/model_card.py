@@ -6,7 +6,7 @@ def main(sm):
     write_model_card(
         sm.output.card,
         experiment=sm.wildcards.experiment,
-        lora_dir=sm.input.lora,
+        model_dir=sm.input.model,
         base_dir=sm.input.base,
         train_summary=sm.input.train_summary,
         prompt_frequencies=sm.input.prompt_frequencies,

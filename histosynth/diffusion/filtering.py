@@ -29,7 +29,7 @@ def accept(probs: np.ndarray, labels: np.ndarray, min_confidence: float) -> np.n
     return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= min_confidence)
 
 
-def filter_synthetic(raw_h5, classifier_dir, base_dir, lora_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
+def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
                      filter_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
     net, ccfg = load_classifier(classifier_dir, sample_cfg["device"])
     size, device = ccfg["image_size"], ccfg["device"]
@@ -59,7 +59,7 @@ def filter_synthetic(raw_h5, classifier_dir, base_dir, lora_dir, train_h5, out_h
                 log.info("filter round %d: %d of %d accepted", rnd - 1, ok_prev.sum(), len(idx_prev))
                 if len(pending) == 0:
                     break
-                pipe = pipe or load_pipeline(base_dir, lora_dir, sample_cfg["scheduler"], sample_cfg["device"])
+                pipe = pipe or load_pipeline(base_dir, model_dir, sample_cfg["scheduler"], sample_cfg["device"])
                 for s in range(0, len(pending), sample_cfg["batch_size"]):
                     idx = pending[s : s + sample_cfg["batch_size"]]
                     new_seeds = seeds[idx] + rnd * SEED_STRIDE

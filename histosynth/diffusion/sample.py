@@ -1,4 +1,5 @@
-"""``sample``: synthetic patches from the base model + LoRA with a diffusers scheduler by name.
+"""``sample``: synthetic patches from the base model with the trained LoRA or UNet, and a diffusers
+scheduler by name.
 
 Image i gets seed ``sample.seed + i`` through its own ``torch.Generator``, so the same seed gives
 the same image whatever the batch it lands in. Output: a patch HDF5 (the contract, plus
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from ..device import pick_device
 from ..errors import InputError
 from ..patchfile import NO_COORD, PatchBatch, PatchFile, PatchFileSpec, PatchWriter, magnification_for_mpp
 from ..plots import image_grid
-from .train import LORA_FILE, LORA_META, base_fingerprint
+from .trained import load_trained_pipeline
 
 log = logging.getLogger(__name__)
 SYNTHETIC_COLUMNS = {"prompts": "str", "seeds": "int", "round": "int"}
@@ -43,26 +43,11 @@ def scheduler_class(name: str):
     return getattr(diffusers, cls), kwargs
 
 
-def load_pipeline(base_dir, lora_dir, scheduler: str, device: str):
-    """Plain diffusers: ``from_pretrained(base)`` then ``load_lora_weights(lora_dir)``."""
+def load_pipeline(base_dir, model_dir, scheduler: str, device: str):
+    """Plain diffusers: the base pipeline with the trained LoRA or UNet of ``model_dir`` (see ``trained.py``)."""
     import torch
-    from diffusers import StableDiffusionPipeline
 
-    base, lora = Path(base_dir), Path(lora_dir) if lora_dir else None
-    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
-    if lora is not None:
-        if not (lora / LORA_FILE).is_file():
-            raise InputError(f"LoRA folder {lora} has no {LORA_FILE}")
-        meta_file = lora / LORA_META
-        if meta_file.is_file():
-            trained_on = json.loads(meta_file.read_text())["base_model"]
-            here = base_fingerprint(base)
-            if trained_on != here:
-                raise InputError(f"LoRA {lora} was trained on base model {trained_on}, not on {base} ({here}); retrain it")
-        try:
-            pipe.load_lora_weights(lora)
-        except (ValueError, RuntimeError, KeyError) as e:
-            raise InputError(f"LoRA {lora} does not fit base model {base}: {e}") from e
+    pipe = load_trained_pipeline(base_dir, model_dir)
     cls, kwargs = scheduler_class(scheduler)
     pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)
     device = pick_device(device)
@@ -139,12 +124,12 @@ def class_grid(h5, out_png, per_class: int = 8) -> None:
     image_grid(rows, out_png, columns=per_class)
 
 
-def sample(base_dir, lora_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
+def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
            progress: bool = True) -> dict:
     plan = plan_samples(prompts_tsv, cfg)
     if plan.empty:
         raise InputError(f"{prompts_tsv}: no prompts to sample from")
-    pipe = load_pipeline(base_dir, lora_dir, cfg["scheduler"], cfg["device"])
+    pipe = load_pipeline(base_dir, model_dir, cfg["scheduler"], cfg["device"])
     spec = synthetic_spec(train_h5, experiment, resolution, cfg)
     t0 = time.perf_counter()
     with PatchWriter(out_h5, spec) as w:

@@ -358,7 +358,8 @@ def context(inputs: dict, config: dict) -> dict:
     settings = []
     for e in names:
         tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sample")
-        settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]), fmt(tr["rank"]),
+        settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]),
+                         f"LoRA rank {tr['rank']}" if tr["method"] == "lora" else "full UNet",
                          fmt(tr["max_steps"]), f"{tr['learning_rate']:g}", tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),
                          fmt(sa["guidance_scale"], 1)])
     thumbs = [(data_uri(t), Path(t).name.replace(".thumbnail.png", "")) for t in _as_list(inputs.get("thumbnails"))]

@@ -1,0 +1,203 @@
+"""Training beyond the LoRA basics of test_diffusion.py: full UNet fine-tuning, EMA, exact resume under an
+fp16 GradScaler, checkpoints keyed by the latent cache's data fingerprint, method/option errors and the
+warm-restarts schedule. Tiny models on CPU; runs are a few steps long."""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_diffusion import checkpoint_steps, run_training, setup, train_cfg  # noqa: F401  (setup is a fixture)
+
+from histosynth.config import default_config, validate_config
+from histosynth.diffusion import train
+from histosynth.diffusion.latents import DATA_FINGERPRINT, LatentCache, cache_latents
+from histosynth.diffusion.sample import generate, load_pipeline
+from histosynth.diffusion.train import check_train_settings, fixed_batch_loss, list_checkpoints, make_lr_scheduler, make_optimizer
+from histosynth.diffusion.trained import META_FILE, trained_method
+from histosynth.errors import InputError
+from histosynth.models.clip_tokenizer import load_tokenizer
+from histosynth.text.prompts import build_prompts, token_counter
+
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def full_cfg(**kw):
+    return train_cfg(method="full", max_steps=6, checkpoint_every=2, validation_every=6, validation_images_per_class=1,
+                     learning_rate=1e-3, **kw)
+
+
+def same_weights(a_dir, b_dir, name=UNET_WEIGHTS, atol=1e-6):
+    a, b = load_file(a_dir / name), load_file(b_dir / name)
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol) for k in a)
+
+
+@pytest.fixture(scope="module")
+def full_ema(setup):  # noqa: F811
+    """An uninterrupted full fine-tuning run with EMA, the reference for the resume tests."""
+    return run_training(setup, "full_ema", full_cfg(use_ema=True))
+
+
+def test_full_fine_tuning_writes_a_unet_folder_that_diffusers_and_sampling_load(setup, full_ema):  # noqa: F811
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    summary, d = full_ema
+    assert summary["method"] == "full" and trained_method(d / "model") == "full"
+    unet = UNet2DConditionModel.from_pretrained(d / "model")  # a plain diffusers UNet folder
+    base_unet = UNet2DConditionModel.from_pretrained(setup["base"], subfolder="unet")
+    assert summary["trainable_parameters"] == sum(p.numel() for p in base_unet.parameters())
+    pipe = StableDiffusionPipeline.from_pretrained(setup["base"], unet=unet)
+    assert pipe.unet.config.cross_attention_dim == base_unet.config.cross_attention_dim
+    assert not torch.equal(next(iter(unet.parameters())), next(iter(base_unet.parameters())))
+    assert fixed_batch_loss(setup["latents"], setup["base"], d / "model") < fixed_batch_loss(setup["latents"], setup["base"])
+    img = generate(load_pipeline(setup["base"], d / "model", "ddim", "cpu"), ["Histology image of DAB-positive tissue"], [0],
+                   default_config(sample={"steps": 2})["sample"], 32)
+    assert img.shape == (1, 32, 32, 3)
+
+
+def test_full_fine_tuning_with_ema_resumes_exactly(setup, full_ema):  # noqa: F811
+    """Killed after the step-4 checkpoint and rerun: the same final (EMA) weights as the uninterrupted run."""
+    cfg = full_cfg(use_ema=True)
+    stopped, d = run_training(setup, "full_ema_resumed", cfg, stop_after_step=4)
+    assert stopped == {"stopped_at": 4} and checkpoint_steps(d) == [2, 4]
+    ckpt = list_checkpoints(next((d / "ckpt").iterdir()))[-1][1]
+    assert (ckpt / "unet" / "config.json").is_file() and (ckpt / "unet_ema" / "config.json").is_file()
+    summary, _ = run_training(setup, "full_ema_resumed", cfg)
+    assert summary["resumed_from"] == 4
+    assert same_weights(full_ema[1] / "model", d / "model")
+
+
+@pytest.fixture()
+def fp16_scaler_on_cpu(monkeypatch):
+    """accelerate gives a CPU run no GradScaler (fp16 needs a GPU there). This swaps in the same machinery a
+    GPU run gets: fp16 autocast in the prepared UNet, a torch GradScaler that scales the loss, unscales before
+    clipping, skips steps whose gradients overflow and adapts its scale, saved by save_state as scaler.pt.
+    What differs from CUDA: the CPU autocast op list and kernels (so other values overflow), and a tiny
+    init/growth interval chosen so that steps are skipped and the scale moves within six steps."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    made = []
+
+    def make(cfg, device):
+        AcceleratorState._reset_state(True)  # the shared state remembers the precision of the last Accelerator
+        GradientState._reset_state()
+        acc = Accelerator(mixed_precision="fp16", cpu=True, gradient_accumulation_steps=cfg["gradient_accumulation_steps"])
+        acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=2)
+        acc.native_amp = True
+        made.append(acc)
+        return acc
+
+    monkeypatch.setattr(train, "make_accelerator", make)
+    yield made
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_fp16_grad_scaler_state_is_checkpointed_and_resumed_exactly(setup, fp16_scaler_on_cpu):  # noqa: F811
+    cfg = full_cfg()
+    whole, d_whole = run_training(setup, "fp16_whole", cfg)
+    assert whole["mixed_precision"] == "fp16"
+    final_scale = fp16_scaler_on_cpu[-1].scaler.get_scale()
+    run_training(setup, "fp16_resumed", cfg, stop_after_step=4)
+    ckpt = list_checkpoints(next((setup["dir"] / "fp16_resumed" / "ckpt").iterdir()))[-1][1]
+    saved = torch.load(ckpt / "scaler.pt", weights_only=False)
+    assert saved["scale"] < 2.0**40  # overflowing steps were skipped and the scale backed off: state worth restoring
+    resumed, d_resumed = run_training(setup, "fp16_resumed", cfg)
+    assert resumed["resumed_from"] == 4
+    assert fp16_scaler_on_cpu[-1].scaler.get_scale() == final_scale  # the restored scale evolved as in the whole run
+    assert same_weights(d_whole / "model", d_resumed / "model")
+
+
+def test_changed_prompts_start_training_afresh_and_the_same_data_resumes(setup, tmp_path, caplog):  # noqa: F811
+    cfg = train_cfg(max_steps=4, checkpoint_every=2, validation_every=4, validation_images_per_class=1)
+    run_training(setup, "stale", cfg, stop_after_step=2)
+    # the same settings and the same cache resume, and the log says why
+    with caplog.at_level(logging.INFO, logger="histosynth.diffusion.train"):
+        again, d = run_training(setup, "stale", cfg)
+    assert again["resumed_from"] == 2
+    with LatentCache(setup["latents"]) as cache:
+        fingerprint = cache.fingerprint
+    assert f"latent-cache data fingerprint {fingerprint[:12]}" in caplog.text
+    # a new prompt template gives a cache with another fingerprint: a fresh run beside the old checkpoints
+    tok = load_tokenizer(str(setup["base"] / "tokenizer"))
+    prompts_cfg = {**setup["cfg"]["prompts"], "label_template": "An H&E patch of {label} tissue"}
+    build_prompts("label", setup["split"]["train"], prompts_cfg, token_counter(tok), 77, out_tsv=tmp_path / "p.tsv")
+    cache_latents(setup["split"]["train"], tmp_path / "p.tsv", setup["base"], tmp_path / "lat.h5", 32, True, progress=False)
+    with LatentCache(tmp_path / "lat.h5") as cache:
+        assert cache.fingerprint != fingerprint
+    fresh, _ = run_training(setup, "stale", cfg, latents=tmp_path / "lat.h5")
+    assert fresh["resumed_from"] == 0
+    assert len([f for f in (d / "ckpt").iterdir() if f.is_dir()]) == 2
+
+
+def test_checkpoint_of_the_other_method_is_refused(setup, tmp_path):  # noqa: F811
+    _, d = run_training(setup, "other_method", train_cfg(max_steps=2, checkpoint_every=1, validation_every=2,
+                                                         validation_images_per_class=1), stop_after_step=1)
+    folder = next((d / "ckpt").iterdir())
+    with pytest.raises(InputError, match=f"checkpoint {folder}/checkpoint-1 was written by train.method 'lora'"):
+        train.resume(None, folder, {"method": "full"}, 2)
+
+
+def test_latent_cache_without_a_fingerprint_is_refused(setup, tmp_path):  # noqa: F811
+    old = tmp_path / "old.h5"
+    old.write_bytes(setup["latents"].read_bytes())
+    with h5py.File(old, "r+") as h:
+        del h.attrs[DATA_FINGERPRINT]
+    with pytest.raises(InputError, match=f"{old} has no {DATA_FINGERPRINT}.*rerun cache_latents"):
+        LatentCache(old)
+
+
+@pytest.mark.parametrize("method, key, value", [("full", "rank", 8), ("full", "train_text_encoder", True),
+                                                ("full", "target_modules", ["to_q"]), ("lora", "use_ema", True),
+                                                ("lora", "use_8bit_adam", True)])
+def test_options_of_the_other_method_are_refused(method, key, value):
+    cfg = default_config(train={"method": method, key: value})["train"]
+    with pytest.raises(InputError, match=rf"train\.{key} = .* applies to train\.method '(lora|full)' only, but train\.method "
+                                         rf"is '{method}' \(experiment 'x'\)"):
+        check_train_settings(cfg, "x")
+
+
+def test_bad_training_settings_name_the_key():
+    with pytest.raises(Exception, match="dreambooth"):
+        validate_config({"train": {"method": "dreambooth"}})
+    warm = default_config(train={"lr_scheduler": "cosine_annealing_warm_restarts", "lr_warmup_steps": 10})["train"]
+    with pytest.raises(InputError, match="train.lr_warmup_steps"):
+        check_train_settings(warm)
+    eight_bit = default_config(train={"method": "full", "use_8bit_adam": True})["train"]
+    check_train_settings(eight_bit)  # a valid combination
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(InputError, match="train.use_8bit_adam needs a CUDA GPU"):
+        make_optimizer(params, eight_bit, "cpu")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match="train.use_8bit_adam needs bitsandbytes"):
+            make_optimizer(params, eight_bit, "cuda")
+
+
+def test_cosine_annealing_warm_restarts_is_the_lora_papers_schedule():
+    """T_0 = 500, T_mult = 2 over 2,000 steps: cycles of 500 and 1,000 steps, restarts at 500 and 1,500."""
+    cfg = default_config(train={"lr_scheduler": "cosine_annealing_warm_restarts", "lr_t0": 500, "lr_t_mult": 2,
+                                "learning_rate": 5e-5})["train"]
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg["learning_rate"])
+    sched = make_lr_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(2000):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    lrs = np.array(lrs)
+    restarts = np.flatnonzero(np.diff(lrs) > 0) + 1
+    assert restarts.tolist() == [500, 1500]
+    assert lrs[0] == lrs[500] == lrs[1500] == pytest.approx(5e-5)
+    assert lrs[250] == pytest.approx(2.5e-5) and lrs[1000] == pytest.approx(2.5e-5)  # mid-cycle: half the peak
+
+
+def test_trained_folder_records_its_method(setup, full_ema):  # noqa: F811
+    import json
+
+    meta = json.loads((full_ema[1] / "model" / META_FILE).read_text())
+    assert meta["method"] == "full" and meta["settings"]["use_ema"] is True
