@@ -1,5 +1,5 @@
 # histosynth: whole-slide images and patch datasets -> prompts -> LoRA Stable Diffusion ->
-# filtered synthetic patches -> evaluation report. See README.md and ../DESIGN in the docs.
+# filtered synthetic patches -> evaluation report. See README.md and docs/DESIGN.md.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -64,13 +64,24 @@ def _key_name(path) -> str:
     return out
 
 
+def load_schema() -> dict:
+    """The config schema, with the values only the package knows filled in: the prompt strategies'
+    enum comes from their registry (``histosynth.text.prompts.STRATEGIES``), never a copy."""
+    from .text.prompts import STRATEGIES
+
+    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    experiment = schema["properties"]["experiments"]["additionalProperties"]
+    experiment["properties"]["prompts"]["enum"] = list(STRATEGIES)
+    return schema
+
+
 def _check_schema(config: dict, sources: list[tuple[str, dict]]) -> None:
     """One clear sentence for the first schema violation: the key, the file, what is wrong."""
     import difflib
 
     import jsonschema
 
-    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    schema = load_schema()
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if not errors:
         return
@@ -162,7 +173,7 @@ def _check_experiment_overrides(config: dict) -> None:
     """``experiments.<name>.train|sample`` may only name keys of the top-level sections, with valid values."""
     import jsonschema
 
-    props = yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]
+    props = load_schema()["properties"]
     for name, exp in config.get("experiments", {}).items():
         for section in ("train", "sample"):
             override = exp.get(section) or {}
@@ -277,7 +288,7 @@ def json_default(value) -> str:
 
 def config_reference_markdown() -> str:
     """The key table of config/README.md, generated from the schema (a test keeps them in sync)."""
-    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    schema = load_schema()
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, kind, default, desc in _schema_rows(schema["properties"]):
         lines.append(f"| `{name}` | {kind} | `{default}` | {desc} |")

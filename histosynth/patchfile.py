@@ -1,4 +1,4 @@
-"""The patch HDF5 contract (DESIGN.md, "File contracts"), written and read in one place.
+"""The patch HDF5 contract (docs/DESIGN.md, "File contracts"), written and read in one place.
 
 Datasets, all with N rows in the same order:
 

@@ -118,3 +118,15 @@ def test_each_strategy_declares_only_existing_settings():
     known = set(default_config()["prompts"])
     for spec in STRATEGIES.values():
         assert set(spec.config_keys) <= known, spec.name
+
+
+def test_the_schema_enum_comes_from_the_registry(monkeypatch):
+    from histosynth import config
+    from histosynth.text import prompts
+
+    monkeypatch.setattr(prompts, "STRATEGIES", {**prompts.STRATEGIES, "case": prompts.STRATEGIES["label"]})
+    enum = config.load_schema()["properties"]["experiments"]["additionalProperties"]["properties"]["prompts"]["enum"]
+    assert enum == list(prompts.STRATEGIES)
+    assert default_config(experiments={"e": {"prompts": "case"}})["experiments"]["e"]["prompts"] == "case"
+    with pytest.raises(InputError, match="experiments.e.prompts"):
+        default_config(experiments={"e": {"prompts": "nope"}})
