@@ -14,7 +14,6 @@ from histosynth.config import (
     config_sources,
     config_summary,
     experiment_settings,
-    settings_hash,
     load_samples,
     validate_config,
 )
