@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .atomic import atomic_dir, atomic_path
 from .device import pick_device
@@ -146,7 +146,7 @@ def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict
             net.train()
             order = rng.permutation(n)
             total = 0.0
-            for s in tqdm(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
+            for s in progress_bar(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
                 batch = order[s : s + cfg["batch_size"]]
                 parts = []
                 for i, pf in enumerate(sources):  # read each file's rows together, resize to one size

@@ -13,7 +13,7 @@ import time
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .atomic import atomic_path
 from .errors import InputError
@@ -78,7 +78,7 @@ def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int,
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
         d = None
         with torch.inference_mode():
-            for x in tqdm(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress,
+            for x in progress_bar(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress,
                           mininterval=2):
                 rows = pooled_rows(emb.forward(x.to(device)))
                 if d is None:

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .errors import InputError
 from .qc import PatchQC
@@ -456,7 +456,7 @@ def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, ba
     stored_mpps: Counter = Counter()
     patch_qc = PatchQC(qc, source=f"patch dataset {name!r}")
     with PatchWriter(out_h5, spec) as writer:
-        bar = tqdm(total=total, desc=f"import {name}", unit="patch", disable=not progress, mininterval=2)
+        bar = progress_bar(total=total, desc=f"import {name}", unit="patch", disable=not progress, mininterval=2)
         for part in parts:
             for s in range(0, len(part.rows), batch_size):
                 rows = part.rows[s : s + batch_size]

@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 
@@ -25,6 +24,7 @@ from .atomic import atomic_path  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .patchfile import PatchFile  # noqa: E402
 from .plots import image_grid  # noqa: E402
+from .progress import progress_bar  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def k_sweep(feats: np.ndarray, ks: list[int], scaler: str, seed: int, out_png, c
     """Inertia (elbow) and silhouette for each k that the data allows; plotted to ``out_png``."""
     x = _scaler(scaler).fit_transform(feats)
     rows = []
-    for k in tqdm(sorted({k for k in ks if 2 <= k < len(x)}), desc="k-sweep", unit="k"):
+    for k in progress_bar(sorted({k for k in ks if 2 <= k < len(x)}), desc="k-sweep", unit="k"):
         km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
         sil = silhouette_score(x, km.labels_, sample_size=min(len(x), 5000), random_state=seed)
         rows.append({"k": k, "inertia": km.inertia_, "silhouette": sil})
@@ -97,6 +97,7 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
     train = df[df.split == "train"].sort_values("distance")
     grid_rows = []
     with PatchFile(train_patches) as pf:
+        names = list(pf.label_names)
         keys = ["label", "cluster"] if per_label else ["cluster"]
         for key, part in train.groupby(keys, sort=True):
             key = key if isinstance(key, tuple) else (key,)
@@ -104,6 +105,10 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
             title = (f"{pf.label_names[key[0]]} / " if per_label else "") + f"cluster {key[-1]} (n={len(part)})"
             grid_rows.append((title, pf.read(idx)))
     image_grid(grid_rows, out["examples"], columns=cfg["examples_per_cluster"])
-    log.info("morphology: k=%d%s on %d training patches; cluster sizes %s", k, " per label" if per_label else "",
-             len(train_emb), sizes["n_train"].tolist())
+    # "label: n, n, ..." per label, so the counts read as label x cluster, not one flat list
+    by_label = "; ".join(f"{names[int(lab)] if 0 <= int(lab) < len(names) else lab}: "
+                         + ", ".join(f"cluster {int(c)}={int(n)}" for c, n in zip(g["cluster"], g["n_train"]))
+                         for lab, g in sizes.groupby("label"))
+    log.info("morphology: k=%d%s on %d training patches; training patches per label and cluster: %s", k,
+             " per label" if per_label else "", len(train_emb), by_label)
     return df

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
+from .progress import progress_bar
 
 from .atomic import atomic_path
 from .errors import InputError
@@ -221,7 +221,7 @@ def tile_slide(
     patch_qc = PatchQC(qc, source=f"slide {slide_id}")  # optional blur filter / stain normalisation (histosynth.qc)
     with PatchWriter(out_h5, spec, compression_level=COMPRESSION_LEVEL) as writer, \
             ThreadPoolExecutor(1, thread_name_prefix="hdf5-writer") as write_pool:
-        bar = tqdm(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
+        bar = progress_bar(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
         pending = None
         for xy, imgs in prefetch(reader.iter_batches(coords, tiling.batch_size)):
             pad = pad_outside(imgs, xy, (width, height), plan.downsample, plan.footprint, background)

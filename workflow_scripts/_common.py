@@ -16,6 +16,7 @@ if str(REPO_ROOT) not in sys.path:  # works without `pip install`, e.g. in a con
 
 from histosynth.atomic import install_signal_cleanup, watch_parents  # noqa: E402
 from histosynth.errors import InputError  # noqa: E402
+from histosynth.progress import set_console  # noqa: E402
 
 # at import, before the script's heavy imports (torch, diffusers: seconds), so that a snakemake
 # killed during them is noticed too
@@ -28,6 +29,8 @@ def run(snakemake, main) -> None:
     console = sys.stderr
     log_file = open(snakemake.log[0], "w", buffering=1) if snakemake.log else console
     sys.stderr = log_file  # progress bars and warnings end up in the log too
+    if log_file is not console:
+        set_console(console)  # ...and long steps print a one-line summary on the console now and then
     logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger(f"histosynth.rule.{snakemake.rule}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..atomic import atomic_path
 from ..device import pick_device
@@ -143,7 +143,7 @@ def file_features(extract, patch_h5, batch: int = 64, limit: int | None = None, 
         idx = np.arange(len(pf))
         if limit and len(idx) > limit:
             idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
-        batches = tqdm(pf.iter_batches(batch, idx), total=-(-len(idx) // batch), desc=f"features {Path(patch_h5).name}",
+        batches = progress_bar(pf.iter_batches(batch, idx), total=-(-len(idx) // batch), desc=f"features {Path(patch_h5).name}",
                        unit="batch", mininterval=5)
         feats = [extract(harmonise(imgs, size) if size else imgs) for _, imgs in batches]
         labels = pf.labels[idx]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..atomic import atomic_path
 from ..errors import InputError, ResourceError
@@ -178,7 +178,7 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
 
         with ThreadPoolExecutor(cfg["max_concurrency"]) as pool:
             futures = {pool.submit(ask, r): r for r in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="summaries", disable=not progress, mininterval=2):
+            for fut in progress_bar(as_completed(futures), total=len(futures), desc="summaries", disable=not progress, mininterval=2):
                 r = futures[fut]
                 try:
                     raw = fut.result()  # the client already retried; what fails here fails the rule
