@@ -1,5 +1,8 @@
 # histosynth: whole-slide images and patch datasets -> prompts -> LoRA Stable Diffusion ->
 # filtered synthetic patches -> evaluation report. See README.md and docs/DESIGN.md.
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,6 +17,22 @@ if not workflow.overwrite_configfiles:
 
 
 report: "report/workflow.rst"
+
+
+# a failed job's own one-line error (workflow_scripts/_common.py) is repeated after snakemake's
+# error block, so the last lines on the console say what is wrong and which log to open
+FAILURES = ".snakemake/histosynth-failures.txt"
+
+
+onstart:
+    if os.path.exists(FAILURES):
+        os.remove(FAILURES)
+
+
+onerror:
+    if os.path.exists(FAILURES):
+        with open(FAILURES) as f:
+            print("\nhistosynth: what failed (fix it, then rerun the same command):\n" + f.read(), file=sys.stderr)
 
 
 include: "rules/common.smk"

@@ -306,15 +306,18 @@ COMMON = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kind, line", [
-    ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs"),
-    ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line; traceback in {log}"),
+    ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs (details in {log})"),
+    ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line (traceback in {log})"),
 ])
 def test_a_failed_job_prints_one_line(tmp_path, kind, line):
+    """One line on the console, and the same line kept for the Snakefile's onerror to repeat last."""
     log = tmp_path / "job.log"
+    (tmp_path / ".snakemake").mkdir()
     code = COMMON.format(scripts=str(REPO / "workflow_scripts"), kind=kind, log=str(log))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, cwd=tmp_path)
     assert res.returncode == 1
     assert res.stderr.strip() == line.format(log=log)
+    assert (tmp_path / ".snakemake" / "histosynth-failures.txt").read_text() == line.format(log=log) + "\n"
     if kind == "bug":
         assert "Traceback (most recent call last)" in log.read_text()
 

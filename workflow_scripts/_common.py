@@ -44,13 +44,12 @@ def run(snakemake, main) -> None:
         main(snakemake)
     except InputError as e:
         log.error("%s", e)
-        print(f"{where}: {e}", file=console)
+        _report_failure(f"{where}: {e}", snakemake, console)
         sys.exit(1)
     except Exception as e:
         # a bug or an unforeseen fault: the traceback goes to the log, the console gets one line
         log.error("unexpected failure:\n%s", traceback.format_exc())
-        log_hint = f"; traceback in {snakemake.log[0]}" if snakemake.log else ""
-        print(f"{where}: unexpected {type(e).__name__}: {_first_line(e)}{log_hint}", file=console)
+        _report_failure(f"{where}: unexpected {type(e).__name__}: {_first_line(e)}", snakemake, console, "traceback")
         if log_file is console:
             traceback.print_exc(file=console)
         sys.exit(1)
@@ -62,6 +61,22 @@ def run(snakemake, main) -> None:
         sys.stderr = console
         if log_file is not console:
             log_file.close()
+
+
+FAILURES = Path(".snakemake") / "histosynth-failures.txt"  # read back by the Snakefile's onerror
+
+
+def _report_failure(line: str, snakemake, console, what: str = "details") -> None:
+    """Our one line on the console now, and kept for the Snakefile's ``onerror`` to repeat last,
+    after snakemake's own error block, together with the log to open."""
+    if snakemake.log:
+        line += f" ({what} in {snakemake.log[0]})"
+    print(line, file=console)
+    try:
+        with open(FAILURES, "a") as f:
+            f.write(line + "\n")
+    except OSError:  # no .snakemake folder here (a script run by hand): the console line is enough
+        pass
 
 
 def _wildcards(snakemake) -> str:
