@@ -44,7 +44,7 @@ def cfg():
     return default_config(tiling={"patch_size": 64, "mpp": 1.0, "tissue": {"max_saturation": 12}})
 
 
-def _run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def _run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
     """Run the real workflow in ``workdir`` with the repository's Snakefile."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", *args]

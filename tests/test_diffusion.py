@@ -189,7 +189,8 @@ def test_sample_and_filter_loop(setup, trained):
 def test_classifier_beats_chance_on_pathmnist(shared_data, tmp_path):
     from histosynth.importers import import_patches
 
-    import_patches({"name": "pm", "format": "medmnist", "path": str(shared_data / "patches/pathmnist/pathmnist_train_first1000_28.npz")},
+    import_patches({"name": "pm", "format": "medmnist", "path": str(shared_data / "patches/pathmnist/pathmnist_train_first1000_28.npz"),
+                    "split": "resplit"},
                    tmp_path / "pm.h5", 28, progress=False)
     split = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
     split_patches([tmp_path / "pm.h5"], split, tmp_path / "m.tsv", None, 0.15, 0.2, 0)
