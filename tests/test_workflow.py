@@ -105,7 +105,8 @@ def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
+    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "filter_synthetic", "evaluate_generation",
+                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
     assert "results/models/label_only/trained" not in res.stdout
@@ -114,14 +115,16 @@ def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snak
 def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sample"].update(guidance_scale=3.0))
-    # sampling, the filter, evaluation and the report; no tiling, embedding, training
-    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
+    # sampling, the filter, evaluation, the model cards and the report; no tiling, embedding, training
+    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream",
+                     "model_card", "report", "all"}
 
 
 def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
-    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "report", "all"}
+    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream",
+                     "model_card", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     # (the report lists every experiment's sets among its inputs; only outputs say what is made again)
     assert "output: results/synthetic/report/raw.h5" in res.stdout and "output: results/synthetic/label_only/raw.h5" not in res.stdout
