@@ -32,7 +32,8 @@ onstart:
 onerror:
     if os.path.exists(FAILURES):
         with open(FAILURES) as f:
-            print("\nhistosynth: what failed (fix it, then rerun the same command):\n" + f.read(), file=sys.stderr)
+            failed = f.read()
+        print(f"\nhistosynth: what failed (fix it, then rerun the same command):\n{failed}", file=sys.stderr)
 
 
 include: "rules/common.smk"
