@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..atomic import atomic_path
 from ..device import pick_device
@@ -107,7 +107,7 @@ def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, rand
             h.attrs.update({SCALING_FACTOR: float(vae.config.scaling_factor), RESOLUTION: resolution, BASE_MODEL: str(base),
                             RANDOM_FLIP: random_flip, UNCOND_INDEX: len(distinct)})
             with torch.inference_mode():
-                for rows, imgs in tqdm(pf.iter_batches(batch_size), total=-(-n // batch_size), desc="cache latents",
+                for rows, imgs in progress_bar(pf.iter_batches(batch_size), total=-(-n // batch_size), desc="cache latents",
                                        disable=not progress, mininterval=2):
                     digest.update(np.ascontiguousarray(imgs).tobytes())
                     x = to_model_input(imgs, resolution).to(device)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..device import pick_device
 from ..errors import InputError
@@ -133,7 +133,7 @@ def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: di
     spec = synthetic_spec(train_h5, experiment, resolution, cfg)
     t0 = time.perf_counter()
     with PatchWriter(out_h5, spec) as w:
-        for s in tqdm(range(0, len(plan), cfg["batch_size"]), desc=f"sample {experiment}", unit="batch", disable=not progress, mininterval=2):
+        for s in progress_bar(range(0, len(plan), cfg["batch_size"]), desc=f"sample {experiment}", unit="batch", disable=not progress, mininterval=2):
             part = plan.iloc[s : s + cfg["batch_size"]]
             imgs = generate(pipe, part["prompt"].tolist(), part["seed"].tolist(), cfg, resolution)
             write_batches(w, imgs, part["label"].to_numpy(), part["prompt"], part["seed"].to_numpy(), 0, experiment)

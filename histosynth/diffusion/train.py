@@ -314,7 +314,7 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
 def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg: dict,
            progress: bool, stop_after_step: int | None) -> dict:
     import torch
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     device = pick_device(cfg["device"])
     acc = make_accelerator(cfg, device)
@@ -345,7 +345,7 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
     encode_text = cfg["method"] == "lora" and cfg["train_text_encoder"]
     m.unet.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg["max_steps"], initial=start, desc=f"train ({cfg['method']})", unit="step", disable=not progress, mininterval=2)
+    bar = progress_bar(total=cfg["max_steps"], initial=start, desc=f"train ({cfg['method']})", unit="step", disable=not progress, mininterval=2)
     for step in range(start + 1, cfg["max_steps"] + 1):
         step_loss = 0.0
         for micro in range(ga):
