@@ -217,3 +217,26 @@ def test_slide_thumbnail_draws_the_mask_as_a_contour_over_untinted_tissue(demo_s
     edge = out[h // 2, w // 4 - 2 : w // 4 + 3]
     assert any((px == (0, 190, 0)).all() for px in edge)  # the contour on the mask's border
     assert (out[h + 2 :, :] < 128).any()  # legend text and scale bar drawn
+
+
+def test_inception_weights_under_another_name_leave_no_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    class StandIn(torch.nn.Module):  # clean-fid reads `.layers` from the TorchScript file; only loading is exercised
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.Identity()
+
+        def forward(self, x):
+            return self.layers(x)
+
+    weights = tmp_path / "my-inception.pt"
+    torch.jit.save(torch.jit.script(StandIn()), str(weights))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    _, info = inception_extractor(str(weights), "cpu")
+    assert info["kind"] == "inception"
+    assert not list(scratch.glob("histosynth-inception-*"))

@@ -54,11 +54,13 @@ def inception_extractor(weights: str, device: str):
             f"pretrained/metrics/{INCEPTION_FILE} once and point evaluation.inception_weights at it, or set "
             "evaluation.feature_extractor: backbone (a DINO-style backbone) or classifier (the workflow's ResNet-18) "
             "to report a Fréchet distance on other features instead.")
-    folder = p.parent
-    if p.name != INCEPTION_FILE:  # InceptionV3W looks for this exact name inside a folder
-        folder = Path(tempfile.mkdtemp(prefix="histosynth-inception-"))
-        (folder / INCEPTION_FILE).symlink_to(p.resolve())
-    model = InceptionV3W(str(folder), download=False, resize_inside=False).to(device).eval()
+    if p.name == INCEPTION_FILE:
+        model = InceptionV3W(str(p.parent), download=False, resize_inside=False)
+    else:  # InceptionV3W looks for this exact name inside a folder: link it from a folder removed once loaded
+        with tempfile.TemporaryDirectory(prefix="histosynth-inception-") as folder:
+            (Path(folder) / INCEPTION_FILE).symlink_to(p.resolve())
+            model = InceptionV3W(folder, download=False, resize_inside=False)
+    model = model.to(device).eval()
     resize = build_resizer("clean")
 
     def extract(imgs: np.ndarray) -> np.ndarray:
