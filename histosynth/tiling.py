@@ -255,14 +255,17 @@ def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int,
     outlined, QC-rejected patches (``rejected``, level-0 x, y) outlined in their own colour, and a legend
     band with a scale bar in µm (``mpp``: level-0 µm/px, else the slide's own) and one row per
     ``legend`` (text, colour) entry."""
-    from PIL import ImageFilter, ImageFont
+    from PIL import ImageFont
+    from scipy import ndimage as ndi
 
     width, height = slide.dimensions
     preview = slide.get_thumbnail((PREVIEW_PX, PREVIEW_PX)).convert("RGB")
     scale = preview.width / width
-    m = Image.fromarray(mask.astype(np.uint8) * 255).resize(preview.size, Image.Resampling.NEAREST)
-    edge = Image.fromarray((np.asarray(m.filter(ImageFilter.MaxFilter(3))) != np.asarray(m.filter(ImageFilter.MinFilter(3))))
-                           .astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))  # ~3 px contour, the stain stays visible
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(preview.size, Image.Resampling.NEAREST)) > 0
+    # ~3 px contour, the stain stays visible (binary morphology: PIL's rank filters cost ~10 % of a bench job)
+    square = np.ones((3, 3), bool)
+    edge = ndi.binary_dilation(ndi.binary_dilation(m, square) & ~ndi.binary_erosion(m, square, border_value=1), square)
+    edge = Image.fromarray(edge.astype(np.uint8) * 255)
     mask_colour, patch_colour = (0, 190, 0), (20, 60, 220)
     preview = Image.composite(Image.new("RGB", preview.size, mask_colour), preview, edge)
     draw = ImageDraw.Draw(preview)
