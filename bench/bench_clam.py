@@ -47,6 +47,7 @@ VARIANTS = {  # row name -> tiling overrides
     "histosynth fraction>=0.25, padded": {"keep_rule": "fraction", "min_tissue_fraction": 0.25, "pad_edges": True},
     "histosynth four_points, padded": {"keep_rule": "four_points", "pad_edges": True},
     "histosynth four_points & fraction>=0.1, padded": {"keep_rule": "both", "min_tissue_fraction": 0.1, "pad_edges": True},
+    "histosynth four_points & fraction>=0.25, padded": {"keep_rule": "both", "min_tissue_fraction": 0.25, "pad_edges": True},
 }
 
 TILE_ONE = """

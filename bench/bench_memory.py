@@ -13,6 +13,11 @@ and final norm only) to stay short; ``--layers 12 --sizes 256`` gives the full V
 which is what the rule's ``mem_mb`` is set from.
 
     .venv/bin/python bench/bench_memory.py [--sizes 2000 20000] [--layers 0] [--workers 2] [--batch-size 64]
+
+``--stage split`` and ``--stage cluster`` give the same growth rows for the split (the real
+``split_patches`` over N 64 px patches in ``--files`` tile files, one case each) and the
+morphology clustering (the real ``cluster_morphology`` with the config's ``morphology`` defaults
+on N random 768-wide embeddings, 70/15/15 over the splits).
 """
 
 from __future__ import annotations
@@ -65,6 +70,50 @@ def child(patches: str, embedder: str, out: str, batch_size: int, workers: int) 
     embed_patches(patches, embedder, out, "cls", batch_size, workers, device="cpu", progress=False)
 
 
+def make_slide_files(folder: Path, n: int, per_file: int, size: int = 64) -> list[Path]:
+    """N patches in tile files of ``per_file`` patches (one slide and case each, two labels)."""
+    from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    paths = []
+    for f, start in enumerate(range(0, n, per_file)):
+        m = min(per_file, n - start)
+        paths.append(folder / f"s{f}.h5")
+        with PatchWriter(paths[-1], PatchFileSpec(size, ["a", "b"], {}), compression_level=1) as w:
+            w.append(PatchBatch(rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8), np.zeros((m, 2)),
+                                rng.integers(0, 2, m), [f"s{f}"] * m, [f"c{f}"] * m, np.ones(m)))
+    return paths
+
+
+def split_child(folder: str, out: str) -> None:
+    from histosynth.split import split_patches
+
+    o = Path(out)
+    o.mkdir()
+    split_patches(sorted(Path(folder).glob("*.h5")), {s: o / f"{s}.h5" for s in ("train", "val", "test")},
+                  o / "manifest.tsv", o / "summary.tsv", val=0.15, test=0.15, seed=0)
+
+
+def cluster_child(patches: str, out: str) -> None:
+    from histosynth.config import default_config
+    from histosynth.morphology import cluster_morphology
+
+    from histosynth.patchfile import PatchFile
+
+    with PatchFile(patches) as pf:
+        n = len(pf)
+    rng = np.random.default_rng(0)
+    cut = np.cumsum([int(0.7 * n), int(0.15 * n)])
+    feats = dict(zip(("train", "val", "test"), np.split(rng.normal(size=(n, 768)).astype(np.float32), cut)))
+    labels = {k: rng.integers(0, 2, len(v)) for k, v in feats.items()}
+    o = Path(out)
+    o.mkdir()
+    names = {"assignments": "a.tsv", "centroids": "c.tsv", "sizes": "s.tsv", "sweep": "k.png", "examples": "e.png"}
+    cluster_morphology(feats["train"], feats, labels, default_config()["morphology"], {k: o / v for k, v in names.items()},
+                       patches)
+
+
 def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
     """Run ``cmd``; return (peak RSS of it and its children in MiB, seconds)."""
     t0 = time.perf_counter()
@@ -99,22 +148,43 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", default="results/bench/memory.json")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster"])
+    ap.add_argument("--files", type=int, default=20, help="tile files (slides, one case each) the N patches come in (--stage split)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        return child(*a.child, a.batch_size, a.workers)
+        kind, *args = a.child
+        return {"embed": lambda: child(*args, a.batch_size, a.workers), "split": lambda: split_child(*args),
+                "cluster": lambda: cluster_child(*args)}[kind]()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        make_embedder(d / "emb", a.layers, a.patch)
+        if a.stage == "embed":
+            make_embedder(d / "emb", a.layers, a.patch)
         for n in a.sizes:
-            make_patches(d / f"p{n}.h5", n)
-            cmd = [sys.executable, __file__, "--child", str(d / f"p{n}.h5"), str(d / "emb"), str(d / f"e{n}.h5"),
-                   "--batch-size", str(a.batch_size), "--workers", str(a.workers)]
+            if a.stage == "split":
+                make_slide_files(d / f"tiles{n}", n, -(-n // a.files))
+                args = ["split", str(d / f"tiles{n}"), str(d / f"out{n}")]
+            elif a.stage == "cluster":
+                make_patches(d / f"p{n}.h5", int(0.7 * n))
+                args = ["cluster", str(d / f"p{n}.h5"), str(d / f"out{n}")]
+            else:
+                make_patches(d / f"p{n}.h5", n)
+                args = ["embed", str(d / f"p{n}.h5"), str(d / "emb"), str(d / f"e{n}.h5")]
+            cmd = [sys.executable, __file__, "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--child", *args]
             mib, sec = peak_rss_of(cmd)
             rows.append({"patches": n, "peak_rss_mib": mib, "seconds": sec})
             print(f"N={n}: peak {mib:.0f} MiB in {sec:.0f} s", flush=True)
     base = rows[0]
+    if a.stage != "embed":
+        print(f"\nstage {a.stage}, {os.cpu_count()} CPUs")
+        for r in rows:
+            r["ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
+            print(f"{r['patches']:8d} patches: peak {r['peak_rss_mib']:.0f} MiB ({r['ratio']:.2f}x), {r['seconds']:.0f} s "
+                  f"({r['seconds'] / base['seconds']:.2f}x)")
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"stage": a.stage, "cpus": os.cpu_count(), "rows": rows}, indent=2))
+        return
     tokens = (224 // a.patch) ** 2 + 1
     print(f"\nViT-B/{a.patch} random weights, {a.layers} layers, 224 px ({tokens} tokens x 768), batch {a.batch_size}, "
           f"{a.workers} DataLoader workers, {os.cpu_count()} CPUs")

@@ -55,3 +55,25 @@ def test_contract_violations_are_named(tmp_path):
         w.append(batch(2, label=3))
     with pytest.raises(InputError, match="coords lacks attr 'mpp'.*labels outside"):
         check_patch_file(path)
+
+
+@pytest.mark.parametrize("codec", ["installed", "zlib"])
+def test_pixels_are_plain_gzip_chunks(tmp_path, monkeypatch, codec):
+    """Chunks compressed outside HDF5 (ISA-L or the zlib fallback) decode through HDF5's own gzip
+    filter and as plain zlib streams, so readers that know nothing of the writer read them."""
+    import zlib
+
+    from histosynth import patchfile
+
+    if codec == "zlib":
+        monkeypatch.setattr(patchfile, "_deflate_lib", zlib)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 40, (4, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "p.h5"
+    with PatchWriter(path, SPEC, compression_level=9) as w:
+        w.append(PatchBatch(imgs, np.zeros((4, 2)), np.zeros(4), ["s"] * 4, ["c"] * 4, np.ones(4)))
+    with h5py.File(path, "r") as h:
+        assert np.array_equal(h["imgs"][:], imgs) and h["imgs"].compression == "gzip"
+        for i in range(4):
+            mask, raw = h["imgs"].id.read_direct_chunk((i, 0, 0, 0))
+            assert mask == 0 and zlib.decompress(raw) == imgs[i].tobytes()
