@@ -89,11 +89,12 @@ rule train_diffusion:
         # checkpoints survive a failed job; training keys them below this folder by its settings and the
         # latent cache's data fingerprint, so changed settings, data or prompts never resume a stale run
         checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
-    threads: 4
+    # train.num_processes > 1: that many processes (accelerate launch), each with its GPU, 4 threads and memory
+    threads: lambda wc: 4 * train_settings(wc)["num_processes"]
     resources:
-        mem_mb=32000,
+        mem_mb=lambda wc: 32000 * train_settings(wc)["num_processes"],
         runtime=24 * 60,
-        gpu=1,
+        gpu=lambda wc: train_settings(wc)["num_processes"],
     conda:
         "../envs/diffusion.yaml"
     script:
