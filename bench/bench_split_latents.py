@@ -11,6 +11,8 @@ Latents: the tiny offline base model on the training split at the patch size wit
 experiment. Wall time on a loaded machine varies; CPU seconds of this process are given beside it.
 
     .venv/bin/python bench/bench_split_latents.py [--slides 20] [--patches 500] [--size 64] [--experiments 3]
+
+(``--experiments 0`` measures the split only.)
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def main() -> None:
                              cpu_s=round(cpu, 2), disk_mib=round(size_of(outs.values()) / 2**20, 2),
                              vs_tiles=round(size_of(outs.values()) / tile_bytes, 4)))
         train = tmp / "virtual" / "train.h5"
+        if not args.experiments:  # --experiments 0: the split only
+            print(pd.DataFrame(rows).to_string(index=False))
+            return
 
         from histosynth.diffusion.latents import cache_image_latents, cache_latents, cache_prompt_latents
         from histosynth.models.base_model import prepare_base_model
