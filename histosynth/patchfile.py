@@ -18,6 +18,11 @@ Optional datasets, also N rows:
                 ``background_rgb``); 0 for patches wholly inside the slide. Absent = no padding.
 
 Readers never load all pixels at once: ``PatchFile.iter_batches`` streams them.
+
+``imgs`` may be an HDF5 virtual dataset (written with ``PatchWriter.append_view``): row ranges of
+other patch files' ``imgs``, referenced by paths relative to this file's folder (so the folder
+they share can move as a whole), and rows copied into this file's own ``copied_imgs``. Readers see
+an ordinary dataset; the referenced files must stay where they are.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,6 +46,8 @@ NO_COORD = -1
 REQUIRED_DATASETS = ("imgs", "coords", "labels", "slide_ids", "case_ids", "mpp")
 PAD_FRACTION = "pad_fraction"  # optional per-patch column, see the module docstring
 STR_DTYPE = h5py.string_dtype("utf-8")
+COPIED_IMGS = "copied_imgs"  # the rows of a virtual ``imgs`` that were copied, not referenced
+_Piece = namedtuple("_Piece", "source start stop")  # imgs rows start:stop of source (None: copied_imgs)
 
 try:  # ISA-L's deflate: the same zlib stream HDF5's gzip filter reads, ~4x less CPU at level 1
     from isal import isal_zlib as _deflate_lib  # (bench/bench_tiling.py, README "Cohort scale")
@@ -116,6 +124,8 @@ class PatchWriter:
             h.attrs[k] = v
         h.attrs["output_patch_size"] = s
         self.n = 0
+        self._pieces: list[_Piece] = []  # the layout of ``imgs`` once a view was appended
+        self._copied = 0
 
     def append(self, batch: PatchBatch) -> None:
         m = len(batch)
@@ -124,11 +134,37 @@ class PatchWriter:
         s = self.spec.patch_size
         if batch.imgs.shape[1:] != (s, s, 3) or batch.imgs.dtype != np.uint8:
             raise ValueError(f"{self.path}: patches must be uint8 ({s},{s},3), got {batch.imgs.dtype} {batch.imgs.shape[1:]}")
-        start, end = self.n, self.n + m
         imgs = self._h5["imgs"]
-        imgs.resize(end, axis=0)
+        imgs.resize(self._copied + m, axis=0)
         for i, img in enumerate(batch.imgs):  # one patch per chunk (the contract)
-            imgs.id.write_direct_chunk((start + i, 0, 0, 0), _deflate_lib.compress(np.ascontiguousarray(img), self._level))
+            imgs.id.write_direct_chunk((self._copied + i, 0, 0, 0), _deflate_lib.compress(np.ascontiguousarray(img), self._level))
+        self._add_piece(None, self._copied, self._copied + m)
+        self._copied += m
+        self._append_columns(batch, m)
+
+    def append_view(self, source: str | os.PathLike, start: int, batch: PatchBatch) -> None:
+        """Rows whose pixels are ``imgs[start:start + m]`` of the patch file ``source``: referenced, not
+        copied (``batch.imgs`` is ignored; the other columns are written as given)."""
+        m = len(batch.coords)
+        if m == 0:
+            return
+        with h5py.File(source, "r") as src:
+            shape = src["imgs"].shape
+        s = self.spec.patch_size
+        if shape[1:] != (s, s, 3) or start < 0 or start + m > shape[0]:
+            raise ValueError(f"{self.path}: cannot reference rows {start}:{start + m} of {source} imgs {shape}")
+        self._add_piece(Path(source).resolve(), start, start + m)
+        self._append_columns(batch, m)
+
+    def _add_piece(self, source, start: int, stop: int) -> None:
+        last = self._pieces[-1] if self._pieces else None
+        if last is not None and last.source == source and last.stop == start:
+            self._pieces[-1] = last._replace(stop=stop)  # one mapping per contiguous run
+        else:
+            self._pieces.append(_Piece(source, start, stop))
+
+    def _append_columns(self, batch: PatchBatch, m: int) -> None:
+        start, end = self.n, self.n + m
         for name, values in (
             ("coords", np.asarray(batch.coords, np.int64).reshape(m, 2)),
             ("labels", np.asarray(batch.labels, np.int64)),
@@ -152,7 +188,26 @@ class PatchWriter:
         for k, v in attrs.items():
             self._h5.attrs[k] = v
 
+    def _make_virtual_imgs(self) -> None:
+        """Turn ``imgs`` into a virtual dataset over the referenced files and the copied rows."""
+        h, s = self._h5, self.spec.patch_size
+        h.move("imgs", COPIED_IMGS)
+        layout = h5py.VirtualLayout((self.n, s, s, 3), np.uint8)
+        folder = self.path.resolve().parent
+        row = 0
+        for p in self._pieces:
+            # "." is this file; other files by relative path, which HDF5 resolves from this file's folder
+            name, shape = (".", h[COPIED_IMGS].shape) if p.source is None else (os.path.relpath(p.source, folder), None)
+            if shape is None:
+                with h5py.File(p.source, "r") as src:
+                    shape = src["imgs"].shape
+            layout[row : row + p.stop - p.start] = h5py.VirtualSource(name, "imgs" if p.source else COPIED_IMGS, shape=shape)[p.start : p.stop]
+            row += p.stop - p.start
+        h.create_virtual_dataset("imgs", layout, fillvalue=0)
+
     def close(self) -> None:
+        if any(p.source is not None for p in self._pieces):
+            self._make_virtual_imgs()
         self._h5.attrs["n_patches"] = self.n
         self._stack.close()
 

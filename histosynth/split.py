@@ -4,7 +4,14 @@ Groups (``case_id`` by default) are split, not patches, so no patient appears in
 Patches with an ``official_split`` (imported datasets that keep their published split) keep it.
 Each group gets its majority label and scikit-learn's ``train_test_split`` stratifies the groups
 by it (falling back to an unstratified split, with a warning, when a class has too few groups).
-Fractions are fractions of groups. Patches are copied in batches, never all loaded at once.
+Fractions are fractions of groups.
+
+No pixel is copied that only moves: the split files' ``imgs`` are HDF5 virtual datasets over the
+tile files (``PatchWriter.append_view``), one mapping per run of consecutive rows of a tile file
+(a whole slide file when grouping by case, as usual). Only rows in runs shorter than
+``MIN_VIEW_RUN`` (e.g. an imported dataset whose per-patch official split interleaves) are copied,
+streamed in batches. The tile files must therefore stay in place (paths are stored relative to the
+split files' folder, so ``results/`` can move as a whole).
 """
 
 from __future__ import annotations
@@ -24,6 +31,16 @@ from .patchfile import UNLABELLED, PatchBatch, PatchFile, PatchFileSpec, PatchWr
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+# a referenced run costs one mapping in the virtual dataset's layout (read on every open); runs
+# shorter than this are cheaper copied than referenced
+MIN_VIEW_RUN = 64
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Positions (start, stop) in ``rows`` of the runs of consecutive values."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    edges = np.concatenate([[0], breaks, [len(rows)]])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
 def _pool_rare(strata: np.ndarray) -> np.ndarray:
@@ -170,6 +187,7 @@ def split_patches(
         spec = PatchFileSpec(patch_size=files[0].patch_size, label_names=names, coords_attrs=_merged_coords_attrs(files),
                              root_attrs=dict(source="split", group_by=group_by, seed=seed))
         man["split_index"] = -1
+        referenced = copied = 0
         for split in SPLITS:
             sel = man[man["split"] == split]
             man.loc[sel.index, "split_index"] = np.arange(len(sel))
@@ -177,10 +195,20 @@ def split_patches(
                                                            dict(spec.root_attrs, split=split))) as w:
                 for fi, part in sel.groupby("_file", sort=True):
                     pf, src, labs = files[fi], part["source_index"].to_numpy(), part["label"].to_numpy()
-                    for s in range(0, len(src), batch_size):
-                        rows_idx = src[s : s + batch_size]
-                        w.append(PatchBatch(pf.read(rows_idx), pf.coords[rows_idx], labs[s : s + batch_size],
-                                            pf.slide_ids[rows_idx], pf.case_ids[rows_idx], pf.mpp[rows_idx]))
+                    for a, b in _runs(src):
+                        view = b - a >= MIN_VIEW_RUN
+                        for s in range(a, b, batch_size):
+                            rows_idx = src[s : min(s + batch_size, b)]
+                            batch = PatchBatch(None if view else pf.read(rows_idx), pf.coords[rows_idx],
+                                               labs[s : s + len(rows_idx)], pf.slide_ids[rows_idx],
+                                               pf.case_ids[rows_idx], pf.mpp[rows_idx])
+                            if view:
+                                w.append_view(pf.path, int(rows_idx[0]), batch)
+                            else:
+                                w.append(batch)
+                        referenced += (b - a) * view
+                        copied += (b - a) * (not view)
+        log.info("split: %d patches referenced in the tile files, %d copied", referenced, copied)
     finally:
         for pf in files:
             pf.close()

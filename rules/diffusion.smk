@@ -6,9 +6,44 @@ for _experiment in EXPERIMENTS:
     check_train_settings(experiment_settings(config, _experiment, "train"), _experiment)
 
 
-rule cache_latents:
+def image_latents(wildcards):
+    """The shared image-latent file an experiment's cache refers to: one per resolution and flip setting."""
+    flip = "flip" if train_settings(wildcards)["random_flip"] else "noflip"
+    return f"results/latents/images/train_{resolution(wildcards)}px_{flip}.h5"
+
+
+rule cache_image_latents:
     input:
         patches="results/patches/train.h5",
+        base="results/models/base",
+    output:
+        latents="results/latents/images/train_{resolution}px_{flip}.h5",
+    log:
+        "results/logs/cache_image_latents/train_{resolution}px_{flip}.log",
+    benchmark:
+        "results/benchmarks/cache_image_latents/train_{resolution}px_{flip}.tsv"
+    wildcard_constraints:
+        resolution=r"\d+",
+        flip="flip|noflip",
+    params:
+        resolution=lambda wc: int(wc.resolution),
+        random_flip=lambda wc: wc.flip == "flip",
+        # shared by all experiments: the default train.device (where to run, not what is computed)
+        device=config["train"]["device"],
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/cache_image_latents.py"
+
+
+# per experiment only the prompt embeddings; the image latents are the shared file's (virtual datasets)
+rule cache_latents:
+    input:
+        images=image_latents,
         prompts="results/prompts/{experiment}.tsv",
         base="results/models/base",
     output:
@@ -18,12 +53,10 @@ rule cache_latents:
     benchmark:
         "results/benchmarks/cache_latents/{experiment}.tsv"
     params:
-        resolution=resolution,
-        random_flip=lambda wc: train_settings(wc)["random_flip"],
         device=lambda wc: train_settings(wc)["device"],
     resources:
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=4000,
+        runtime=30,
         gpu=1,
     conda:
         "../envs/diffusion.yaml"
@@ -56,17 +89,29 @@ rule train_diffusion:
         # checkpoints survive a failed job; training keys them below this folder by its settings and the
         # latent cache's data fingerprint, so changed settings, data or prompts never resume a stale run
         checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
-    threads: 4
+    # train.num_processes > 1: that many processes (accelerate launch), each with its GPU, 4 threads and memory
+    threads: lambda wc: 4 * train_settings(wc)["num_processes"]
     resources:
-        mem_mb=32000,
+        mem_mb=lambda wc: 32000 * train_settings(wc)["num_processes"],
         runtime=24 * 60,
-        gpu=1,
+        gpu=lambda wc: train_settings(wc)["num_processes"],
     conda:
         "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/train_diffusion.py"
 
 
+def sample_params(wildcards):
+    """What the images depend on: the sample settings without the shard count."""
+    return {k: v for k, v in sample_settings(wildcards).items() if k != "shards"}
+
+
+def shard_files(pattern):
+    """One file per shard of the experiment's sample.shards."""
+    return lambda wc: [pattern.format(experiment=wc.experiment, shard=k) for k in range(sample_settings(wc)["shards"])]
+
+
+# one job per seed range (sample.shards); a failed or killed shard reruns alone, the others are kept
 rule sample:
     input:
         model="results/models/{experiment}/trained",
@@ -74,21 +119,16 @@ rule sample:
         prompts="results/prompts/{experiment}.tsv",
         patches="results/patches/train.h5",
     output:
-        raw="results/synthetic/{experiment}/raw.h5",
-        grid=report(
-            "results/synthetic/{experiment}/raw_grid.png",
-            caption="../report/synthetic_grid.rst",
-            category="4. Synthetic images",
-            subcategory="{experiment}",
-            labels={"experiment": "{experiment}", "set": "raw"},
-        ),
-        summary="results/synthetic/{experiment}/sample_summary.json",
+        raw="results/synthetic/{experiment}/shards/raw.{shard}.h5",
     log:
-        "results/logs/sample/{experiment}.log",
+        "results/logs/sample/{experiment}.{shard}.log",
     benchmark:
-        "results/benchmarks/sample/{experiment}.tsv"
+        "results/benchmarks/sample/{experiment}.{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     params:
-        sample=sample_settings,
+        sample=sample_params,
+        shards=lambda wc: sample_settings(wc)["shards"],
         resolution=resolution,
     threads: 4
     resources:
@@ -101,13 +141,68 @@ rule sample:
         "../workflow_scripts/sample.py"
 
 
+# raw.h5 references the shards' pixels (HDF5 virtual datasets): the shard files must stay
+rule gather_samples:
+    input:
+        shards=shard_files("results/synthetic/{experiment}/shards/raw.{shard}.h5"),
+    output:
+        raw="results/synthetic/{experiment}/raw.h5",
+        grid=report(
+            "results/synthetic/{experiment}/raw_grid.png",
+            caption="../report/synthetic_grid.rst",
+            category="4. Synthetic images",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "set": "raw"},
+        ),
+        summary="results/synthetic/{experiment}/sample_summary.json",
+    log:
+        "results/logs/gather_samples/{experiment}.log",
+    benchmark:
+        "results/benchmarks/gather_samples/{experiment}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/gather_samples.py"
+
+
 rule filter_synthetic:
     input:
-        raw="results/synthetic/{experiment}/raw.h5",
+        raw="results/synthetic/{experiment}/shards/raw.{shard}.h5",
         classifier="results/classifier/model",
         model="results/models/{experiment}/trained",
         base="results/models/base",
         patches="results/patches/train.h5",
+    output:
+        filtered="results/synthetic/{experiment}/shards/filtered.{shard}.h5",
+        acceptance="results/synthetic/{experiment}/shards/acceptance.{shard}.tsv",
+    log:
+        "results/logs/filter_synthetic/{experiment}.{shard}.log",
+    benchmark:
+        "results/benchmarks/filter_synthetic/{experiment}.{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        filter=config["filter"],
+        sample=sample_params,
+        resolution=resolution,
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=12 * 60,
+        gpu=1,
+    conda:
+        "../envs/diffusion.yaml"
+    script:
+        "../workflow_scripts/filter_synthetic.py"
+
+
+rule gather_filtered:
+    input:
+        shards=shard_files("results/synthetic/{experiment}/shards/filtered.{shard}.h5"),
+        acceptance=shard_files("results/synthetic/{experiment}/shards/acceptance.{shard}.tsv"),
     output:
         filtered="results/synthetic/{experiment}/filtered.h5",
         acceptance="results/synthetic/{experiment}/acceptance.tsv",
@@ -127,19 +222,15 @@ rule filter_synthetic:
         ),
         summary="results/synthetic/{experiment}/filter_summary.json",
     log:
-        "results/logs/filter_synthetic/{experiment}.log",
+        "results/logs/gather_filtered/{experiment}.log",
     benchmark:
-        "results/benchmarks/filter_synthetic/{experiment}.tsv"
+        "results/benchmarks/gather_filtered/{experiment}.tsv"
     params:
         filter=config["filter"],
-        sample=sample_settings,
-        resolution=resolution,
-    threads: 4
     resources:
-        mem_mb=16000,
-        runtime=12 * 60,
-        gpu=1,
+        mem_mb=2000,
+        runtime=30,
     conda:
         "../envs/diffusion.yaml"
     script:
-        "../workflow_scripts/filter_synthetic.py"
+        "../workflow_scripts/gather_filtered.py"

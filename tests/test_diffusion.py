@@ -11,9 +11,9 @@ import torch
 
 from histosynth.classifier import train_classifier
 from histosynth.config import default_config
-from histosynth.diffusion.filtering import filter_synthetic
-from histosynth.diffusion.latents import cache_latents
-from histosynth.diffusion.sample import generate, load_pipeline, sample
+from histosynth.diffusion.filtering import filter_shard, filter_synthetic, gather_filtered
+from histosynth.diffusion.latents import LatentCache, cache_image_latents, cache_latents, cache_prompt_latents
+from histosynth.diffusion.sample import gather_samples, generate, load_pipeline, sample
 from histosynth.diffusion.train import fine_tune, fixed_batch_loss, list_checkpoints
 from histosynth.diffusion.trained import LORA_FILE, META_FILE
 from histosynth.errors import InputError
@@ -40,6 +40,35 @@ def setup(tmp_path_factory, demo_slide):
     build_prompts("label", split["train"], cfg["prompts"], token_counter(tok), 77, out_tsv=d / "prompts.tsv")
     cache_latents(split["train"], d / "prompts.tsv", base, d / "latents.h5", 32, True, progress=False)
     return {"dir": d, "base": base, "split": split, "prompts": d / "prompts.tsv", "latents": d / "latents.h5", "cfg": cfg}
+
+
+def test_experiments_share_one_image_latent_file(setup, tmp_path):
+    """The workflow's pair (shared image latents + per-experiment prompts) reads like the self-contained cache,
+    with the same fingerprint; another prompt file shares the image latents and changes the fingerprint."""
+    d = tmp_path / "latents"
+    img = d / "images" / "train.h5"
+    cache_image_latents(setup["split"]["train"], setup["base"], img, 32, True, progress=False)
+    cache_prompt_latents(img, setup["prompts"], setup["base"], d / "a.h5")
+    other = tmp_path / "other.tsv"
+    prompts = pd.read_csv(setup["prompts"], sep="\t", keep_default_na=False)
+    prompts.assign(prompt="an H&E patch").to_csv(other, sep="\t", index=False)
+    cache_prompt_latents(img, other, setup["base"], d / "b.h5")
+    with LatentCache(setup["latents"]) as whole, LatentCache(d / "a.h5") as a, LatentCache(d / "b.h5") as b:
+        assert a.fingerprint == whole.fingerprint != b.fingerprint
+        rows, flipped = np.array([3, 0, 3]), np.array([False, True, True])
+        # the same VAE on the same pixels, possibly another thread count: close, not bit-equal
+        for x, y in zip(a.read(rows, flipped), whole.read(rows, flipped)):
+            np.testing.assert_allclose(x, y, atol=1e-2)
+        assert np.array_equal(a.read(rows, flipped)[0], b.read(rows, flipped)[0])
+        assert a.prompts != b.prompts and a.labels.tolist() == whole.labels.tolist()
+    with h5py.File(d / "a.h5", "r") as h:
+        assert h["latent_mean"].is_virtual and not h["prompt_embeds"].is_virtual
+    # each experiment's file holds prompts only: far smaller than the image latents
+    assert (d / "a.h5").stat().st_size < img.stat().st_size / 2
+    # moved without its image file, the cache is refused instead of read as zeros
+    (d / "a.h5").rename(tmp_path / "a.h5")
+    with pytest.raises(InputError, match="images/train.h5.*missing"):
+        LatentCache(tmp_path / "a.h5")
 
 
 def train_cfg(**kw):
@@ -184,6 +213,46 @@ def test_sample_and_filter_loop(setup, trained):
         assert 0 <= r["acceptance"] <= 1
     with PatchFile(d / "f.h5") as pf:  # accepted images keep prompt class and carry their round
         assert set(pf.column("round")) <= {0, 1, 2}
+
+
+def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, tmp_path):
+    """3 shards (one empty-ish, uneven batch shapes) gathered give the unsharded raw and filtered sets: the same
+    seeds, prompts, labels and rounds in the same order, pixels equal up to batch-shape rounding (<= 2 of 255)."""
+    cfg = default_config(sample={"steps": 3, "per_class": 4, "batch_size": 3}, filter={"max_rounds": 1, "min_confidence": 0.0},
+                         classifier={"epochs": 1})
+    model, base, train_h5 = trained[1] / "model", setup["base"], setup["split"]["train"]
+    whole = sample(base, model, setup["prompts"], train_h5, tmp_path / "raw.h5", tmp_path / "raw.png", cfg["sample"], 32, "e",
+                   progress=False)
+    shards = [tmp_path / "shards" / f"raw.{k}.h5" for k in range(3)]
+    for k, out in enumerate(shards):
+        sample(base, model, setup["prompts"], train_h5, out, None, cfg["sample"], 32, "e", progress=False, shard=k, shards=3)
+    gathered = gather_samples(shards, tmp_path / "shards" / "raw.h5", tmp_path / "g.png")
+    assert gathered["n"] == whole["n"] and gathered["shards"] == 3
+
+    def same_sets(a, b):
+        with PatchFile(a) as x, PatchFile(b) as y:
+            assert len(x) == len(y) > 0
+            for col in ("seeds", "prompts", "round"):
+                assert list(x.column(col)) == list(y.column(col)), col
+            assert np.array_equal(x.labels, y.labels)
+            diff = np.abs(x.read(np.arange(len(x))).astype(int) - y.read(np.arange(len(y))).astype(int))
+            assert diff.max() <= 2 and diff.mean() <= 0.05
+
+    same_sets(tmp_path / "raw.h5", tmp_path / "shards" / "raw.h5")
+    train_classifier(train_h5, setup["split"]["val"], setup["split"]["test"], tmp_path / "clf", tmp_path / "clf.json",
+                     cfg["classifier"], 32, progress=False)
+    # both filter the same raw pixels (the gathered shards), so round 0 decides identically
+    args = (tmp_path / "clf", base, model, train_h5)
+    res = filter_synthetic(tmp_path / "shards" / "raw.h5", *args, tmp_path / "f.h5", tmp_path / "acc.tsv", tmp_path / "acc.png",
+                           tmp_path / "fgrid.png", cfg["filter"], cfg["sample"], 32, "e")
+    tables = [filter_shard(raw, *args, raw.with_name(f"filtered.{k}.h5"), cfg["filter"], cfg["sample"], 32, "e")
+              for k, raw in enumerate(shards)]
+    res_sharded = gather_filtered([raw.with_name(f"filtered.{k}.h5") for k, raw in enumerate(shards)], tables,
+                                  tmp_path / "shards" / "f.h5", tmp_path / "sacc.tsv", tmp_path / "sacc.png", tmp_path / "sg.png",
+                                  cfg["filter"])
+    same_sets(tmp_path / "f.h5", tmp_path / "shards" / "f.h5")
+    assert {k: v for k, v in res_sharded.items() if k != "shards"} == {k: v for k, v in res.items() if k != "shards"}
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "acc.tsv", sep="\t"), pd.read_csv(tmp_path / "sacc.tsv", sep="\t"))
 
 
 def test_classifier_beats_chance_on_pathmnist(shared_data, tmp_path):

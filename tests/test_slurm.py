@@ -32,7 +32,7 @@ def cluster(tmp_path_factory):
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("starting a local SLURM cluster needs root and apt-get (Debian/Ubuntu)")
     state = tmp_path_factory.mktemp("slurm-state")
-    env = {"SLURM_LOCAL_DIR": str(state)}
+    env = {"SLURM_LOCAL_DIR": str(state), "FAKE_GPUS": "2"}  # two gpu=1 jobs side by side (gres backed by /dev/null)
     if not shutil.which("slurmctld"):
         r = sh("bash", str(SCRIPT), "install", timeout=600, env=env)
         if r.returncode:
@@ -90,3 +90,34 @@ def test_a_failing_slurm_job_is_reported_as_failed(cluster, tmp_path):
     assert res.returncode != 0
     assert re.search(r"SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), out[-3000:]
     assert not (tmp_path / "results/tiles/broken.h5").exists()
+
+
+def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
+    """Everything up to the trained model runs locally; only the 2 sampling shards go to SLURM, each
+    its own GPU job, and scontrol shows them as two completed jobs of rule sample, one per shard."""
+    rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}") for i in range(1, 5)]
+    cfg = write_config(tmp_path, rows)
+    c = yaml.safe_load(cfg.read_text())
+    c.update(train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "validation_every": 2,
+                    "validation_images_per_class": 1},
+             sample={"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2})
+    cfg.write_text(yaml.safe_dump(c))
+    local = subprocess.run(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                            "--directory", str(tmp_path), "--configfile", str(cfg), "--cores", "2",
+                            "results/models/label_only/trained"], capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr[-3000:]
+    shards = [f"results/synthetic/label_only/shards/raw.{k}.h5" for k in range(2)]
+    # small requests, so that both shards fit the 2-CPU CI node at once
+    res = run_on_slurm(tmp_path, cfg, *shards, extra=("--set-resources", "sample:mem_mb=1000", "--set-threads", "sample=1"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
+    assert len(set(job_ids)) == 2, out[-3000:]
+    seen = []
+    for jid in job_ids:
+        state = sh("scontrol", "show", "job", jid, timeout=30).stdout
+        assert "JobState=COMPLETED" in state and "gres/gpu=1" in state, state
+        seen.append(re.search(r"Comment=rule_sample_wildcards_(\S+)", state).group(1))
+    assert sorted(seen) == ["label_only_0", "label_only_1"], seen
+    for shard in shards:
+        assert check_patch_file(tmp_path / shard) == 2  # per_class 2 x 2 classes over 2 shards

@@ -171,3 +171,56 @@ def test_a_split_mixing_pixel_sizes_warns_with_counts(tmp_path, caplog):
     assert f"1.0: {n_a}" in line and f"0.5: {n_b}" in line
     b0_split = man.loc[man["case_id"] == "b0", "split"].iloc[0]
     assert "unknown: 1" in next(x for x in caplog.text.splitlines() if f"split {b0_split} mixes" in x)
+
+
+def _slide_file(path, case, label, n, first, official=None):
+    """n patches whose pixels all equal first + row (mod 256), one case, one label."""
+    spec = PatchFileSpec(8, ["x", "y"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0,
+                                             magnification=10.0), extra={"official_split": "str"} if official else {})
+    imgs = np.stack([np.full((8, 8, 3), (first + i) % 256, np.uint8) for i in range(n)])
+    with PatchWriter(path, spec) as w:
+        w.append(PatchBatch(imgs, np.zeros((n, 2)), [label] * n, [case] * n, [case] * n, np.ones(n),
+                            extra={"official_split": official} if official else {}))
+
+
+def test_split_references_whole_slide_files_and_copies_only_short_runs(tmp_path):
+    import h5py
+
+    tiles, out = tmp_path / "results" / "tiles", tmp_path / "results" / "patches"
+    tiles.mkdir(parents=True)
+    out.mkdir()
+    files = [tiles / f"s{i}.h5" for i in range(8)]
+    for i, f in enumerate(files):
+        _slide_file(f, f"case{i}", i % 2, 70, first=i * 70)
+    # an imported set whose official split alternates per patch: runs of one row, so copied
+    official = ["train", "val", "test"] * 10
+    _slide_file(tiles / "imported.h5", "imported", 0, 30, first=7, official=official)
+    files.append(tiles / "imported.h5")
+    outs = {s: out / f"{s}.h5" for s in ("train", "val", "test")}
+    # the imported set shares its case across splits by design; give each row its own case for the check
+    with h5py.File(tiles / "imported.h5", "r+") as h:
+        h["case_ids"][...] = np.array([f"imp{i}" for i in range(30)], dtype=object)
+    man = split_patches(files, outs, out / "manifest.tsv", None, 0.25, 0.25, 0, batch_size=32)
+    assert sum(check_patch_file(p) for p in outs.values()) == 8 * 70 + 30
+
+    def expected(split):
+        rows = man[man.split == split].sort_values("split_index")
+        first = {str(f): (i * 70 if i < 8 else 7) for i, f in enumerate(files)}
+        return np.array([(first[r.source_file] + r.source_index) % 256 for r in rows.itertuples()])
+
+    with h5py.File(outs["train"], "r") as h:
+        assert h["imgs"].is_virtual
+        names = {m.file_name for m in h["imgs"].virtual_sources()}
+        assert {n for n in names if n != "."} <= {f"../tiles/{f.name}" for f in files}
+        assert "." in names  # the interleaved imported rows were copied into the split file itself
+        assert h["copied_imgs"].shape[0] == 10
+    # pixels identical to the tile rows, also after moving results/ as a whole
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "results").rename(moved)
+    for split in ("train", "val", "test"):
+        with PatchFile(moved / "patches" / f"{split}.h5") as pf:
+            got = pf.read(np.arange(len(pf)))[:, 0, 0, 0]
+            assert np.array_equal(got, expected(split)), split
+            assert np.array_equal(np.asarray(pf.read([5, 1]))[:, 0, 0, 0], expected(split)[[5, 1]])
+    # the split files hold no referenced pixels: far smaller than the tiles they index
+    assert (moved / "patches" / "train.h5").stat().st_size < sum(f.stat().st_size for f in (moved / "tiles").glob("s*.h5")) / 4

@@ -99,7 +99,7 @@ def test_padding_tiles_the_edge_strips_and_records_them(edge_slide, tmp_path):
     assert counts[True] > counts[False]
 
 
-@pytest.mark.parametrize("script", ["tile_slide", "split_patches", "import_patches", "make_demo_slide", "cluster_morphology"])
+@pytest.mark.parametrize("script", ["tile_slide", "split_patches", "import_patches", "make_demo_slide", "cluster_morphology", "gather_samples", "gather_filtered"])
 def test_model_free_rules_never_import_torch(script):
     """A model-free job must not pay torch's start-up: importing its script's modules leaves torch out."""
     src = (REPO / "workflow_scripts" / f"{script}.py").read_text()

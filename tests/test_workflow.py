@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,7 +33,7 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "embedding": {"num_workers": 0},
         "morphology": {"k": 2, "sweep": [2, 3]},
         "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "validation_every": 6, "validation_images_per_class": 1},
-        "sample": {"steps": 2, "per_class": 2, "batch_size": 4},
+        "sample": {"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
         "classifier": {"epochs": 1},
         "filter": {"max_rounds": 1},
         "evaluation": {"feature_extractor": "classifier", "downstream_epochs": 1},
@@ -105,8 +106,9 @@ def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "filter_synthetic", "evaluate_generation",
-                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
+    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "gather_samples", "filter_synthetic",
+                     "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card",
+                     "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
     assert "results/models/label_only/trained" not in res.stdout
@@ -116,18 +118,34 @@ def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sample"].update(guidance_scale=3.0))
     # sampling, the filter, evaluation, the model cards and the report; no tiling, embedding, training
-    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream",
-                     "model_card", "report", "all"}
+    assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
+                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
 
 
 def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
-    assert rules == {"sample", "filter_synthetic", "evaluate_generation", "evaluate_agreement", "evaluate_downstream",
-                     "model_card", "report", "all"}
+    assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
+                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     # (the report lists every experiment's sets among its inputs; only outputs say what is made again)
     assert "output: results/synthetic/report/raw.h5" in res.stdout and "output: results/synthetic/label_only/raw.h5" not in res.stdout
+
+
+def test_a_lost_shard_reruns_alone(finished_run, run_snakemake):
+    """A killed shard job leaves no file (outputs are atomic): only that shard is sampled again, then gathered."""
+    wd, cfg = finished_run
+    shard = wd / "results/synthetic/report/shards/raw.1.h5"
+    aside = shard.with_name("aside.h5")
+    shard.rename(aside)
+    try:
+        res = run_snakemake(wd, "--configfile", str(cfg), "-n")
+    finally:
+        aside.rename(shard)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "output: results/synthetic/report/shards/raw.1.h5" in res.stdout
+    made = [line.split("output: ", 1)[1] for line in res.stdout.splitlines() if "output: " in line]
+    assert not [m for m in made if "raw.0.h5" in m or "label_only" in m], made
 
 
 def test_diffusion_outputs(finished_run):
@@ -135,6 +153,8 @@ def test_diffusion_outputs(finished_run):
     for exp in ("label_only", "morphology", "report"):
         assert (wd / f"results/models/{exp}/trained/pytorch_lora_weights.safetensors").is_file()
         assert check_patch_file(wd / f"results/synthetic/{exp}/raw.h5") > 0
+        with h5py.File(wd / f"results/synthetic/{exp}/raw.h5", "r") as h:  # the two shards, referenced
+            assert {m.file_name for m in h["imgs"].virtual_sources()} == {"shards/raw.0.h5", "shards/raw.1.h5"}
         check_patch_file(wd / f"results/synthetic/{exp}/filtered.h5")
         assert len(pd.read_csv(wd / f"results/models/{exp}/loss.tsv", sep="\t")) == 6
     metrics = json.loads((wd / "results/classifier/metrics.json").read_text())

@@ -1,10 +1,9 @@
 from _common import run
-from histosynth.diffusion.latents import cache_latents
+from histosynth.diffusion.latents import cache_prompt_latents
 
 
 def main(sm):
-    cache_latents(sm.input.patches, sm.input.prompts, sm.input.base, sm.output.latents, resolution=sm.params.resolution,
-                  random_flip=sm.params.random_flip, device=sm.params.device)
+    cache_prompt_latents(sm.input.images, sm.input.prompts, sm.input.base, sm.output.latents, device=sm.params.device)
 
 
 run(snakemake, main)  # noqa: F821

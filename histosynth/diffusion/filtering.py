@@ -5,12 +5,16 @@ the predicted class equals its prompt's class (and, optionally, the probability 
 reaches ``filter.min_confidence``). Rejected images are regenerated with the same prompt and new
 seeds, for at most ``filter.max_rounds`` rounds, so the loop always terminates; classes that never
 pass are reported, not hidden.
+
+Sharded like ``sample``: ``filter_shard`` filters one raw shard (its rejects regenerate from their
+own seeds, so a shard does not depend on the others), ``gather_filtered`` joins the shards.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +23,7 @@ from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_proba
 from ..errors import InputError
 from ..patchfile import PatchFile, PatchWriter
-from .sample import class_grid, generate, load_pipeline, synthetic_spec, write_batches
+from .sample import class_grid, gather_shards, generate, load_pipeline, synthetic_spec, write_batches
 
 log = logging.getLogger(__name__)
 SEED_STRIDE = 1_000_003  # round r regenerates seed s as s + r * SEED_STRIDE
@@ -29,8 +33,10 @@ def accept(probs: np.ndarray, labels: np.ndarray, min_confidence: float) -> np.n
     return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= min_confidence)
 
 
-def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
-                     filter_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
+def filter_shard(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, filter_cfg: dict, sample_cfg: dict,
+                 resolution: int, experiment: str) -> pd.DataFrame:
+    """Filter one (shard of a) raw set into ``out_h5``, rows ordered by round; return its tried/accepted
+    counts per round and class (``round``, ``label``, ``label_name``, ``tried``, ``accepted``)."""
     net, ccfg = load_classifier(classifier_dir, sample_cfg["device"])
     size, device = ccfg["image_size"], ccfg["device"]
     with PatchFile(raw_h5) as raw:
@@ -52,6 +58,7 @@ def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_
 
             for idx, imgs in raw.iter_batches(sample_cfg["batch_size"] * 8):  # round 0: the raw set, streamed
                 judge(0, idx, imgs, seeds[idx])
+            tried.setdefault(0, (np.zeros(0, int), np.zeros(0, bool)))
             pipe = None
             for rnd in range(1, filter_cfg["max_rounds"] + 1):
                 idx_prev, ok_prev = tried[rnd - 1]
@@ -70,23 +77,46 @@ def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_
             sel = labels[idx] == c
             if sel.any():
                 rows.append({"round": rnd, "label": c, "label_name": name, "tried": int(sel.sum()), "accepted": int(ok[sel].sum())})
-    df = pd.DataFrame(rows)
-    total = pd.Series(labels).value_counts().rename("requested")
+    return pd.DataFrame(rows, columns=["round", "label", "label_name", "tried", "accepted"])
+
+
+def gather_filtered(shard_h5s: list, tables: list[pd.DataFrame], out_h5, acceptance_tsv, plot_png, grid_png,
+                    filter_cfg: dict) -> dict:
+    """``filtered.h5`` from the filter shards, round by round and within a round shard by shard (the
+    unsharded order), with the acceptance table, plot, grid and summary over all shards."""
+    pieces = []
+    for path in shard_h5s:
+        with PatchFile(path) as pf:
+            rounds = pf.column("round")
+        pieces.append((path, rounds))
+    order = [(path, np.flatnonzero(rounds == rnd)) for rnd in sorted(set().union(*(set(r.tolist()) for _, r in pieces)))
+             for path, rounds in pieces]
+    gather_shards(order or [(shard_h5s[0], np.zeros(0, np.int64))], out_h5)
+    df = pd.concat(tables, ignore_index=True).groupby(["round", "label", "label_name"], as_index=False)[["tried", "accepted"]].sum()
+    first = df[df["round"] == 0].set_index("label")
+    total = first["tried"].rename("requested")  # every raw image is tried in round 0
     per_class = df.groupby(["label", "label_name"])["accepted"].sum().reset_index().merge(total, left_on="label", right_index=True)
     per_class["acceptance"] = per_class["accepted"] / per_class["requested"]
     never = per_class.loc[per_class["accepted"] == 0, "label_name"].tolist()
     if never:
         log.warning("filter: class(es) %s never passed the classifier in %d round(s)", never, filter_cfg["max_rounds"] + 1)
-    first = df[df["round"] == 0].set_index("label")
     df["first_round_acceptance"] = df["label"].map(first["accepted"] / first["tried"])
     with atomic_path(acceptance_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     acceptance_plot(df, per_class, plot_png)
     class_grid(out_h5, grid_png)
-    summary = {"requested": int(len(labels)), "accepted": int(per_class["accepted"].sum()), "rounds_run": int(df["round"].max()) + 1,
-               "never_passed": never, "per_class": per_class.to_dict("records")}
+    summary = {"requested": int(total.sum()), "accepted": int(per_class["accepted"].sum()), "rounds_run": int(df["round"].max()) + 1,
+               "never_passed": never, "per_class": per_class.to_dict("records"), "shards": len(shard_h5s)}
     log.info("filter: %s", json.dumps({k: v for k, v in summary.items() if k != "per_class"}))
     return summary
+
+
+def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
+                     filter_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
+    """The unsharded loop: one shard, gathered. ``out_h5`` references ``<out_h5>.shard.h5`` beside it."""
+    shard = Path(out_h5).with_suffix(".shard.h5")
+    table = filter_shard(raw_h5, classifier_dir, base_dir, model_dir, train_h5, shard, filter_cfg, sample_cfg, resolution, experiment)
+    return gather_filtered([shard], [table], out_h5, acceptance_tsv, plot_png, grid_png, filter_cfg)
 
 
 def acceptance_plot(df: pd.DataFrame, per_class: pd.DataFrame, out_png) -> None:

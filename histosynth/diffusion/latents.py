@@ -1,6 +1,13 @@
 """``cache_latents``: every training patch through the VAE once, every distinct prompt through the
 text encoder once (as kohya's trainer caches), so training steps run the UNet only.
 
+The image half depends only on the training split, the resolution and the flip setting, so the
+workflow writes it once (``cache_image_latents``, ``results/latents/images/``) and every
+experiment's cache (``cache_prompt_latents``) holds its own prompt embeddings plus HDF5 virtual
+datasets over that shared file, referenced relative to the cache's folder (the two must stay side
+by side; ``LatentCache`` refuses a cache whose image file is missing). ``cache_latents`` writes
+both halves into one self-contained file.
+
 This module owns the cache's HDF5 format: ``cache_latents`` writes it, ``LatentCache`` reads it,
 and the key names below are the only place they are spelled.
 
@@ -10,9 +17,10 @@ flipped image when random flips are on (``*_flip``); ``prompt_index`` (N,) into 
 (P+1, 77, D) whose last row is the empty prompt (classifier-free dropout); ``prompt_ids`` (P+1, 77)
 token ids for text-encoder training; ``prompts`` (P+1,); ``labels`` (N,) with attribute
 ``label_names``; file attributes ``scaling_factor``, ``resolution``, ``base_model``,
-``random_flip``, ``uncond_index`` and ``data_fingerprint``: a SHA-256 of what the cache was made
-from (every patch's pixels and label, the label names, every patch's prompt, the resolution and the
-flip setting), so training can tell a cache of changed data or prompts from the one it checkpointed.
+``random_flip``, ``uncond_index``, ``image_fingerprint`` (SHA-256 of every patch's pixels and
+label, the label names, the resolution and the flip setting) and ``data_fingerprint``: a SHA-256 of
+the image fingerprint and every patch's prompt, so training can tell a cache of changed data or
+prompts from the one it checkpointed.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +51,7 @@ PROMPT_INDEX, PROMPT_EMBEDS, PROMPT_IDS, PROMPTS = "prompt_index", "prompt_embed
 LABELS, LABEL_NAMES = "labels", "label_names"
 SCALING_FACTOR, RESOLUTION, BASE_MODEL = "scaling_factor", "resolution", "base_model"
 RANDOM_FLIP, UNCOND_INDEX, DATA_FINGERPRINT = "random_flip", "uncond_index", "data_fingerprint"
+IMAGE_FINGERPRINT = "image_fingerprint"
 
 
 def to_model_input(imgs: np.ndarray, resolution: int):
@@ -65,61 +75,132 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: str, bat
     return ids.numpy(), torch.cat(out).numpy()
 
 
-def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
-                  device: str = "auto", progress: bool = True) -> int:
-    import torch
+def _open_models(base: Path, device: str, vae: bool, text: bool):
     from diffusers import AutoencoderKL
     from transformers import AutoTokenizer, CLIPTextModel
 
+    out = {}
+    if vae:
+        out["vae"] = AutoencoderKL.from_pretrained(base, subfolder="vae").to(device).eval()
+    if text:
+        out["tokenizer"] = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
+        out["text_encoder"] = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").to(device).eval()
+    return out
+
+
+def _write_image_latents(h: h5py.File, pf: PatchFile, vae, base: Path, resolution: int, random_flip: bool,
+                         batch_size: int, device: str, progress: bool) -> str:
+    """Every patch of ``pf`` through the VAE into ``h``; returns the image fingerprint (also an attribute)."""
+    import torch
+
+    n = len(pf)
+    if n == 0:
+        raise InputError(f"{pf.path}: the training split is empty; nothing to fine-tune on")
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    if resolution % down:
+        raise InputError(f"train.resolution {resolution} must be a multiple of the VAE's downsampling factor {down}")
+    shape = (n, vae.config.latent_channels, resolution // down, resolution // down)
+    # what the latents are made of; the pixels are hashed as they stream through the VAE below
+    digest = hashlib.sha256(json.dumps({"label_names": list(pf.label_names), "resolution": resolution,
+                                        "random_flip": random_flip}).encode())
+    digest.update(np.ascontiguousarray(pf.labels, np.int64).tobytes())
+    names = [MEAN, STD] + ([MEAN + FLIPPED, STD + FLIPPED] if random_flip else [])
+    dsets = {k: h.create_dataset(k, shape, np.float16, chunks=(1, *shape[1:])) for k in names}
+    h[LABELS] = pf.labels
+    h[LABELS].attrs[LABEL_NAMES] = np.array(pf.label_names, dtype=h5py.string_dtype("utf-8"))
+    h.attrs.update({SCALING_FACTOR: float(vae.config.scaling_factor), RESOLUTION: resolution, BASE_MODEL: str(base),
+                    RANDOM_FLIP: random_flip})
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for rows, imgs in progress_bar(pf.iter_batches(batch_size), total=-(-n // batch_size), desc="cache latents",
+                                     disable=not progress, mininterval=2):
+            digest.update(np.ascontiguousarray(imgs).tobytes())
+            x = to_model_input(imgs, resolution).to(device)
+            views = [("", x)] + ([(FLIPPED, torch.flip(x, dims=[3]))] if random_flip else [])
+            for suffix, v in views:
+                dist = vae.encode(v).latent_dist
+                dsets[MEAN + suffix][rows[0] : rows[-1] + 1] = dist.mean.float().cpu().numpy()
+                dsets[STD + suffix][rows[0] : rows[-1] + 1] = dist.std.float().cpu().numpy()
+    h.attrs[IMAGE_FINGERPRINT] = digest.hexdigest()
+    log.info("cached latents of %d patches (%s) on %s in %.1f s; image fingerprint %s", n, shape[1:], device,
+             time.perf_counter() - t0, digest.hexdigest()[:12])
+    return digest.hexdigest()
+
+
+def _read_prompts(prompts_tsv, n: int) -> pd.DataFrame:
+    prompts = pd.read_csv(prompts_tsv, sep="\t", keep_default_na=False)
+    if len(prompts) != n:
+        raise InputError(f"{prompts_tsv} has {len(prompts)} prompts but the training split has {n} patches; rerun build_prompts")
+    return prompts
+
+
+def _write_prompts(h: h5py.File, prompts_tsv, n: int, image_fingerprint: str, tokenizer, text_encoder, device: str) -> None:
+    """Every distinct prompt through the text encoder once; the data fingerprint combines the images' and the prompts'."""
+    prompts = _read_prompts(prompts_tsv, n)
+    distinct = sorted(set(prompts["prompt"]))
+    index = {p: i for i, p in enumerate(distinct)}
+    ids, embeds = encode_prompts(tokenizer, text_encoder, distinct + [""], device)
+    h[PROMPT_INDEX] = np.array([index[p] for p in prompts["prompt"]], np.int64)
+    h[PROMPT_EMBEDS] = embeds.astype(np.float16)
+    h[PROMPT_IDS] = ids.astype(np.int64)
+    h[PROMPTS] = np.array(distinct + [""], dtype=h5py.string_dtype("utf-8"))
+    h.attrs[UNCOND_INDEX] = len(distinct)
+    fingerprint = hashlib.sha256(json.dumps({"images": image_fingerprint, "prompts": prompts["prompt"].tolist()}).encode())
+    h.attrs[DATA_FINGERPRINT] = fingerprint.hexdigest()
+    log.info("encoded %d distinct prompts; data fingerprint %s", len(distinct), fingerprint.hexdigest()[:12])
+
+
+def cache_image_latents(patch_h5, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
+                        device: str = "auto", progress: bool = True) -> int:
+    """The image half of the cache, shared by every experiment on the same split, resolution and flips."""
     device = pick_device(device)
     base = Path(base_dir)
-    prompts = pd.read_csv(prompts_tsv, sep="\t", keep_default_na=False)
-    with PatchFile(patch_h5) as pf:
-        n = len(pf)
-        if n == 0:
-            raise InputError(f"{patch_h5}: the training split is empty; nothing to fine-tune on")
-        if len(prompts) != n:
-            raise InputError(f"{prompts_tsv} has {len(prompts)} prompts but {patch_h5} has {n} patches; rerun build_prompts")
-        vae = AutoencoderKL.from_pretrained(base, subfolder="vae").to(device).eval()
-        down = 2 ** (len(vae.config.block_out_channels) - 1)
-        if resolution % down:
-            raise InputError(f"train.resolution {resolution} must be a multiple of the VAE's downsampling factor {down}")
-        tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").to(device).eval()
-        distinct = sorted(set(prompts["prompt"]))
-        index = {p: i for i, p in enumerate(distinct)}
-        ids, embeds = encode_prompts(tokenizer, text_encoder, distinct + [""], device)
-        shape = (n, vae.config.latent_channels, resolution // down, resolution // down)
-        # what the cache is made of; the pixels are hashed as they stream through the VAE below
-        digest = hashlib.sha256(json.dumps({"prompts": prompts["prompt"].tolist(), "label_names": list(pf.label_names),
-                                            "resolution": resolution, "random_flip": random_flip}).encode())
-        digest.update(np.ascontiguousarray(pf.labels, np.int64).tobytes())
-        t0 = time.perf_counter()
-        with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
-            names = [MEAN, STD] + ([MEAN + FLIPPED, STD + FLIPPED] if random_flip else [])
-            dsets = {k: h.create_dataset(k, shape, np.float16, chunks=(1, *shape[1:])) for k in names}
-            h[PROMPT_INDEX] = np.array([index[p] for p in prompts["prompt"]], np.int64)
-            h[PROMPT_EMBEDS] = embeds.astype(np.float16)
-            h[PROMPT_IDS] = ids.astype(np.int64)
-            h[PROMPTS] = np.array(distinct + [""], dtype=h5py.string_dtype("utf-8"))
-            h[LABELS] = pf.labels
-            h[LABELS].attrs[LABEL_NAMES] = np.array(pf.label_names, dtype=h5py.string_dtype("utf-8"))
-            h.attrs.update({SCALING_FACTOR: float(vae.config.scaling_factor), RESOLUTION: resolution, BASE_MODEL: str(base),
-                            RANDOM_FLIP: random_flip, UNCOND_INDEX: len(distinct)})
-            with torch.inference_mode():
-                for rows, imgs in progress_bar(pf.iter_batches(batch_size), total=-(-n // batch_size), desc="cache latents",
-                                       disable=not progress, mininterval=2):
-                    digest.update(np.ascontiguousarray(imgs).tobytes())
-                    x = to_model_input(imgs, resolution).to(device)
-                    views = [("", x)] + ([(FLIPPED, torch.flip(x, dims=[3]))] if random_flip else [])
-                    for suffix, v in views:
-                        dist = vae.encode(v).latent_dist
-                        dsets[MEAN + suffix][rows[0] : rows[-1] + 1] = dist.mean.float().cpu().numpy()
-                        dsets[STD + suffix][rows[0] : rows[-1] + 1] = dist.std.float().cpu().numpy()
-            h.attrs[DATA_FINGERPRINT] = digest.hexdigest()
-    log.info("cached latents of %d patches (%s) and %d distinct prompts on %s in %.1f s; data fingerprint %s", n, shape[1:],
-             len(distinct), device, time.perf_counter() - t0, digest.hexdigest()[:12])
+    with PatchFile(patch_h5) as pf, atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
+        _write_image_latents(h, pf, _open_models(base, device, vae=True, text=False)["vae"], base, resolution,
+                             random_flip, batch_size, device, progress)
+        return len(pf)
+
+
+def cache_prompt_latents(image_h5, prompts_tsv, base_dir, out_h5, device: str = "auto") -> int:
+    """An experiment's cache: its prompt embeddings, and the shared image latents of ``image_h5`` as HDF5
+    virtual datasets (referenced by a path relative to ``out_h5``'s folder, not copied)."""
+    device = pick_device(device)
+    base = Path(base_dir)
+    models = _open_models(base, device, vae=False, text=True)
+    rel = os.path.relpath(Path(image_h5).resolve(), Path(out_h5).resolve().parent)
+    with h5py.File(image_h5, "r") as img, atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
+        if IMAGE_FINGERPRINT not in img.attrs:
+            raise InputError(f"{image_h5} is not an image-latent file of cache_image_latents (no {IMAGE_FINGERPRINT})")
+        if img.attrs[BASE_MODEL] != str(base):
+            raise InputError(f"{image_h5} was encoded with the VAE of {img.attrs[BASE_MODEL]}, not {base}")
+        for name in (MEAN, STD, MEAN + FLIPPED, STD + FLIPPED):
+            if name in img:
+                layout = h5py.VirtualLayout(img[name].shape, img[name].dtype)
+                layout[...] = h5py.VirtualSource(rel, name, shape=img[name].shape)
+                h.create_virtual_dataset(name, layout)
+        h[LABELS] = img[LABELS][:]
+        h[LABELS].attrs[LABEL_NAMES] = img[LABELS].attrs[LABEL_NAMES]
+        h.attrs.update({k: img.attrs[k] for k in (SCALING_FACTOR, RESOLUTION, BASE_MODEL, RANDOM_FLIP, IMAGE_FINGERPRINT)})
+        n = int(img[MEAN].shape[0])
+        _write_prompts(h, prompts_tsv, n, str(img.attrs[IMAGE_FINGERPRINT]), models["tokenizer"], models["text_encoder"], device)
     return n
+
+
+def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
+                  device: str = "auto", progress: bool = True) -> int:
+    """A self-contained cache (image latents and prompts in one file), with the same fingerprint as the
+    shared-image pair ``cache_image_latents`` + ``cache_prompt_latents`` over the same inputs."""
+    device = pick_device(device)
+    base = Path(base_dir)
+    models = _open_models(base, device, vae=True, text=True)
+    with PatchFile(patch_h5) as pf:
+        if len(pf) == 0:
+            raise InputError(f"{patch_h5}: the training split is empty; nothing to fine-tune on")
+        _read_prompts(prompts_tsv, len(pf))  # a stale prompt file fails before the VAE pass, not after
+        with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
+            fp = _write_image_latents(h, pf, models["vae"], base, resolution, random_flip, batch_size, device, progress)
+            _write_prompts(h, prompts_tsv, len(pf), fp, models["tokenizer"], models["text_encoder"], device)
+        return len(pf)
 
 
 class LatentCache:
@@ -132,6 +213,14 @@ class LatentCache:
             self.h5.close()
             raise InputError(f"latent cache {self.path} has no {DATA_FINGERPRINT} (written by an older histosynth); "
                              "delete it and rerun cache_latents")
+        for name in (MEAN, STD, MEAN + FLIPPED, STD + FLIPPED):
+            # HDF5 reads a missing source of a virtual dataset as zeros: refuse instead of training on them
+            if name in self.h5 and self.h5[name].is_virtual:
+                for src in {m.file_name for m in self.h5[name].virtual_sources()}:
+                    if not (self.path.parent / src).is_file():
+                        self.h5.close()
+                        raise InputError(f"latent cache {self.path}: its image latents {src} (relative to its folder) are "
+                                         "missing; the shared image-latent file must stay beside it (rerun cache_latents)")
         self.n = int(self.h5[MEAN].shape[0])
         self.fingerprint = str(self.h5.attrs[DATA_FINGERPRINT])
         self.flip = bool(self.h5.attrs[RANDOM_FLIP])

@@ -2,8 +2,13 @@
 scheduler by name.
 
 Image i gets seed ``sample.seed + i`` through its own ``torch.Generator``, so the same seed gives
-the same image whatever the batch it lands in. Output: a patch HDF5 (the contract, plus
+the same image whatever the batch (or shard) it lands in. Output: a patch HDF5 (the contract, plus
 ``prompts``, ``seeds`` and ``round`` columns) and a PNG grid with a row per class.
+
+Sharding (``sample.shards``): shard k of N samples the k-th of N consecutive ranges of the plan
+(``shard_rows``), each its own job and file; ``gather_shards`` joins the shard files into one
+patch file whose ``imgs`` reference the shards' (HDF5 virtual datasets, no pixel copied), so the
+shard files stay beside it.
 """
 
 from __future__ import annotations
@@ -124,12 +129,21 @@ def class_grid(h5, out_png, per_class: int = 8) -> None:
     image_grid(rows, out_png, columns=per_class)
 
 
+def shard_rows(n: int, shards: int, shard: int) -> np.ndarray:
+    """Rows of shard ``shard`` (0-based) of ``shards``: consecutive, sizes differing by at most one."""
+    if not 0 <= shard < shards:
+        raise InputError(f"shard {shard} does not exist with sample.shards={shards}")
+    return np.array_split(np.arange(n), shards)[shard]
+
+
 def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
-           progress: bool = True) -> dict:
+           progress: bool = True, shard: int = 0, shards: int = 1) -> dict:
+    """Sample shard ``shard`` of ``shards`` of the plan (all of it by default); ``grid_png`` may be None."""
     plan = plan_samples(prompts_tsv, cfg)
     if plan.empty:
         raise InputError(f"{prompts_tsv}: no prompts to sample from")
-    pipe = load_pipeline(base_dir, model_dir, cfg["scheduler"], cfg["device"])
+    plan = plan.iloc[shard_rows(len(plan), shards, shard)]
+    pipe = load_pipeline(base_dir, model_dir, cfg["scheduler"], cfg["device"]) if len(plan) else None
     spec = synthetic_spec(train_h5, experiment, resolution, cfg)
     t0 = time.perf_counter()
     with PatchWriter(out_h5, spec) as w:
@@ -137,10 +151,51 @@ def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: di
             part = plan.iloc[s : s + cfg["batch_size"]]
             imgs = generate(pipe, part["prompt"].tolist(), part["seed"].tolist(), cfg, resolution)
             write_batches(w, imgs, part["label"].to_numpy(), part["prompt"], part["seed"].to_numpy(), 0, experiment)
-    seconds = time.perf_counter() - t0
-    class_grid(out_h5, grid_png)
+        seconds = time.perf_counter() - t0
+        w.set_attrs(seconds=seconds, device=str(pipe.device) if pipe else "")  # for the gathered summary
+    if grid_png is not None:
+        class_grid(out_h5, grid_png)
     rate = len(plan) / max(seconds, 1e-9)
     log.info("sampled %d images (%d classes, %d distinct prompts) with %s, %d steps, CFG %.1f at %d px: %.2f images/s on %s",
              len(plan), plan["label"].nunique(), plan["prompt"].nunique(), cfg["scheduler"], cfg["steps"], cfg["guidance_scale"],
-             resolution, rate, pipe.device)
-    return {"n": len(plan), "seconds": seconds, "images_per_s": rate, "device": str(pipe.device)}
+             resolution, rate, pipe.device if pipe else "-")
+    return {"n": len(plan), "seconds": seconds, "images_per_s": rate, "device": str(pipe.device) if pipe else ""}
+
+
+def gather_shards(pieces: list[tuple[str, np.ndarray]], out_h5) -> None:
+    """One synthetic patch file of the given rows of shard files, in the order given, each run of
+    consecutive rows referenced (a virtual dataset over the shard's ``imgs``), not copied."""
+    paths = [p for p, _ in pieces]
+    with PatchFile(paths[0]) as first:
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("n_patches", "output_patch_size", "seconds", "device")}
+        spec = PatchFileSpec(first.patch_size, first.label_names, first.coords_attrs, attrs, extra=SYNTHETIC_COLUMNS)
+    with PatchWriter(out_h5, spec) as w:
+        for path, rows in pieces:
+            rows = np.asarray(rows, np.int64)
+            if rows.size == 0:
+                continue
+            with PatchFile(path) as pf:
+                if pf.label_names != spec.label_names:
+                    raise InputError(f"{path} has classes {pf.label_names}, {paths[0]} has {spec.label_names}; rerun its shard")
+                cols = {c: pf.column(c) for c in SYNTHETIC_COLUMNS}
+                breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+                for run in np.split(rows, breaks):
+                    w.append_view(pf.path, int(run[0]), PatchBatch(None, pf.coords[run], pf.labels[run], pf.slide_ids[run],
+                                                                   pf.case_ids[run], pf.mpp[run],
+                                                                   extra={c: v[run] for c, v in cols.items()}))
+
+
+def gather_samples(shard_h5s: list, out_h5, grid_png) -> dict:
+    """``raw.h5`` from the sample shards in shard order (= the unsharded order), its grid and summary."""
+    pieces, n, seconds, devices = [], 0, 0.0, set()
+    for path in shard_h5s:
+        with PatchFile(path) as pf:
+            pieces.append((path, np.arange(len(pf))))
+            n += len(pf)
+            seconds += float(pf.attrs.get("seconds", 0.0))
+            devices |= {str(pf.attrs.get("device", ""))} - {""}
+    gather_shards(pieces, out_h5)
+    class_grid(out_h5, grid_png)
+    # images per second of GPU time (summed over shards), comparable with an unsharded run
+    return {"n": n, "seconds": seconds, "images_per_s": n / max(seconds, 1e-9), "device": ",".join(sorted(devices)),
+            "shards": len(shard_h5s)}

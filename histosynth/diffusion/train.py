@@ -14,8 +14,14 @@ whose model files are written by save/load hooks in the diffusers format of the 
 (``trained.py``). They live under ``<checkpoint root>/<settings hash>-<data fingerprint>/``: the hash
 of the training settings and base model, and the latent cache's fingerprint of its data and prompts,
 so a run resumes only a checkpoint of the same settings on the same data. Batches, latent noise and
-timesteps are drawn from generators seeded by (seed, step), so a resumed run follows exactly the
+timesteps are drawn from generators seeded by (seed, micro-batch number), so a resumed run follows exactly the
 path of an uninterrupted one.
+
+Several processes (``train.num_processes``, started by ``launch.py`` with ``accelerate launch``):
+the micro-batch numbers are a DataLoader prepared by accelerate, which hands process r of N the
+numbers r, r+N, … (one process: 0, 1, 2, …), so every process draws its own batches and DDP
+averages their gradients. Checkpoints, validation grids, the loss table and the trained model are
+written by the main process only.
 """
 
 from __future__ import annotations
@@ -248,6 +254,16 @@ def resume(acc, folder: Path, meta: dict, max_steps: int) -> tuple[int, list]:
 # ----- one step -------------------------------------------------------------------------------------
 
 
+def micro_batch_numbers(acc, first: int, stop: int):
+    """This process's micro-batch numbers, ``first`` to ``stop`` counted per process (a resumed run
+    skips the first ones): a DataLoader of all processes' numbers prepared by accelerate, whose
+    batch sampler gives process r of N the numbers r, r+N, … (one process: all, in order)."""
+    from torch.utils.data import DataLoader
+
+    n = acc.num_processes
+    return acc.prepare(DataLoader(range(first * n, stop * n), batch_size=1))
+
+
 def draw_batch(cache: LatentCache, cfg: dict, micro_step: int, num_train_timesteps: int):
     """Latents, noise, timesteps and prompt rows of one micro-batch, fixed by (seed, micro_step)."""
     import torch
@@ -338,19 +354,28 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
     folder, key = checkpoint_folder(checkpoint_root, cfg, base, cache)
     meta = {"method": cfg["method"], "settings_hash": key, "data_fingerprint": cache.fingerprint}
     start, losses = resume(acc, folder, meta, cfg["max_steps"])
+    main = acc.is_main_process
+
+    ga = cfg["gradient_accumulation_steps"]
+    micro_batches = micro_batch_numbers(acc, start * ga, cfg["max_steps"] * ga)
 
     embeds = torch.from_numpy(cache.embeds.astype(np.float32))
     ids = torch.from_numpy(cache.ids)
-    ga = cfg["gradient_accumulation_steps"]
     encode_text = cfg["method"] == "lora" and cfg["train_text_encoder"]
     m.unet.train()
     t0 = time.perf_counter()
-    bar = progress_bar(total=cfg["max_steps"], initial=start, desc=f"train ({cfg['method']})", unit="step", disable=not progress, mininterval=2)
+    bar = progress_bar(total=cfg["max_steps"], initial=start, desc=f"train ({cfg['method']})", unit="step",
+                       disable=not (progress and main), mininterval=2)
+    batches = iter(micro_batches)
     for step in range(start + 1, cfg["max_steps"] + 1):
         step_loss = 0.0
         for micro in range(ga):
-            # a micro-batch of cached posteriors sampled to latents, with noise and timesteps, fixed by (seed, step)
-            latents, noise, t, rows = draw_batch(cache, cfg, (step - 1) * ga + micro, m.noise_scheduler.config.num_train_timesteps)
+            # a micro-batch of cached posteriors sampled to latents, with noise and timesteps, fixed by (seed, its number)
+            k = int(next(batches)[0])
+            latents, noise, t, rows = draw_batch(cache, cfg, k, m.noise_scheduler.config.num_train_timesteps)
+            if step == start + 1 and micro == 0:
+                log.info("process %d of %d: first micro-batch %d, patches %s", acc.process_index, acc.num_processes, k,
+                         rows.tolist())
             latents, noise, t = latents.to(acc.device), noise.to(acc.device), t.to(acc.device)
             with acc.accumulate(m.unet):
                 # the prompt condition: cached embeddings, or the text encoder's output when it trains
@@ -372,23 +397,29 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
-            step_loss += loss.item() / ga
+            step_loss += acc.reduce(loss.detach(), "mean").item() / ga  # the mean over processes
         # the EMA follows every optimizer step
         if m.ema is not None:
             m.ema.step(acc.unwrap_model(m.unet).parameters())
         losses.append({"step": step, "loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]})
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
-        # a validation grid and a resumable checkpoint every so many steps
-        if step % cfg["validation_every"] == 0 or step == cfg["max_steps"]:
+        # a validation grid and a resumable checkpoint every so many steps (the main process's)
+        if main and (step % cfg["validation_every"] == 0 or step == cfg["max_steps"]):
             validation_grid(acc, m, cache, cfg, base, weight_dtype, Path(validation_dir) / f"step-{step:07d}.png")
         if step % cfg["checkpoint_every"] == 0 and step < cfg["max_steps"]:
-            save_checkpoint(acc, folder, step, losses, meta, cfg["checkpoints_keep"])
+            if main:
+                save_checkpoint(acc, folder, step, losses, meta, cfg["checkpoints_keep"])
+            acc.wait_for_everyone()
             if stop_after_step is not None and step >= stop_after_step:
                 bar.close()
                 return {"stopped_at": step}
     bar.close()
     seconds = time.perf_counter() - t0
+    acc.wait_for_everyone()
+    if not main:
+        acc.end_training()
+        return {"process": acc.process_index}
 
     # the final weights (the EMA's when kept) in diffusers' format, the loss table and curve
     unet = acc.unwrap_model(m.unet)
@@ -402,13 +433,15 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
     done = cfg["max_steps"] - start
     summary = {"method": cfg["method"], "steps": cfg["max_steps"], "resumed_from": start, "checkpoints": str(folder),
                "trainable_parameters": sum(p.numel() for p in params), "seconds": seconds,
-               "steps_per_s": done / max(seconds, 1e-9), "images_per_s": done * cfg["batch_size"] * ga / max(seconds, 1e-9),
-               "device": device, "mixed_precision": acc.mixed_precision,
+               "steps_per_s": done / max(seconds, 1e-9),
+               "images_per_s": done * cfg["batch_size"] * ga * acc.num_processes / max(seconds, 1e-9),
+               "device": device, "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                "first_loss": float(df["loss"].iloc[:10].mean()), "last_loss": float(df["loss"].iloc[-10:].mean())}
     if device == "cuda":
         summary["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     log.info("%s: %d steps (%d resumed) in %.1f s = %.2f steps/s on %s; loss %.4f -> %.4f", cfg["method"], cfg["max_steps"], start,
              seconds, summary["steps_per_s"], device, summary["first_loss"], summary["last_loss"])
+    acc.end_training()
     return summary
 
 
