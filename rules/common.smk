@@ -96,6 +96,12 @@ def prompt_inputs(wildcards):
     return inputs | strategy_inputs(strategy(wildcards), config)
 
 
+# base model: prepare_base_model writes BASE_SOURCE; for base_model: tiny that is the random model, which
+# rule pretrain_base teaches the training patches and writes to BASE (hub models are BASE themselves)
+BASE = "results/models/base"
+BASE_SOURCE = "results/models/base_untrained" if config["base_model"] == "tiny" else BASE
+
+
 def train_settings(wildcards):
     return experiment_settings(config, wildcards.experiment, "train")
 
