@@ -35,7 +35,7 @@ if BASE_SOURCE != BASE:
             "results/benchmarks/pretrain_base/base.tsv"
         params:
             pretrain=config["pretrain"],
-            prompts=config["prompts"],
+            prompts=pretrain_prompt_settings(),
             resolution=config["train"]["resolution"] or config["tiling"]["patch_size"],
             # each stage's result and the UNet's checkpoints survive a failed job, keyed below this folder by
             # the settings and the training patches' fingerprint, so other settings or data never reuse them

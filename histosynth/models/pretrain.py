@@ -130,8 +130,12 @@ def pretrain_prompts(patch_h5, cfg: dict, prompts_cfg: dict, out_tsv: Path) -> N
 
 
 def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompts_cfg: dict, resolution: int,
-                  progress: bool = True) -> dict:
-    """Pretrain the tiny base ``untrained_dir`` on ``patch_h5`` (``cfg``: the ``pretrain`` settings) into ``out_dir``."""
+                  progress: bool = True, stop_after_step: int | None = None) -> dict:
+    """Pretrain the tiny base ``untrained_dir`` on ``patch_h5`` (``cfg``: the ``pretrain`` settings) into ``out_dir``.
+
+    ``prompts_cfg``: the label strategy's ``prompts`` settings (unused for ``prompts: empty``);
+    ``stop_after_step`` ends the UNet stage after that checkpoint, as a killed job would (tests).
+    """
     from ..diffusion.latents import cache_latents
     from ..diffusion.train import fine_tune
     from ..diffusion.trained import base_fingerprint
@@ -145,6 +149,9 @@ def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompt
     fingerprint, n = patch_fingerprint(patch_h5)
     key = settings_hash(cfg, resolution, prompts_cfg if cfg["prompts"] == "label" else None, base_fingerprint(base))
     work = Path(work_root) / f"{key}-{fingerprint[:12]}"
+    others = sorted(d.name for d in Path(work_root).glob("*") if d.is_dir() and d != work) if Path(work_root).is_dir() else []
+    if others:  # another config's or data's pretraining: kept (switching back reuses it), never used for this one
+        log.info("pretraining caches of other settings or training patches are kept, not used: %s", others)
     work.mkdir(parents=True, exist_ok=True)
     log.info("pretraining the tiny base on %d patches in %s (settings hash %s, data fingerprint %s)", n, work, key, fingerprint[:12])
     device = pick_device(cfg["device"])
@@ -172,7 +179,10 @@ def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompt
     unet_dir = work / "unet"
     if not (unet_dir / "config.json").is_file():
         summary["unet"] = fine_tune(latents, base_vae, unet_dir, work / "loss.tsv", work / "loss.png", work / "validation",
-                                    work / "checkpoints", unet_train_settings(cfg, resolution), progress=progress)
+                                    work / "checkpoints", unet_train_settings(cfg, resolution), progress=progress,
+                                    stop_after_step=stop_after_step)
+        if "stopped_at" in summary["unet"]:
+            return summary
     else:
         log.info("UNet stage already done in %s", unet_dir)
 
