@@ -68,14 +68,15 @@ def train_vae(base: Path, x, cfg: dict, device: str, out_dir: Path, progress: bo
     """Reconstruction training of the base's VAE on ``x``; saves it (with its new scaling_factor) to ``out_dir``."""
     import torch
     from diffusers import AutoencoderKL
-    from tqdm import tqdm
+
+    from ..progress import progress_bar
 
     torch.manual_seed(cfg["seed"])
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_learning_rate"])
     g = torch.Generator().manual_seed(cfg["seed"])
     bs, losses, t0 = cfg["batch_size"], [], time.perf_counter()
-    for step in tqdm(range(cfg["vae_steps"]), desc="pretrain VAE", disable=not progress, mininterval=2):
+    for step in progress_bar(range(cfg["vae_steps"]), desc="pretrain VAE", unit="step", disable=not progress, mininterval=2):
         idx = torch.randint(0, len(x), (bs,), generator=g)
         # random crops: the VAE is convolutional, and crops cut the step's cost by (size / crop)^2 on a CPU
         c = min(cfg["vae_crop"], x.shape[-1])
