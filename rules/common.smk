@@ -82,6 +82,17 @@ def stain_reference(wildcards):
     return stain["reference"] if stain["activate"] and stain["reference"] else []
 
 
+# base model: prepare_base_model writes BASE_SOURCE; for base_model: tiny that is the random model, which
+# rule pretrain_base teaches the training patches and writes to BASE (hub models are BASE themselves)
+BASE = "results/models/base"
+BASE_SOURCE = "results/models/base_untrained" if config["base_model"] == "tiny" else BASE
+
+
+def pretrain_prompt_settings():
+    """The prompts settings pretraining reads: the label strategy's, none for empty prompts."""
+    return strategy_settings("label", config["prompts"]) if config["pretrain"]["prompts"] == "label" else {}
+
+
 def strategy(wildcards):
     return EXPERIMENTS[wildcards.experiment]["prompts"]
 
@@ -92,7 +103,8 @@ def prompt_params(wildcards):
 
 
 def prompt_inputs(wildcards):
-    inputs = {"patches": "results/patches/train.h5", "base": "results/models/base"}
+    # only the tokenizer is read, the same before and after pretraining: prompts need not wait for it
+    inputs = {"patches": "results/patches/train.h5", "base": BASE_SOURCE}
     return inputs | strategy_inputs(strategy(wildcards), config)
 
 
@@ -117,10 +129,14 @@ FEATURES = config["evaluation"]["feature_extractor"]
 JUDGE = "results/eval/judge/model"
 
 
+# the embedding backbone's folder: prepare_embedder's, or for "classifier" the trained ResNet-18 itself
+EMBEDDER = "results/classifier/model" if config["embedding"]["backbone"] == "classifier" else "results/models/embedder"
+
+
 def metric_backbone():
-    """Folder of the ViT behind feature_extractor: backbone (the embedding one unless another is named)."""
+    """Folder of the network behind feature_extractor: backbone (the embedding one unless another is named)."""
     if config["evaluation"]["backbone"] == "embedding":
-        return "results/models/embedder"
+        return EMBEDDER
     return "results/models/metric_backbone"
 
 

@@ -7,7 +7,7 @@ rule model_card:
     input:
         model=rules.train_diffusion.output.model,
         train_summary=rules.train_diffusion.output.summary,
-        base=rules.prepare_base_model.output.model,
+        base=BASE,
         prompt_frequencies=rules.build_prompts.output.frequencies,
         raw_grid=rules.gather_samples.output.grid,
         filtered_grid=rules.gather_filtered.output.grid,

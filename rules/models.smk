@@ -4,7 +4,7 @@
 
 rule prepare_base_model:
     output:
-        model=directory("results/models/base"),
+        model=directory(BASE_SOURCE),
     log:
         "results/logs/prepare_base_model/base.log",
     benchmark:
@@ -18,6 +18,37 @@ rule prepare_base_model:
         "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/prepare_base_model.py"
+
+
+if BASE_SOURCE != BASE:
+
+    rule pretrain_base:
+        input:
+            base=BASE_SOURCE,
+            patches="results/patches/train.h5",
+        output:
+            model=directory(BASE),
+            summary="results/models/base_pretrain.json",
+        log:
+            "results/logs/pretrain_base/base.log",
+        benchmark:
+            "results/benchmarks/pretrain_base/base.tsv"
+        params:
+            pretrain=config["pretrain"],
+            prompts=pretrain_prompt_settings(),
+            resolution=config["train"]["resolution"] or config["tiling"]["patch_size"],
+            # each stage's result and the UNet's checkpoints survive a failed job, keyed below this folder by
+            # the settings and the training patches' fingerprint, so other settings or data never reuse them
+            work="results/checkpoints/pretrain_base",
+        threads: 4
+        resources:
+            mem_mb=16000,
+            runtime=4 * 60,
+            gpu=1,
+        conda:
+            "../envs/diffusion.yaml"
+        script:
+            "../workflow_scripts/pretrain_base.py"
 
 
 rule prepare_embedder:

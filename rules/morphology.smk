@@ -4,7 +4,7 @@
 rule embed_patches:
     input:
         patches="results/patches/{split}.h5",
-        embedder="results/models/embedder",
+        embedder=EMBEDDER,
     output:
         embeddings="results/embeddings/{split}.h5",
     log:

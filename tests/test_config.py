@@ -24,6 +24,8 @@ def test_shipped_config_validates():
         ({"tiling": {"mpp": "fast"}}, "fast"),
         ({"split": {"group_by": "patient"}}, "patient"),
         ({"patch_datasets": [{"name": "x", "format": "medmnist"}]}, "path"),
+        ({"train": {"method": "adapter"}}, r"train\.method.*'adapter'"),
+        ({"pretrain": {"prompts": "report"}}, r"pretrain\.prompts.*'report'"),
     ],
 )
 def test_bad_config_names_the_key(bad, key):

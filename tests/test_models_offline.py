@@ -76,6 +76,19 @@ def test_clusters_separate_distinct_tissues(patches, embedder, tmp_path):
         cluster_morphology(feats["train"], feats, labels, cfg, out, patches["train"])
 
 
+def test_classifier_backbone_embeds_with_the_trained_resnet(patches, tmp_path):
+    from histosynth.classifier import build_resnet18, save_classifier
+
+    folder = tmp_path / "classifier"
+    save_classifier(build_resnet18(2), folder, ["pink", "blue"], 32)
+    assert embed_patches(patches["val"], folder, tmp_path / "v.h5", "cls", 4, 0, progress=False) == 10
+    feats, attrs = load_embeddings(tmp_path / "v.h5", patches["val"])
+    assert feats.shape == (10, 512) and attrs["backbone"] == "classifier" and str(folder) in attrs["trained_on"]
+    # it is read where train_classifier wrote it, never prepared as a ViT
+    with pytest.raises(InputError, match="embedding.backbone only, not to evaluation.backbone"):
+        prepare_embedder("classifier", tmp_path / "embedder")
+
+
 def test_tiny_base_model_is_a_loadable_diffusers_folder(tmp_path):
     from diffusers import StableDiffusionPipeline
 

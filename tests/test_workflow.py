@@ -32,6 +32,7 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "split": {"val": 0.25, "test": 0.25, "seed": 0},
         "embedding": {"num_workers": 0},
         "morphology": {"k": 2, "sweep": [2, 3]},
+        "pretrain": {"vae_steps": 4, "unet_steps": 4, "checkpoint_every": 2, "batch_size": 4},
         "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "validation_every": 6, "validation_images_per_class": 1},
         "sample": {"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
         "classifier": {"epochs": 1},
@@ -98,7 +99,7 @@ def scheduled(run_snakemake, wd, cfg, change):
 def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["tiling"].update(min_tissue_fraction=0.7))
-    assert {"tile_slide", "split_patches", "embed_patches", "cluster_morphology", "build_prompts"} <= rules
+    assert {"tile_slide", "split_patches", "pretrain_base", "embed_patches", "cluster_morphology", "build_prompts"} <= rules
     # import_patches reads tiling.patch_size only; models and demo slides do not depend on tiling
     assert not rules & {"import_patches", "make_demo_slide", "prepare_base_model", "prepare_embedder", "summarize_reports"}
 
@@ -146,6 +147,25 @@ def test_a_lost_shard_reruns_alone(finished_run, run_snakemake):
     assert "output: results/synthetic/report/shards/raw.1.h5" in res.stdout
     made = [line.split("output: ", 1)[1] for line in res.stdout.splitlines() if "output: " in line]
     assert not [m for m in made if "raw.0.h5" in m or "label_only" in m], made
+
+
+def test_pretraining_change_retrains_the_base_and_every_experiment_only(finished_run, run_snakemake):
+    wd, cfg = finished_run
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["pretrain"].update(unet_steps=5))
+    # the random base, the data, the prompts (tokenizer of the random base) and the classifiers stay; everything the base feeds is redone
+    assert rules == {"pretrain_base", "cache_image_latents", "cache_latents", "train_diffusion", "sample", "gather_samples",
+                     "filter_synthetic", "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
+
+
+def test_pretrained_base_names_its_cache_and_experiments_are_keyed_by_it(finished_run):
+    wd, _ = finished_run
+    source = json.loads((wd / "results/models/base/histosynth_source.json").read_text())
+    untrained = json.loads((wd / "results/models/base_untrained/histosynth_source.json").read_text())
+    assert untrained["base_model"] == "tiny" and source["base_model"].startswith("tiny+pretrained:")
+    key = source["base_model"].split(":", 1)[1]
+    assert (wd / "results/checkpoints/pretrain_base" / key / "unet" / "config.json").is_file()
+    trained = json.loads((wd / "results/models/label_only/trained/histosynth_training.json").read_text())
+    assert trained["base_model"]["source"] == source["base_model"]
 
 
 def test_diffusion_outputs(finished_run):

@@ -375,7 +375,8 @@ def context(inputs: dict, config: dict) -> dict:
         if names else "", "experiments": exps, "settings": settings,
         "split_examples": data_uri(inputs.get("split_examples")), "split_summary": _table(inputs.get("split_summary")),
         "thumbnails": thumbs,
-        "morphology": [(data_uri(p), c) for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))],
+        "morphology": [(data_uri(p), f"{c} (features: {_embedding_name(config)})")
+                       for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))],
         "summaries": _table(summaries_tsv[0], head=10) if summaries_tsv else None,
         "reference": docs[names[0]]["fd"]["reference"] if names else {},
         "config_json": json.dumps(config, indent=1, default=str),
@@ -434,3 +435,11 @@ def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_ver
     if out_verdicts:
         with atomic_path(out_verdicts) as tmp:
             pd.DataFrame(ctx["verdicts"]).to_csv(tmp, sep="\t", index=False)
+
+
+def _embedding_name(config: dict) -> str:
+    """The features the morphology clusters were made from (embedding.backbone), in words."""
+    name = config.get("embedding", {}).get("backbone", "?")
+    if name == "classifier":
+        return "penultimate layer of the workflow's ResNet-18 trained on the real training split"
+    return f"{name} ({RANDOM_NOTE})" if name == "tiny" else f"{name} ({config['embedding']['pooling']} pooling)"

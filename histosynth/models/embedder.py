@@ -3,6 +3,9 @@
 ``prepare_embedder`` saves the backbone and its image processor into one local folder with
 ``save_pretrained``; ``load_embedder`` loads that folder with ``AutoModel`` /
 ``AutoImageProcessor``. ``tiny`` is a small random ``ViTModel`` (the class of facebook/dino-vits16).
+``classifier`` is no ViT: the penultimate layer (512-d) of the workflow's ResNet-18 trained on the
+real training split (``results/classifier/model``), whose folder ``load_embedder`` reads directly:
+features that carry the tissue's signal where no pretrained backbone can be downloaded (the demo).
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from typing import Callable
 import numpy as np
 
 from ..atomic import atomic_dir
+from ..errors import InputError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 TIMM_PREFIX = "timm:"
+CLASSIFIER = "classifier"  # embedding.backbone: the trained ResNet-18's penultimate layer
 
 
 def prepare_embedder(name: str, out_dir: str | os.PathLike, image_size: int = 64) -> Path:
     """Save the backbone named in config as a local folder (atomically)."""
     out = Path(out_dir)
+    if name == CLASSIFIER:
+        raise InputError(f"backbone {CLASSIFIER!r} is the workflow's trained ResNet-18 (results/classifier/model), read as it "
+                         "is: it applies to embedding.backbone only, not to evaluation.backbone (use evaluation.feature_extractor: "
+                         "classifier there)")
     with atomic_dir(out) as tmp:
         if name.startswith(TIMM_PREFIX):
             # timm keeps its own pretrained mechanism (hub or pretrained_cfg_overlay file); record the name only
@@ -58,6 +67,10 @@ def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embed
     import torch
 
     folder = Path(folder)
+    from ..classifier import CONFIG_FILE
+
+    if (folder / CONFIG_FILE).is_file():
+        return _classifier_embedder(folder, device)
     source = json.loads((folder / "histosynth_source.json").read_text())["backbone"]
     if (folder / "timm.json").is_file():
         import timm
@@ -93,3 +106,21 @@ def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embed
     meta = {"backbone": source, "library": "transformers", "model_class": type(model).__name__,
             "preprocessing": json.dumps(proc.to_dict(), default=str)}
     return Embedder(model, preprocess, forward, meta)
+
+
+def _classifier_embedder(folder: Path, device: str) -> Embedder:
+    """The penultimate (global-average-pooled, 512-d) layer of a ResNet-18 saved by ``train_classifier``."""
+    import torch
+
+    from ..classifier import load_classifier, to_tensor
+
+    net, ccfg = load_classifier(folder, device)
+    net.fc = torch.nn.Identity()
+    size = ccfg["image_size"]
+
+    def preprocess(imgs):
+        return to_tensor(np.stack(list(imgs)), size)
+
+    meta = {"backbone": CLASSIFIER, "library": "torchvision", "model_class": "resnet18 penultimate layer (512-d)",
+            "trained_on": f"{folder} ({', '.join(ccfg['label_names'])})", "preprocessing": json.dumps({"image_size": size})}
+    return Embedder(net, preprocess, net, meta)
