@@ -7,6 +7,7 @@ The JSON schemas in ``config/schemas/`` are the single source of defaults and of
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 
@@ -64,12 +65,19 @@ def _key_name(path) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _parsed_schema() -> dict:
+    # parsed once per process with libyaml where present: the Snakefile's checks asked for it 8
+    # times per `snakemake -n`, ~0.65 s of CPU with the pure-Python parser
+    return yaml.load(CONFIG_SCHEMA.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load_schema() -> dict:
     """The config schema, with the values only the package knows filled in: the prompt strategies'
     enum comes from their registry (``histosynth.text.prompts.STRATEGIES``), never a copy."""
     from .text.prompts import STRATEGIES
 
-    schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+    schema = copy.deepcopy(_parsed_schema())
     experiment = schema["properties"]["experiments"]["additionalProperties"]
     experiment["properties"]["prompts"]["enum"] = list(STRATEGIES)
     return schema
