@@ -465,7 +465,8 @@ def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base
         with torch.autocast(acc.device.type, dtype=weight_dtype) if acc.mixed_precision != "no" else contextlib.nullcontext():
             out = pipe([prompt] * k, num_inference_steps=VALIDATION_STEPS, guidance_scale=VALIDATION_GUIDANCE, generator=gens,
                        height=cache.resolution, width=cache.resolution, output_type="np").images
-        rows.append((f"{name}: {prompt}"[:34], (out * 255).round().astype(np.uint8)))
+        # the whole prompt: image_grid wraps it (two classes whose prompts share a prefix must not read the same)
+        rows.append((f"{name}: {prompt}", (out * 255).round().astype(np.uint8)))
     if m.ema is not None:
         m.ema.restore(unet.parameters())
     image_grid(rows, out_png, columns=k)
