@@ -32,6 +32,7 @@ from histosynth.diffusion.sample import generate, load_pipeline  # noqa: E402
 from histosynth.evaluation.features import harmonise, make_extractor, read_features  # noqa: E402
 from histosynth.evaluation.metrics import frechet  # noqa: E402
 from histosynth.patchfile import PatchFile  # noqa: E402
+from histosynth.text.prompts import label_text  # noqa: E402
 
 EXTRACTOR_MODEL = {"classifier": "results/eval/judge/model", "backbone": "results/models/embedder", "inception": None}
 
@@ -39,8 +40,7 @@ EXTRACTOR_MODEL = {"classifier": "results/eval/judge/model", "backbone": "result
 def base_samples(base: Path, label_names: list[str], cfg: dict, prompts_cfg: dict, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` images per class from the label prompt, seeds ``sample.seed + i`` as the workflow draws them."""
     labels = np.repeat(np.arange(len(label_names)), cfg["per_class"])
-    words = [prompts_cfg["label_text"].get(n, n) for n in label_names]
-    prompts = [prompts_cfg["label_template"].format(label=words[c]) for c in labels]
+    prompts = [prompts_cfg["label_template"].format(label=label_text(label_names[c], prompts_cfg)) for c in labels]
     pipe = load_pipeline(base, None, cfg["scheduler"], "cpu")
     seeds = cfg["seed"] + np.arange(len(labels))
     imgs = np.concatenate([generate(pipe, prompts[s : s + 8], seeds[s : s + 8].tolist(), cfg, resolution)
