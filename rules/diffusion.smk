@@ -132,6 +132,8 @@ rule filter_synthetic:
         "results/benchmarks/filter_synthetic/{experiment}.tsv"
     params:
         filter=config["filter"],
+        # the classifier scores where and in batches as its own section says; sample settings drive regeneration
+        classifier={k: config["classifier"][k] for k in ("device", "batch_size")},
         sample=sample_settings,
         resolution=resolution,
     threads: 4

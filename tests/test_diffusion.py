@@ -174,8 +174,10 @@ def test_sample_and_filter_loop(setup, trained):
         assert len(pf) == 4 * n_classes == s["n"] and list(pf.column("seeds")) == list(range(len(pf)))
     train_classifier(setup["split"]["train"], setup["split"]["val"], setup["split"]["test"], d / "clf", d / "clf.json",
                      cfg["classifier"], 32, progress=False)
-    res = filter_synthetic(d / "raw.h5", d / "clf", setup["base"], trained[1] / "model", setup["split"]["train"], d / "f.h5",
-                           d / "acc.tsv", d / "acc.png", d / "fgrid.png", cfg["filter"], cfg["sample"], 32, "exp")
+    res = filter_synthetic(raw_h5=d / "raw.h5", classifier_dir=d / "clf", base_dir=setup["base"], model_dir=trained[1] / "model",
+                           train_h5=setup["split"]["train"], out_h5=d / "f.h5", acceptance_tsv=d / "acc.tsv",
+                           plot_png=d / "acc.png", grid_png=d / "fgrid.png", filter_cfg=cfg["filter"],
+                           classifier_cfg=cfg["classifier"], sample_cfg=cfg["sample"], resolution=32, experiment="exp")
     acc = pd.read_csv(d / "acc.tsv", sep="\t")
     assert acc["round"].max() <= 2 and res["rounds_run"] <= 3
     assert check_patch_file(d / "f.h5") == res["accepted"] == sum(r["accepted"] for r in res["per_class"])

@@ -3,8 +3,15 @@ from histosynth.diffusion.latents import cache_latents
 
 
 def main(sm):
-    cache_latents(sm.input.patches, sm.input.prompts, sm.input.base, sm.output.latents, resolution=sm.params.resolution,
-                  random_flip=sm.params.random_flip, device=sm.params.device)
+    cache_latents(
+        patch_h5=sm.input.patches,
+        prompts_tsv=sm.input.prompts,
+        base_dir=sm.input.base,
+        out_h5=sm.output.latents,
+        resolution=sm.params.resolution,
+        random_flip=sm.params.random_flip,
+        device=sm.params.device,
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -6,9 +6,22 @@ from histosynth.diffusion.filtering import filter_synthetic
 
 
 def main(sm):
-    summary = filter_synthetic(sm.input.raw, sm.input.classifier, sm.input.base, sm.input.model, sm.input.patches,
-                               sm.output.filtered, sm.output.acceptance, sm.output.plot, sm.output.grid,
-                               sm.params.filter, sm.params.sample, sm.params.resolution, sm.wildcards.experiment)
+    summary = filter_synthetic(
+        raw_h5=sm.input.raw,
+        classifier_dir=sm.input.classifier,
+        base_dir=sm.input.base,
+        model_dir=sm.input.model,
+        train_h5=sm.input.patches,
+        out_h5=sm.output.filtered,
+        acceptance_tsv=sm.output.acceptance,
+        plot_png=sm.output.plot,
+        grid_png=sm.output.grid,
+        filter_cfg=sm.params.filter,
+        classifier_cfg=sm.params.classifier,
+        sample_cfg=sm.params.sample,
+        resolution=sm.params.resolution,
+        experiment=sm.wildcards.experiment,
+    )
     with atomic_path(sm.output.summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float))
 

@@ -67,6 +67,9 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: str, bat
 
 def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
                   device: str = "auto", progress: bool = True) -> int:
+    """Encode every patch of ``patch_h5`` with the VAE of ``base_dir`` at ``resolution`` (and its mirror
+    image when ``random_flip``) and every distinct prompt of ``prompts_tsv`` with its text encoder,
+    into ``out_h5``: the cache that training reads instead of pixels. Returns the number of patches."""
     import torch
     from diffusers import AutoencoderKL
     from transformers import AutoTokenizer, CLIPTextModel

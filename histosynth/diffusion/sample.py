@@ -126,6 +126,12 @@ def class_grid(h5, out_png, per_class: int = 8) -> None:
 
 def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
            progress: bool = True) -> dict:
+    """Generate the synthetic set with the trained model in ``model_dir`` on ``base_dir``.
+
+    ``cfg`` is the experiment's ``sample:`` settings: images are planned per class (or per prompt)
+    from ``prompts_tsv``, image i gets seed ``cfg["seed"] + i``. Writes ``out_h5`` (images, labels,
+    prompts, seeds; label names from ``train_h5``) and ``grid_png``; returns a summary. Nothing is cached.
+    """
     plan = plan_samples(prompts_tsv, cfg)
     if plan.empty:
         raise InputError(f"{prompts_tsv}: no prompts to sample from")
