@@ -18,6 +18,7 @@ from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_file, train_classifier
 from ..errors import InputError
 from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
+from ..plots import coverage_plot
 from .features import RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
 from .metrics import class_counts, classifier_agreement, frechet, kid, macro_over_present, match_classes, per_class, prdc
 
