@@ -65,8 +65,8 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
             x = sc.transform(feats[mask])
             assign = km.predict(x)
             dist = km.transform(x)[np.arange(len(x)), assign]
-            for idx, c, d, l in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
-                rows.append({"split": split, "index": int(idx), "label": int(l), "cluster": int(c), "distance": float(d)})
+            for idx, c, d, lab in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
+                rows.append({"split": split, "index": int(idx), "label": int(lab), "cluster": int(c), "distance": float(d)})
         for c, center in enumerate(sc.inverse_transform(km.cluster_centers_)):
             centroids.append({"label_group": "all" if lab is None else int(lab), "cluster": c,
                               **{f"f{j}": float(v) for j, v in enumerate(center)}})

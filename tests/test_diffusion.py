@@ -24,6 +24,8 @@ from histosynth.split import split_patches
 from histosynth.text.prompts import build_prompts, token_counter
 from histosynth.tiling import TilingParams, tile_slide
 
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, demo_slide):
