@@ -9,7 +9,7 @@ EXTRAS ?= dev,slurm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.histosynth-installed
 
-.PHONY: demo test venv clean-results
+.PHONY: demo test test-fast lint format venv clean-results
 
 venv: $(STAMP)
 
@@ -24,8 +24,25 @@ demo: $(STAMP)
 	@echo "demo finished. The report: $(abspath results/report/index.html)"
 	@echo "open it in a browser, e.g.  xdg-open results/report/index.html  (one self-contained file: copy it anywhere)"
 
-test: $(STAMP)
+# Every tier (tests/README.md), after formatting and lint checks.
+test: lint
 	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
+
+# The unit tier only: no snakemake run, no diffusion training, no SLURM, no ../shared data.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -m "$(FAST)"
+FAST := not slow and not workflow and not slurm and not shared_data
+
+# Checks only; `make format` rewrites the files.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules/
 
 clean-results:
 	rm -rf results resources/demo .snakemake

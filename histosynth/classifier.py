@@ -114,7 +114,12 @@ def evaluate(labels, probs, label_names) -> dict:
 
 
 def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True) -> dict:
-    """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``."""
+    """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``.
+
+    ``cfg`` is the ``classifier:`` section, ``image_size`` the input size. Writes the best model to
+    ``out_dir`` (safetensors + config, read by :func:`load_classifier`) and the metrics to
+    ``metrics_json``; returns the metrics. Nothing is cached between runs.
+    """
     import torch
 
     torch.manual_seed(cfg["seed"])

@@ -25,6 +25,12 @@ SAMPLE_COLUMNS = ("slide_id", "slide_path", "case_id")
 
 DEMO_CONFIG = "config/config.yaml"  # relative to the working directory, as snakemake's `configfile:`
 
+# Config keys that were renamed (old -> new), so an old config stops with the new name instead of a bare "unknown
+# key". Top-level sections, and the per-experiment override of a renamed section. A pair applies once the old
+# name has left the schema (the rename touched every other mention; lines marked rename-keep keep the old names).
+RENAMED_KEYS = {"samples": "slides", "sample": "sampling", "reports": "pathology_reports"}  # rename-keep
+RENAMED_EXPERIMENT_KEYS = {"sample": "sampling"}  # rename-keep
+
 
 def validate_config(config: dict, sources: list[tuple[str, dict]] | None = None) -> dict:
     """Validate ``config`` against the schema, filling defaults in place; returns it.
@@ -34,6 +40,7 @@ def validate_config(config: dict, sources: list[tuple[str, dict]] | None = None)
     """
     from snakemake.utils import validate
 
+    _check_renamed(config, sources or [])
     _check_schema(config, sources or [])
     validate(config, str(CONFIG_SCHEMA))  # fills the schema's defaults
     _check_experiment_overrides(config)
@@ -108,6 +115,26 @@ def _check_schema(config: dict, sources: list[tuple[str, dict]]) -> None:
         what = f"config key '{_key_name(path) or '<top level>'}': {e.message[:300]}"
     src = _source_of(path, sources)
     raise InputError(f"{what}{f' in {src}' if src else ''}; see config/README.md")
+
+
+def _check_renamed(config: dict, sources: list[tuple[str, dict]], renamed: dict | None = None,
+                   renamed_in_experiments: dict | None = None) -> None:
+    """An old key name stops with its new name and the file that set it (never silently ignored)."""
+    renamed = RENAMED_KEYS if renamed is None else renamed
+    renamed_in_experiments = RENAMED_EXPERIMENT_KEYS if renamed_in_experiments is None else renamed_in_experiments
+    schema = load_schema()
+    known = set(schema["properties"])
+    known_in_experiment = set(schema["properties"]["experiments"]["additionalProperties"]["properties"])
+    found = [([old], new) for old, new in renamed.items() if old in config and old not in known]
+    for name, exp in (config.get("experiments") or {}).items():
+        if isinstance(exp, dict):
+            found += [(["experiments", name, old], new) for old, new in renamed_in_experiments.items()
+                      if old in exp and old not in known_in_experiment]
+    if found:
+        path, new = found[0]
+        src = _source_of(path, sources)
+        raise InputError(f"config key '{path[-1]}' was renamed to '{new}': write '{_key_name(path[:-1] + [new])}'"
+                         f"{f' in {src}' if src else ''}; see config/README.md")
 
 
 def _check_split(config: dict) -> None:

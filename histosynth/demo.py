@@ -90,5 +90,6 @@ def write_pyramidal_tiff(path: str | os.PathLike, level0: np.ndarray, mpp: float
 
 
 def make_demo_slide(path: str | os.PathLike, variant: int, size: int = 2048) -> Path:
+    """Write demo slide number ``variant`` (``size`` px square, pyramidal TIFF at the demo's MPP) to ``path``."""
     write_pyramidal_tiff(path, demo_slide_image(variant, size), DEMO_MPP)
     return Path(path)

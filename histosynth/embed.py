@@ -64,6 +64,9 @@ def pooled_rows(pooled) -> np.ndarray:
 
 def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int, num_workers: int, device: str = "auto",
                   progress: bool = True) -> int:
+    """One embedding per patch of ``patch_h5`` with the backbone saved in ``embedder_dir``, written to
+    ``out_h5`` with the patch file's fingerprint (readers check it); returns the number of patches.
+    ``pooling``: cls or mean; ``batch_size``, ``num_workers``, ``device``: the ``embedding:`` settings."""
     import torch
     from torch.utils.data import DataLoader
 

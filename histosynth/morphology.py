@@ -10,21 +10,17 @@ from __future__ import annotations
 import logging
 import os
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
-from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
-
-from .atomic import atomic_path  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .patchfile import PatchFile  # noqa: E402
-from .plots import image_grid  # noqa: E402
-from .progress import progress_bar  # noqa: E402
+from .atomic import atomic_path
+from .errors import InputError
+from .patchfile import PatchFile
+from .plots import image_grid, k_sweep_plot
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +46,7 @@ def k_sweep(feats: np.ndarray, ks: list[int], scaler: str, seed: int, out_png, c
         sil = silhouette_score(x, km.labels_, sample_size=min(len(x), 5000), random_state=seed)
         rows.append({"k": k, "inertia": km.inertia_, "silhouette": sil})
     df = pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    if len(df):
-        ax1.plot(df.k, df.inertia, "o-", color="tab:blue")
-        ax2 = ax1.twinx()
-        ax2.plot(df.k, df.silhouette, "s--", color="tab:orange")
-        ax2.set_ylabel("silhouette", color="tab:orange")
-        ax1.axvline(chosen_k, color="grey", lw=0.8, ls=":")
-    ax1.set_xlabel("k (number of morphology clusters)")
-    ax1.set_ylabel("inertia", color="tab:blue")
-    ax1.set_title(f"k-sweep on {len(x)} training embeddings (chosen k = {chosen_k})")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    k_sweep_plot(df, out_png, len(x), chosen_k)
     return df
 
 
@@ -82,8 +65,8 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
             x = sc.transform(feats[mask])
             assign = km.predict(x)
             dist = km.transform(x)[np.arange(len(x)), assign]
-            for idx, c, d, l in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
-                rows.append({"split": split, "index": int(idx), "label": int(l), "cluster": int(c), "distance": float(d)})
+            for idx, c, d, label in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
+                rows.append({"split": split, "index": int(idx), "label": int(label), "cluster": int(c), "distance": float(d)})
         for c, center in enumerate(sc.inverse_transform(km.cluster_centers_)):
             centroids.append({"label_group": "all" if lab is None else int(lab), "cluster": c,
                               **{f"f{j}": float(v) for j, v in enumerate(center)}})

@@ -1,4 +1,8 @@
-"""Pictures people look at instead of reading numbers: patch grids with a title per row."""
+"""Pictures people look at instead of reading numbers: every figure of the workflow.
+
+Patch grids (PIL, a title per row) and the matplotlib charts (loss curve, k-sweep, filter
+acceptance, coverage PCA); every chart goes through :func:`figure` and :func:`save_figure`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
@@ -64,3 +69,96 @@ def label_examples_grid(patch_h5: str | os.PathLike, out_png: str | os.PathLike,
             name = pf.label_names[lab] if lab >= 0 else "unlabelled"
             rows.append((f"{name} (n={idx.size})", pf.read(pick)))
     image_grid(rows, out_png, columns=per_label)
+
+
+def figure(ncols: int = 1, figsize: tuple[float, float] = (6, 3.5), **kwargs):
+    """``(fig, axes)`` from matplotlib's ``subplots`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=figsize, **kwargs)
+
+
+def save_figure(fig, out_png: str | os.PathLike, dpi: int = 100) -> None:
+    """Lay out, write ``out_png`` atomically and free the figure (pyplot keeps every open figure)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def loss_curve(df: pd.DataFrame, out_png: str | os.PathLike, method: str) -> None:
+    """Training loss per step (columns ``step``, ``loss``) with its running mean."""
+    fig, ax = figure()
+    ax.plot(df["step"], df["loss"], color="tab:blue", alpha=0.3, lw=0.8, label="loss")
+    win = max(1, len(df) // 20)
+    ax.plot(df["step"], df["loss"].rolling(win, min_periods=1).mean(), color="tab:blue", label=f"mean of {win}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("diffusion loss")
+    ax.legend()
+    ax.set_title("LoRA fine-tuning" if method == "lora" else "full UNet fine-tuning")
+    save_figure(fig, out_png)
+
+
+def k_sweep_plot(df: pd.DataFrame, out_png: str | os.PathLike, n: int, chosen_k: int) -> None:
+    """Inertia (elbow) and silhouette per k (columns ``k``, ``inertia``, ``silhouette``) of ``n`` embeddings."""
+    fig, ax1 = figure()
+    if len(df):
+        ax1.plot(df.k, df.inertia, "o-", color="tab:blue")
+        ax2 = ax1.twinx()
+        ax2.plot(df.k, df.silhouette, "s--", color="tab:orange")
+        ax2.set_ylabel("silhouette", color="tab:orange")
+        ax1.axvline(chosen_k, color="grey", lw=0.8, ls=":")
+    ax1.set_xlabel("k (number of morphology clusters)")
+    ax1.set_ylabel("inertia", color="tab:blue")
+    ax1.set_title(f"k-sweep on {n} training embeddings (chosen k = {chosen_k})")
+    save_figure(fig, out_png)
+
+
+def acceptance_plot(df: pd.DataFrame, per_class: pd.DataFrame, out_png: str | os.PathLike) -> None:
+    """Cumulative accepted fraction per class, stacked by filter round (``df``: the acceptance table)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = figure(figsize=(max(5, 0.9 * len(per_class) + 2), 3.5))
+    cum = df.pivot_table(index="label_name", columns="round", values="accepted", aggfunc="sum", fill_value=0).cumsum(axis=1)
+    req = per_class.set_index("label_name")["requested"]
+    frac = cum.div(req, axis=0)
+    bottom = np.zeros(len(frac))
+    prev = np.zeros(len(frac))
+    for rnd in frac.columns:
+        vals = frac[rnd].to_numpy()
+        ax.bar(frac.index, vals - prev, bottom=bottom, label=f"round {rnd}")
+        bottom = vals
+        prev = vals
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accepted fraction (cumulative)")
+    ax.set_title("classifier filter: acceptance per class and round")
+    ax.legend(fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    save_figure(fig, out_png)
+
+
+def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, experiment: str, note: str | None = None) -> None:
+    """PCA of real vs synthetic features (Osorio et al., Fig. 3-4): where the synthetic set covers the real one.
+
+    One panel per synthetic set in ``fakes``; ``note`` is added under each title (e.g. a random extractor)."""
+    from sklearn.decomposition import PCA
+
+    fig, axes = figure(len(fakes), figsize=(4.2 * len(fakes), 4), squeeze=False)
+    pca = PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None
+    for ax, (name, ff) in zip(axes[0], fakes.items()):
+        if pca is not None:
+            r2 = pca.transform(real)
+            ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
+            if len(ff):
+                f2 = pca.transform(ff)
+                ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
+        ax.set_title(f"{experiment}: {name}" + (f"\n({note})" if note else ""), fontsize=9)
+        ax.set_xlabel("PC 1 (fitted on real)")
+        ax.set_ylabel("PC 2")
+        ax.legend(fontsize=7)
+    save_figure(fig, out_png, dpi=90)

@@ -159,6 +159,12 @@ def tile_slide(
     progress: bool = True,
     qc: dict | None = None,
 ) -> SlideTiles:
+    """Tile one slide into ``out_h5`` (patches, coordinates, labels, QC flags) and draw ``out_thumbnail``.
+
+    ``tiling`` holds the ``tiling:`` settings; ``sample_label`` is the sheet's label for the slide
+    (used when ``tiling.labels.method`` takes it); ``qc`` is the ``qc:`` section. Nothing is cached:
+    the patch file is written atomically, so a failed run leaves the previous one in place.
+    """
     t0 = time.perf_counter()
     tissue = TissueParams.from_config(tiling.tissue)
     slide = open_slide(slide_path, slide_id)

@@ -186,6 +186,8 @@ rule filter_synthetic:
         shard=r"\d+",
     params:
         filter=config["filter"],
+        # the classifier scores where and in batches as its own section says; sample settings drive regeneration
+        classifier={k: config["classifier"][k] for k in ("device", "batch_size")},
         sample=sample_params,
         resolution=resolution,
     threads: 4

@@ -13,6 +13,14 @@ from histosynth.demo import make_demo_slide, write_pyramidal_tiff
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test under tests/workflow/ is a workflow test (tests/README.md), marked or not."""
+    for item in items:
+        if (HERE / "workflow") in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.workflow)
 
 
 @pytest.fixture(scope="session")

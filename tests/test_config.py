@@ -1,7 +1,18 @@
 import pytest
 import yaml
 
-from histosynth.config import REPO_ROOT, check_output_names, default_config, load_samples, validate_config
+from histosynth.config import (
+    RENAMED_EXPERIMENT_KEYS,
+    RENAMED_KEYS,
+    REPO_ROOT,
+    _check_renamed,
+    check_output_names,
+    default_config,
+    effective_config,
+    load_samples,
+    load_schema,
+    validate_config,
+)
 from histosynth.errors import InputError
 
 
@@ -177,3 +188,28 @@ def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemak
     mine.write_text(mine.read_text().replace("tiling: {patch_sise: 32}", "split: {val: 0.5, test: 0.5}"))
     res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
     assert res.returncode != 0 and "split.val (0.5) + split.test (0.5) must be below 1" in res.stdout + res.stderr
+
+
+def test_a_renamed_key_stops_with_its_new_name_and_file(tmp_path):
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("tiles: {patch_size: 64}\nexperiments:\n  a: {prompts: label, training: {rank: 2}}\n")
+    sources = [(str(cfg), yaml.safe_load(cfg.read_text()))]
+    with pytest.raises(InputError, match=r"^config key 'tiles' was renamed to 'tiling': write 'tiling' in .*old\.yaml"):
+        _check_renamed(sources[0][1], sources, renamed={"tiles": "tiling"}, renamed_in_experiments={})
+    with pytest.raises(InputError, match=r"config key 'training' was renamed to 'train': write 'experiments\.a\.train' in"):
+        _check_renamed(sources[0][1], sources, renamed={}, renamed_in_experiments={"training": "train"})
+    _check_renamed(sources[0][1], sources, renamed={"tiling": "x"}, renamed_in_experiments={"prompts": "y"})  # still in the schema
+
+
+@pytest.mark.skipif(any(old in load_schema()["properties"] for old in RENAMED_KEYS),
+                    reason="the names are not renamed yet: the old keys are still schema keys")
+def test_old_config_names_stop_with_the_new_ones(tmp_path):
+    old_cfg = tmp_path / "old.yaml"
+    for old, new in RENAMED_KEYS.items():
+        old_cfg.write_text(yaml.safe_dump({old: {}}))
+        with pytest.raises(InputError, match=rf"config key '{old}' was renamed to '{new}'.* in .*old\.yaml"):
+            effective_config([old_cfg])
+    for old, new in RENAMED_EXPERIMENT_KEYS.items():
+        old_cfg.write_text(yaml.safe_dump({"experiments": {"e": {"prompts": "label", old: {}}}}))
+        with pytest.raises(InputError, match=rf"write 'experiments\.e\.{new}' in .*old\.yaml"):
+            effective_config([old_cfg])

@@ -24,6 +24,8 @@ from histosynth.split import split_patches
 from histosynth.text.prompts import build_prompts, token_counter
 from histosynth.tiling import TilingParams, tile_slide
 
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, demo_slide):
@@ -203,8 +205,10 @@ def test_sample_and_filter_loop(setup, trained):
         assert len(pf) == 4 * n_classes == s["n"] and list(pf.column("seeds")) == list(range(len(pf)))
     train_classifier(setup["split"]["train"], setup["split"]["val"], setup["split"]["test"], d / "clf", d / "clf.json",
                      cfg["classifier"], 32, progress=False)
-    res = filter_synthetic(d / "raw.h5", d / "clf", setup["base"], trained[1] / "model", setup["split"]["train"], d / "f.h5",
-                           d / "acc.tsv", d / "acc.png", d / "fgrid.png", cfg["filter"], cfg["sample"], 32, "exp")
+    res = filter_synthetic(raw_h5=d / "raw.h5", classifier_dir=d / "clf", base_dir=setup["base"], model_dir=trained[1] / "model",
+                           train_h5=setup["split"]["train"], out_h5=d / "f.h5", acceptance_tsv=d / "acc.tsv",
+                           plot_png=d / "acc.png", grid_png=d / "fgrid.png", filter_cfg=cfg["filter"],
+                           classifier_cfg=cfg["classifier"], sample_cfg=cfg["sample"], resolution=32, experiment="exp")
     acc = pd.read_csv(d / "acc.tsv", sep="\t")
     assert acc["round"].max() <= 2 and res["rounds_run"] <= 3
     assert check_patch_file(d / "f.h5") == res["accepted"] == sum(r["accepted"] for r in res["per_class"])
@@ -242,11 +246,11 @@ def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, 
     train_classifier(train_h5, setup["split"]["val"], setup["split"]["test"], tmp_path / "clf", tmp_path / "clf.json",
                      cfg["classifier"], 32, progress=False)
     # both filter the same raw pixels (the gathered shards), so round 0 decides identically
-    args = (tmp_path / "clf", base, model, train_h5)
-    res = filter_synthetic(tmp_path / "shards" / "raw.h5", *args, tmp_path / "f.h5", tmp_path / "acc.tsv", tmp_path / "acc.png",
-                           tmp_path / "fgrid.png", cfg["filter"], cfg["sample"], 32, "e")
-    tables = [filter_shard(raw, *args, raw.with_name(f"filtered.{k}.h5"), cfg["filter"], cfg["sample"], 32, "e")
-              for k, raw in enumerate(shards)]
+    common = dict(classifier_dir=tmp_path / "clf", base_dir=base, model_dir=model, train_h5=train_h5, filter_cfg=cfg["filter"],
+                  classifier_cfg=cfg["classifier"], sample_cfg=cfg["sample"], resolution=32, experiment="e")
+    res = filter_synthetic(raw_h5=tmp_path / "shards" / "raw.h5", out_h5=tmp_path / "f.h5", acceptance_tsv=tmp_path / "acc.tsv",
+                           plot_png=tmp_path / "acc.png", grid_png=tmp_path / "fgrid.png", **common)
+    tables = [filter_shard(raw_h5=raw, out_h5=raw.with_name(f"filtered.{k}.h5"), **common) for k, raw in enumerate(shards)]
     res_sharded = gather_filtered([raw.with_name(f"filtered.{k}.h5") for k, raw in enumerate(shards)], tables,
                                   tmp_path / "shards" / "f.h5", tmp_path / "sacc.tsv", tmp_path / "sacc.png", tmp_path / "sg.png",
                                   cfg["filter"])

@@ -1,7 +1,5 @@
 """Optional patch QC (histosynth.qc): blur filter, stain normalisation, and their hooks in tiling and import."""
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest

@@ -21,6 +21,8 @@ from histosynth.errors import InputError
 from histosynth.models.clip_tokenizer import load_tokenizer
 from histosynth.text.prompts import build_prompts, token_counter
 
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
+
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 

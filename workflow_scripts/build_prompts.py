@@ -8,9 +8,14 @@ from histosynth.text.prompts import build_prompts, token_counter
 def main(sm):
     tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
     build_prompts(
-        sm.params.strategy, sm.input.patches, sm.params.prompts, token_counter(tokenizer), tokenizer.model_max_length,
+        strategy=sm.params.strategy,
+        patch_h5=sm.input.patches,
+        cfg=sm.params.prompts,
+        count_tokens=token_counter(tokenizer),
+        max_tokens=tokenizer.model_max_length,
         inputs={name: path for name, path in sm.input.items() if name not in ("patches", "base")},
-        out_tsv=sm.output.prompts, out_freq=sm.output.frequencies,
+        out_tsv=sm.output.prompts,
+        out_freq=sm.output.frequencies,
     )
 
 

@@ -3,7 +3,13 @@ from histosynth.diffusion.latents import cache_prompt_latents
 
 
 def main(sm):
-    cache_prompt_latents(sm.input.images, sm.input.prompts, sm.input.base, sm.output.latents, device=sm.params.device)
+    cache_prompt_latents(
+        image_h5=sm.input.images,
+        prompts_tsv=sm.input.prompts,
+        base_dir=sm.input.base,
+        out_h5=sm.output.latents,
+        device=sm.params.device,
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -12,7 +12,14 @@ def main(sm):
         feats[split], _ = load_embeddings(emb, patches)
         with PatchFile(patches) as pf:
             labels[split] = pf.labels
-    cluster_morphology(feats["train"], feats, labels, sm.params.morphology, dict(sm.output.items()), sm.input.patches[0])
+    cluster_morphology(
+        train_emb=feats["train"],
+        split_embs=feats,
+        split_labels=labels,
+        cfg=sm.params.morphology,
+        out=dict(sm.output.items()),
+        train_patches=sm.input.patches[0],
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -3,9 +3,17 @@ from histosynth.evaluation.evaluate import evaluate_downstream
 
 
 def main(sm):
-    real = {"train": sm.input.train, "val": sm.input.val, "test": sm.input.test}
-    evaluate_downstream(sm.input.synthetic, real, sm.params.evaluation, sm.params.classifier, sm.params.image_size,
-                        sm.input.real_metrics, sm.output.models, sm.output.downstream, sm.wildcards.experiment)
+    evaluate_downstream(
+        synthetic_h5=sm.input.synthetic,
+        real={"train": sm.input.train, "val": sm.input.val, "test": sm.input.test},
+        cfg=sm.params.evaluation,
+        classifier_cfg=sm.params.classifier,
+        image_size=sm.params.image_size,
+        real_metrics_json=sm.input.real_metrics,
+        models_dir=sm.output.models,
+        out_json=sm.output.downstream,
+        experiment=sm.wildcards.experiment,
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -4,8 +4,19 @@ from histosynth.diffusion.filtering import filter_shard
 
 
 def main(sm):
-    table = filter_shard(sm.input.raw, sm.input.classifier, sm.input.base, sm.input.model, sm.input.patches,
-                         sm.output.filtered, sm.params.filter, sm.params.sample, sm.params.resolution, sm.wildcards.experiment)
+    table = filter_shard(
+        raw_h5=sm.input.raw,
+        classifier_dir=sm.input.classifier,
+        base_dir=sm.input.base,
+        model_dir=sm.input.model,
+        train_h5=sm.input.patches,
+        out_h5=sm.output.filtered,
+        filter_cfg=sm.params.filter,
+        classifier_cfg=sm.params.classifier,
+        sample_cfg=sm.params.sample,
+        resolution=sm.params.resolution,
+        experiment=sm.wildcards.experiment,
+    )
     with atomic_path(sm.output.acceptance) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 

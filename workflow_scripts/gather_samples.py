@@ -6,7 +6,7 @@ from histosynth.diffusion.sample import gather_samples
 
 
 def main(sm):
-    summary = gather_samples(list(sm.input.shards), sm.output.raw, sm.output.grid)
+    summary = gather_samples(shard_h5s=list(sm.input.shards), out_h5=sm.output.raw, grid_png=sm.output.grid)
     with atomic_path(sm.output.summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
 

@@ -3,7 +3,7 @@ from histosynth.models.embedder import prepare_embedder
 
 
 def main(sm):
-    prepare_embedder(sm.params.backbone, sm.output.model, image_size=sm.params.image_size)
+    prepare_embedder(name=sm.params.backbone, out_dir=sm.output.model, image_size=sm.params.image_size)
 
 
 run(snakemake, main)  # noqa: F821

@@ -4,8 +4,15 @@ from histosynth.evaluation.features import reference_features
 
 def main(sm):
     cfg = sm.params.evaluation
-    reference_features(sm.input.patches, sm.output.features, sm.wildcards.kind, cfg, sm.input.get("model"), sm.params.pooling,
-                       cfg["reference_split"])
+    reference_features(
+        patch_h5=sm.input.patches,
+        out_h5=sm.output.features,
+        kind=sm.wildcards.kind,
+        cfg=cfg,
+        model_dir=sm.input.get("model"),
+        pooling=sm.params.pooling,
+        split=cfg["reference_split"],
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -12,7 +12,7 @@ def main(sm):
         summary=sm.output.summary,
         val=p["val"], test=p["test"], seed=p["seed"], group_by=p["group_by"],
     )
-    label_examples_grid(sm.output.train, sm.output.examples, per_label=8, seed=p["seed"])
+    label_examples_grid(patch_h5=sm.output.train, out_png=sm.output.examples, per_label=8, seed=p["seed"])
 
 
 run(snakemake, main)  # noqa: F821

@@ -8,7 +8,12 @@ from histosynth.text.summarize import summarize_reports
 
 def main(sm):
     tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
-    summarize_reports(sm.input.reports, sm.output.summaries, sm.params.reports, token_counter(tokenizer))
+    summarize_reports(
+        reports_path=sm.input.reports,
+        out_tsv=sm.output.summaries,
+        cfg=sm.params.reports,
+        count_tokens=token_counter(tokenizer),
+    )
 
 
 run(snakemake, main)  # noqa: F821

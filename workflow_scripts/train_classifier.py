@@ -3,8 +3,15 @@ from histosynth.classifier import train_classifier
 
 
 def main(sm):
-    train_classifier(sm.input.train, sm.input.val, sm.input.test, sm.output.model, sm.output.metrics,
-                     sm.params.classifier, sm.params.image_size)
+    train_classifier(
+        train_h5=sm.input.train,
+        val_h5=sm.input.val,
+        test_h5=sm.input.test,
+        out_dir=sm.output.model,
+        metrics_json=sm.output.metrics,
+        cfg=sm.params.classifier,
+        image_size=sm.params.image_size,
+    )
 
 
 run(snakemake, main)  # noqa: F821

@@ -23,6 +23,7 @@ from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_proba
 from ..errors import InputError
 from ..patchfile import PatchFile, PatchWriter
+from ..plots import acceptance_plot
 from .sample import class_grid, gather_shards, generate, load_pipeline, synthetic_spec, write_batches
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,17 @@ def accept(probs: np.ndarray, labels: np.ndarray, min_confidence: float) -> np.n
     return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= min_confidence)
 
 
-def filter_shard(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, filter_cfg: dict, sample_cfg: dict,
-                 resolution: int, experiment: str) -> pd.DataFrame:
+def filter_shard(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, filter_cfg: dict, classifier_cfg: dict,
+                 sample_cfg: dict, resolution: int, experiment: str) -> pd.DataFrame:
     """Filter one (shard of a) raw set into ``out_h5``, rows ordered by round; return its tried/accepted
-    counts per round and class (``round``, ``label``, ``label_name``, ``tried``, ``accepted``)."""
-    net, ccfg = load_classifier(classifier_dir, sample_cfg["device"])
+    counts per round and class (``round``, ``label``, ``label_name``, ``tried``, ``accepted``).
+
+    ``filter_cfg`` is the ``filter:`` section; ``classifier_cfg`` needs ``device`` and ``batch_size`` (the
+    classifier's own section: scoring runs where and in batches as the classifier is configured);
+    ``sample_cfg`` (the experiment's ``sampling:`` settings) drives regeneration with the trained model
+    in ``model_dir`` on ``base_dir``. Nothing is cached: every run starts from the raw set.
+    """
+    net, ccfg = load_classifier(classifier_dir, classifier_cfg["device"])
     size, device = ccfg["image_size"], ccfg["device"]
     with PatchFile(raw_h5) as raw:
         names = raw.label_names
@@ -56,7 +63,7 @@ def filter_shard(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, 
                 prev_idx, prev_ok = tried.get(rnd, (np.zeros(0, int), np.zeros(0, bool)))
                 tried[rnd] = (np.concatenate([prev_idx, idx]), np.concatenate([prev_ok, ok]))
 
-            for idx, imgs in raw.iter_batches(sample_cfg["batch_size"] * 8):  # round 0: the raw set, streamed
+            for idx, imgs in raw.iter_batches(classifier_cfg["batch_size"]):  # round 0: the raw set, streamed
                 judge(0, idx, imgs, seeds[idx])
             tried.setdefault(0, (np.zeros(0, int), np.zeros(0, bool)))
             pipe = None
@@ -111,37 +118,12 @@ def gather_filtered(shard_h5s: list, tables: list[pd.DataFrame], out_h5, accepta
     return summary
 
 
-def filter_synthetic(raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
-                     filter_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
-    """The unsharded loop: one shard, gathered. ``out_h5`` references ``<out_h5>.shard.h5`` beside it."""
+def filter_synthetic(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
+                     filter_cfg: dict, classifier_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
+    """The unsharded loop: one shard, gathered (arguments as ``filter_shard``; ``acceptance_tsv``,
+    ``plot_png`` and ``grid_png`` as ``gather_filtered``). ``out_h5`` references ``<out_h5>.shard.h5`` beside it."""
     shard = Path(out_h5).with_suffix(".shard.h5")
-    table = filter_shard(raw_h5, classifier_dir, base_dir, model_dir, train_h5, shard, filter_cfg, sample_cfg, resolution, experiment)
+    table = filter_shard(raw_h5=raw_h5, classifier_dir=classifier_dir, base_dir=base_dir, model_dir=model_dir,
+                         train_h5=train_h5, out_h5=shard, filter_cfg=filter_cfg, classifier_cfg=classifier_cfg,
+                         sample_cfg=sample_cfg, resolution=resolution, experiment=experiment)
     return gather_filtered([shard], [table], out_h5, acceptance_tsv, plot_png, grid_png, filter_cfg)
-
-
-def acceptance_plot(df: pd.DataFrame, per_class: pd.DataFrame, out_png) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(per_class) + 2), 3.5))
-    cum = df.pivot_table(index="label_name", columns="round", values="accepted", aggfunc="sum", fill_value=0).cumsum(axis=1)
-    req = per_class.set_index("label_name")["requested"]
-    frac = cum.div(req, axis=0)
-    bottom = np.zeros(len(frac))
-    prev = np.zeros(len(frac))
-    for rnd in frac.columns:
-        vals = frac[rnd].to_numpy()
-        ax.bar(frac.index, vals - prev, bottom=bottom, label=f"round {rnd}")
-        bottom = vals
-        prev = vals
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accepted fraction (cumulative)")
-    ax.set_title("classifier filter: acceptance per class and round")
-    ax.legend(fontsize=7)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -152,7 +152,9 @@ def _write_prompts(h: h5py.File, prompts_tsv, n: int, image_fingerprint: str, to
 
 def cache_image_latents(patch_h5, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
                         device: str = "auto", progress: bool = True) -> int:
-    """The image half of the cache, shared by every experiment on the same split, resolution and flips."""
+    """The image half of the cache, shared by every experiment on the same split, resolution and flips:
+    every patch of ``patch_h5`` through the VAE of ``base_dir`` at ``resolution`` (and its mirror image
+    when ``random_flip``) into ``out_h5``. Returns the number of patches."""
     device = pick_device(device)
     base = Path(base_dir)
     with PatchFile(patch_h5) as pf, atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:

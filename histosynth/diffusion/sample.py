@@ -138,7 +138,13 @@ def shard_rows(n: int, shards: int, shard: int) -> np.ndarray:
 
 def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
            progress: bool = True, shard: int = 0, shards: int = 1) -> dict:
-    """Sample shard ``shard`` of ``shards`` of the plan (all of it by default); ``grid_png`` may be None."""
+    """Generate (shard ``shard`` of ``shards`` of) the synthetic set with the trained model in ``model_dir`` on ``base_dir``.
+
+    ``cfg`` is the experiment's ``sampling:`` settings: images are planned per class (or per prompt)
+    from ``prompts_tsv``, image i gets seed ``cfg["seed"] + i``; a shard takes consecutive rows of
+    that plan. Writes ``out_h5`` (images, labels, prompts, seeds; label names from ``train_h5``) and
+    ``grid_png`` (None: no grid); returns a summary. Nothing is cached.
+    """
     plan = plan_samples(prompts_tsv, cfg)
     if plan.empty:
         raise InputError(f"{prompts_tsv}: no prompts to sample from")

@@ -42,7 +42,7 @@ from ..atomic import atomic_dir, atomic_path
 from ..config import settings_hash
 from ..device import pick_device
 from ..errors import InputError
-from ..plots import image_grid
+from ..plots import image_grid, loss_curve
 from .latents import LatentCache
 from .trained import base_fingerprint, read_full, read_lora, save_trained, write_lora
 
@@ -480,26 +480,6 @@ def validation_prompts(cache: LatentCache) -> list[tuple[str, str]]:
         top = np.bincount(pidx).argmax()
         out.append((cache.label_names[lab] if lab >= 0 else "unlabelled", cache.prompts[top]))
     return out
-
-
-def loss_curve(df: pd.DataFrame, out_png, method: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(df["step"], df["loss"], color="tab:blue", alpha=0.3, lw=0.8, label="loss")
-    win = max(1, len(df) // 20)
-    ax.plot(df["step"], df["loss"].rolling(win, min_periods=1).mean(), color="tab:blue", label=f"mean of {win}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("diffusion loss")
-    ax.legend()
-    ax.set_title("LoRA fine-tuning" if method == "lora" else "full UNet fine-tuning")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def fixed_batch_loss(latents_h5, base_dir, trained_dir=None, n: int = 32, seed: int = 1234) -> float:

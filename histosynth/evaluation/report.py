@@ -420,6 +420,9 @@ def metrics_frame(ctx: dict) -> pd.DataFrame:
 
 
 def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_verdicts=None) -> None:
+    """The self-contained HTML page ``out_html`` from the files in ``inputs`` (the rule's named inputs,
+    see ``report_inputs`` in rules/common.smk) and the run's ``config``; optionally the metric table
+    ``out_metrics`` and ``out_verdicts`` as TSV. Reads nothing but ``inputs``."""
     import jinja2
 
     ctx = context(inputs, config)

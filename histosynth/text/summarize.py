@@ -208,7 +208,12 @@ def summarize_extractive(reports: list[Report], count_tokens, max_tokens: int) -
 
 
 def summarize_reports(reports_path, out_tsv, cfg: dict, count_tokens: Callable[[str], int], client=None, progress=True) -> pd.DataFrame:
-    """Summaries TSV: case_id, summary, n_tokens, status, backend."""
+    """Summarise every report of ``reports_path`` (``cfg``: the ``reports:`` section) within ``cfg["max_tokens"]``
+    CLIP tokens, counted by ``count_tokens``, into ``out_tsv``: case_id, summary, n_tokens, status, backend.
+
+    The openai backend caches each answer in ``cfg["cache_dir"]`` per (model, template, report), so a
+    rerun asks the server only for reports it has not summarised yet; the extractive one caches nothing.
+    """
     reports = read_reports(reports_path, cfg["id_column"], cfg["text_column"])
     max_tokens = cfg["max_tokens"]
     if cfg["backend"] == "extractive":
