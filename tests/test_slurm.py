@@ -107,8 +107,9 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
                             "results/models/label_only/trained"], capture_output=True, text=True)
     assert local.returncode == 0, local.stderr[-3000:]
     shards = [f"results/synthetic/label_only/shards/raw.{k}.h5" for k in range(2)]
-    # small requests, so that both shards fit the 2-CPU CI node at once
-    res = run_on_slurm(tmp_path, cfg, *shards, extra=("--set-resources", "sample:mem_mb=1000", "--set-threads", "sample=1"))
+    # small requests, so that both shards fit the 2-CPU CI node at once ("=": these options take several
+    # values and would otherwise swallow the targets)
+    res = run_on_slurm(tmp_path, cfg, *shards, extra=("--set-resources=sample:mem_mb=1000", "--set-threads=sample=1"))
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
