@@ -40,6 +40,7 @@ def run(snakemake, main) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     where = f"histosynth: rule {snakemake.rule}{_wildcards(snakemake)}"
+    stopped_by_signal = None
     try:
         main(snakemake)
     except InputError as e:
@@ -56,11 +57,19 @@ def run(snakemake, main) -> None:
     except SystemExit as e:
         if e.code not in (0, None, 1):
             log.error("stopped (exit status %s); temporary files removed", e.code)
-        raise
+        if not (isinstance(e.code, int) and e.code > 128):
+            raise
+        stopped_by_signal = e.code  # 128 + signal number, from histosynth.atomic's handler
     finally:
         sys.stderr = console
         if log_file is not console:
             log_file.close()
+    if stopped_by_signal is not None:
+        # the stack has unwound (files closed, temporaries removed): skip the interpreter's teardown of
+        # torch, diffusers & co., seconds of CPU that kept a cancelled job alive for minutes on a busy machine
+        sys.stdout.flush()
+        console.flush()
+        os._exit(stopped_by_signal)
 
 
 FAILURES = Path(".snakemake") / "histosynth-failures.txt"  # read back by the Snakefile's onerror
