@@ -240,3 +240,26 @@ def test_inception_weights_under_another_name_leave_no_temporary_folder(tmp_path
     _, info = inception_extractor(str(weights), "cpu")
     assert info["kind"] == "inception"
     assert not list(scratch.glob("histosynth-inception-*"))
+
+
+def _docs(fd_by_set, warn_sets):
+    """Minimal metric documents for one experiment: FD per set, a warning on the sets in ``warn_sets``."""
+    sets = {s: {"overall": fd_by_set[s], "n_real": 4, "n_synthetic": 4, "warnings": ["small N"] if s in warn_sets else []}
+            for s in ("raw", "filtered")}
+    one = {"macro_f1": 0.5}
+    return {"fd": {"name": "FD", "extractor": {"kind": "classifier"}, "sets": sets},
+            "kid": {"sets": {s: {"overall": 0.1} for s in sets}}, "prdc": {"sets": {s: {"overall": {}} for s in sets}},
+            "agreement": {"judge": {"sets": {s: one for s in sets}}, "filter_classifier": {"sets": {"raw": one}}},
+            "downstream": {"synthetic_set": "filtered", "results": {}}}
+
+
+def test_a_column_of_ties_has_no_best_and_a_warning_everywhere_says_so_once():
+    from histosynth.evaluation.report import metric_rows, warnings
+
+    docs = {"a": _docs({"raw": 1.0, "filtered": 2.0}, {"raw", "filtered"}), "b": _docs({"raw": 3.0, "filtered": 4.0}, {"raw", "filtered"})}
+    rows, _ = metric_rows(["a", "b"], docs)
+    assert [r["cells"]["fd"]["best"] for r in rows] == [True, False, False, False]
+    assert not any(r["cells"]["kid"]["best"] for r in rows)  # every KID is 0.1: no star
+    assert warnings(["a", "b"], docs, {}) == [{"text": "small N", "where": ["every experiment / set"]}]
+    docs["b"] = _docs({"raw": 3.0, "filtered": 4.0}, {"raw"})
+    assert warnings(["a", "b"], docs, {}) == [{"text": "small N", "where": ["a / raw", "a / filtered", "b / raw"]}]

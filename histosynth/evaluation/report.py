@@ -146,6 +146,8 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
         if len(vals) < 2:
             continue
         best = min(vals) if col["better"] == "lower" else max(vals)
+        if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
+            continue  # a column where every row ties has no best value: a star on each would read as a result
         for r in rows:
             c = r["cells"][col["key"]]
             c["best"] = c["value"] is not None and math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
@@ -265,7 +267,10 @@ def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list
         summ = filter_summaries.get(e) or {}
         if summ.get("never_passed"):
             add(f"classes that never passed the filter: {', '.join(summ['never_passed'])}", e, "filtered")
-    return [{"text": t, "where": w} for t, w in where.items()]
+    every = {f"{e} / {s}" for e in experiments for s in SETS}
+    # a warning about every experiment and set says so in three words rather than listing them all
+    return [{"text": t, "where": ["every experiment / set"] if len(experiments) > 1 and set(w) == every else w}
+            for t, w in where.items()]
 
 
 # --- pictures ----------------------------------------------------------------------------------
