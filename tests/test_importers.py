@@ -275,9 +275,9 @@ def test_folder_with_no_recognisable_labels_names_dataset_and_folder(tmp_path):
     for i in range(3):
         make_tile(root / f"tile_{i}.png", seed=i)
     ds = {"name": "mine", "format": "folder", "path": str(root)}
-    with pytest.raises(InputError, match=r"'mine': no images with a recognisable label under .*flat \(skipped: 3 not inside "
+    with pytest.raises(InputError, match=r"'mine': no images found under .*flat with a recognisable label \(skipped: 3 not inside "
                                          r"a class sub-folder\); put each class's images in its own sub-folder"):
         import_patches(ds, tmp_path / "o.h5", 32, progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match=r"'mine': no images with a recognisable label under .*empty$"):
+    with pytest.raises(InputError, match=r"'mine': no images found under .*empty with a recognisable label$"):
         import_patches({**ds, "path": str(tmp_path / "empty")}, tmp_path / "o.h5", 32, progress=False)
