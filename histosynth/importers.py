@@ -376,7 +376,11 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
         skips[f"{how} the file" if source == "filename" else how] += len(miss)
     skips.log(name)
     if not keep:
-        raise InputError(f"patch dataset {name!r}: no images found under {path}")
+        skipped = "; ".join(f"{n} {reason}" for reason, n in sorted(skips.items()))
+        hint = ("; put each class's images in its own sub-folder (path/<class>/...) or set label_from: filename with "
+                "a label_pattern" if skips.get("not inside a class sub-folder") else "")
+        raise InputError(f"patch dataset {name!r}: no images found under {path} with a recognisable label"
+                         + (f" (skipped: {skipped}){hint}" if skipped else ""))
     classes = sorted(set(labels))
     label_names = ds.get("label_names")
     if label_names:

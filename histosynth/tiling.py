@@ -16,6 +16,7 @@ from .progress import progress_bar
 from .atomic import atomic_path
 from .errors import InputError
 from .labels import DAB_LABEL_NAMES, DabParams, dab_labels
+from .scores import TUMOR_LEVEL_NAMES, level, lookup, read_scores
 from .patchfile import PAD_FRACTION, UNLABELLED, PatchBatch, PatchFileSpec, PatchWriter, magnification_for_mpp
 from .qc import BLUR_COLOUR as QC_REJECTED_COLOUR, PatchQC
 from .tissue import TissueParams, batch_pixel_tissue, slide_tissue_mask, to_rgb_uint8
@@ -140,6 +141,8 @@ def _label_setup(tiling: TilingParams, sample_label: str | None, label_names: li
     method = tiling.labels["method"]
     if method == "dab":
         return DAB_LABEL_NAMES, DabParams(tiling.labels["dab_threshold"], tiling.labels["min_positive_fraction"])
+    if method == "scores":  # PathLDM: the patch's tumour level from its per-patch scores
+        return TUMOR_LEVEL_NAMES, None
     names = list(label_names)
     if sample_label is not None and sample_label not in names:
         names.append(sample_label)
@@ -204,6 +207,10 @@ def tile_slide(
 
     names, dab = _label_setup(tiling, sample_label, list(label_names))
     fixed_label = names.index(sample_label) if (dab is None and sample_label is not None) else UNLABELLED
+    scores_tsv = tiling.labels.get("scores") if tiling.labels["method"] == "scores" else None
+    if tiling.labels["method"] == "scores" and not scores_tsv:
+        raise InputError("tiling.labels.method 'scores' needs tiling.labels.scores (a TSV of slide_id, x, y, tumor, til)")
+    scores = read_scores(scores_tsv, slide_id) if scores_tsv else None
     spec = PatchFileSpec(
         patch_size=tiling.patch_size,
         label_names=names,
@@ -235,6 +242,8 @@ def tile_slide(
             if dab is not None:
                 sub = imgs[:, ::LABEL_STRIDE, ::LABEL_STRIDE]
                 labels = dab_labels(sub, dab, batch_pixel_tissue(sub, tissue, threshold))
+            elif scores is not None:
+                labels = level(lookup(scores, [slide_id] * len(xy), xy, scores_tsv)["tumor"])
             else:
                 labels = np.full(len(imgs), fixed_label)
             batch = patch_qc.apply(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),

@@ -21,6 +21,8 @@ rule tile_slide:
     input:
         slide=slide_path,
         stain_reference=stain_reference,
+        # per-patch tumour / TIL scores of tiling.labels.method scores: replacing them re-tiles
+        scores=[config["tiling"]["labels"]["scores"]] if config["tiling"]["labels"]["method"] == "scores" else [],
     output:
         patches="results/tiles/{slide}.h5",
         thumbnail=report(

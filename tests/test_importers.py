@@ -267,3 +267,17 @@ def test_mpp_resamples_to_the_slide_field_of_view(tmp_path):
         import_patches(ds, out, 32, target_mpp=4.0, progress=False)
     with pytest.raises(InputError, match=r"'t'.*resample: true needs the source's mpp"):
         import_patches({**ds, "mpp": None, "resample": True}, out, 32, target_mpp=1.0, progress=False)
+
+
+def test_folder_with_no_recognisable_labels_names_dataset_and_folder(tmp_path):
+    """Images straight under the folder, no class sub-folders and no pattern: a clear stop, not one class."""
+    root = tmp_path / "flat"
+    for i in range(3):
+        make_tile(root / f"tile_{i}.png", seed=i)
+    ds = {"name": "mine", "format": "folder", "path": str(root)}
+    with pytest.raises(InputError, match=r"'mine': no images found under .*flat with a recognisable label \(skipped: 3 not inside "
+                                         r"a class sub-folder\); put each class's images in its own sub-folder"):
+        import_patches(ds, tmp_path / "o.h5", 32, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"'mine': no images found under .*empty with a recognisable label$"):
+        import_patches({**ds, "path": str(tmp_path / "empty")}, tmp_path / "o.h5", 32, progress=False)

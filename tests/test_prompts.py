@@ -17,7 +17,7 @@ def train_h5(tmp_path):
     path = tmp_path / "train.h5"
     n = 6
     with PatchWriter(path, PatchFileSpec(8, ["healthy", "tumor"], {})) as w:
-        w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 2)), [0, 1, 1, 0, 1, 1],
+        w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.array([[0, 0], [8, 0]] * 3), [0, 1, 1, 0, 1, 1],
                             ["s"] * n, ["c1", "c1", "c2", "c3", "c3", "c2"], np.ones(n)))
     return path
 
@@ -62,10 +62,17 @@ def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, 
     assert df["prompt"][2] == "Histology image of tumor tissue"
     assert "have no report summary" in caplog.text
     scores = tmp_path / "scores.tsv"
-    pd.DataFrame({"index": range(6), "tumor": [0.9, 0.1, 0.5, 0.0, 0.7, 0.2], "til": [0.0, 0.8, 0.1, 0.6, 0.2, 0.4]}).to_csv(scores, sep="\t", index=False)
+    # keyed by slide and level-0 corner (wsinfer's per-slide rows), not by a split's row numbers;
+    # rows of other slides and corners are ignored
+    pd.DataFrame({"slide_id": ["s", "s", "other"], "x": [0, 8, 0], "y": [0, 0, 0], "tumor": [0.9, 0.1, 0.1],
+                  "til": [0.0, 0.8, 0.9]}).to_csv(scores, sep="\t", index=False)
     cfg["patch_scores"] = str(scores)
     df = build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
     assert df["prompt"][0] == "high tumor; low til; invasive ductal carcinoma; grade 3"
+    assert df["prompt"][1] == "low tumor; high til; invasive ductal carcinoma; grade 3"
+    pd.DataFrame({"slide_id": ["s"], "x": [0], "y": [0], "tumor": [0.9], "til": [0.0]}).to_csv(scores, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"no row for 3 patch\(es\), e.g. slide s at x=8, y=0"):
+        build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
 
 
 def test_overlong_prompts_are_counted_not_hidden(train_h5, cfg, caplog):

@@ -29,6 +29,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..patchfile import UNLABELLED, PatchFile
+from ..scores import lookup, read_scores
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,10 @@ def report_prompts(ctx: PromptContext):
         summaries = {c: t for c, t in zip(s["case_id"], s["summary"]) if t.strip()}
     levels = [""] * n
     scores_tsv = ctx.inputs.get("patch_scores") or ctx.cfg["patch_scores"]
-    if scores_tsv:
-        sc = pd.read_csv(scores_tsv, sep="\t").set_index("index")
-        missing = sorted(set(range(n)) - set(sc.index))
-        if missing:
-            raise InputError(f"prompts.patch_scores {scores_tsv}: no scores for {len(missing)} patch(es), e.g. index {missing[:5]}")
-        levels = [pathldm_levels(sc.at[i, "tumor"], sc.at[i, "til"]) for i in range(n)]
+    if scores_tsv:  # joined on the patch's slide and level-0 corner (histosynth.scores)
+        with PatchFile(ctx.patch_h5) as pf:
+            sc = lookup(read_scores(scores_tsv), pf.slide_ids, pf.coords, f"{scores_tsv} (prompts.patch_scores)")
+        levels = [pathldm_levels(t, til) for t, til in zip(sc["tumor"], sc["til"])]
     prompts, fallback = [], np.zeros(n, bool)
     for i, case in enumerate(ctx.case_ids):
         if case in summaries:
