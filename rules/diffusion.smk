@@ -20,6 +20,9 @@ rule cache_latents:
     params:
         resolution=resolution,
         random_flip=lambda wc: train_settings(wc)["random_flip"],
+        vertical_flip=lambda wc: train_settings(wc)["vertical_flip"],
+        crop=lambda wc: train_settings(wc)["crop"],
+        text_chunks=lambda wc: train_settings(wc)["text_chunks"],
         device=lambda wc: train_settings(wc)["device"],
     resources:
         mem_mb=16000,

@@ -62,3 +62,160 @@ def test_outliers_are_left_out_of_the_clustering_fit_and_marked(tmp_path):
     cfg["outliers"] = {**cfg["outliers"], "min_mean_v": 256}
     with pytest.raises(InputError, match="morphology.outliers"):
         cluster_morphology(emb, {"train": emb}, {"train": labels}, cfg, out, train)
+
+
+# ----- PathLDM: flips, crops, TIL-aware prompt dropout, 154-token prompts, on the tiny model --------------------
+
+
+@pytest.fixture(scope="module")
+def pathldm(tmp_path_factory):
+    """48 px patches with report-style prompts and TIL levels, a tiny base model, and a latent cache with
+    vertical flips, 32 px crops and two-chunk prompts."""
+    from histosynth.diffusion.latents import cache_latents
+    from histosynth.models.base_model import prepare_base_model
+    from histosynth.text.prompts import build_prompts
+
+    d = tmp_path_factory.mktemp("pathldm")
+    rng = np.random.default_rng(0)
+    n = 8
+    path = d / "train.h5"
+    spec = PatchFileSpec(48, ["a", "b"], coords_attrs={"mpp": 1.0})
+    with PatchWriter(path, spec) as w:
+        w.append(PatchBatch(tissue_like(rng, n, 48), np.zeros((n, 2)), np.array([0, 1] * 4), ["s"] * n,
+                            ["c1", "c2"] * 4, np.ones(n)))
+    summaries, scores = d / "summaries.tsv", d / "scores.tsv"
+    pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", "lobular carcinoma"]}).to_csv(
+        summaries, sep="\t", index=False)
+    til = [0.1, 0.9, 0.3, 0.6, 0.0, 0.2, 0.8, 0.4]  # levels 0 1 0 1 0 0 1 0
+    pd.DataFrame({"index": range(n), "tumor": [0.7] * n, "til": til}).to_csv(scores, sep="\t", index=False)
+    cfg = {**default_config()["prompts"], "patch_scores": str(scores)}
+    build_prompts("report", path, cfg, lambda s: len(s.split()) + 2, 154, inputs={"summaries": summaries},
+                  out_tsv=d / "prompts.tsv")
+    base = prepare_base_model("tiny", d / "base")
+    cache_latents(path, d / "prompts.tsv", base, d / "latents.h5", 32, True, progress=False, vertical_flip=True, crop=32,
+                  text_chunks=2)
+    return {"dir": d, "train": path, "base": base, "prompts": d / "prompts.tsv", "latents": d / "latents.h5",
+            "til_level": np.array([0, 1, 0, 1, 0, 0, 1, 0])}
+
+
+def pathldm_train_cfg(**kw):
+    return default_config(train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 100, "validation_every": 100,
+                                 "validation_images_per_class": 1, "vertical_flip": True, "crop": 32, "text_chunks": 2,
+                                 "prompt_dropout": 1.0, "prompt_dropout_low_til_only": True, **kw})["train"]
+
+
+def test_prompts_carry_til_levels(pathldm):
+    df = pd.read_csv(pathldm["prompts"], sep="\t")
+    assert df["til_level"].tolist() == pathldm["til_level"].tolist()
+
+
+def test_cache_holds_every_flip_and_whole_patches_for_cropping(pathldm):
+    import h5py
+
+    from histosynth.diffusion.latents import LatentCache
+
+    with h5py.File(pathldm["latents"], "r") as h:
+        views = [h[f"latent_mean{s}"][0] for s in ("", "_flip", "_vflip", "_hvflip")]
+        assert views[0].shape == (4, 12, 12)  # the whole 48 px patch, cropped to 32 px (8 latent px) per step
+        assert all(not np.allclose(views[0], v) for v in views[1:])
+        assert h["prompt_embeds"].shape[1] == 154 and h.attrs["resolution"] == 32 and h.attrs["latent_crop"] == 8
+    with LatentCache(pathldm["latents"]) as cache:
+        assert cache.views == ["", "_flip", "_vflip", "_hvflip"] and cache.til_level.tolist() == pathldm["til_level"].tolist()
+
+
+def test_flip_and_crop_settings_key_the_cache(pathldm, tmp_path):
+    from histosynth.diffusion.latents import LatentCache, cache_latents
+
+    p = pathldm
+    cache_latents(p["train"], p["prompts"], p["base"], tmp_path / "h.h5", 32, True, progress=False, crop=32, text_chunks=2)
+    with LatentCache(p["latents"]) as a, LatentCache(tmp_path / "h.h5") as b:
+        assert a.fingerprint != b.fingerprint and b.views == ["", "_flip"]
+    with pytest.raises(InputError, match="train.crop 40 and train.resolution 32"):
+        cache_latents(p["train"], p["prompts"], p["base"], tmp_path / "x.h5", 32, True, progress=False, crop=40)
+
+
+def test_batches_use_every_flip_random_crops_and_drop_only_low_til_prompts(pathldm):
+    from histosynth.diffusion.latents import LatentCache
+    from histosynth.diffusion.train import draw_batch
+
+    cfg = pathldm_train_cfg()
+    with LatentCache(pathldm["latents"]) as cache:
+        seen_views, reads = set(), []
+        original = cache.read
+
+        def spy(idx, view):
+            seen_views.update(np.asarray(view).tolist())
+            mean, std = original(idx, view)
+            reads.append((idx, mean))
+            return mean, std
+
+        cache.read = spy
+        for step in range(12):
+            latents, noise, t, rows = draw_batch(cache, cfg, step, 1000)
+            assert latents.shape == (4, 4, 8, 8)
+            idx = reads[-1][0]
+            low = pathldm["til_level"][idx] == 0
+            # prompt_dropout 1.0: every low-TIL patch gets the empty prompt, no high-TIL patch does
+            assert (rows.numpy()[low] == cache.uncond).all() and (rows.numpy()[~low] == cache.prompt_index[idx][~low]).all()
+        assert seen_views == {0, 1, 2, 3}
+        # the crop moves: the same patch's latent differs between steps (beyond the posterior noise, std ~ 0)
+        cfg0 = {**cfg, "prompt_dropout": 0.0}
+        a = [draw_batch(cache, {**cfg0, "seed": s}, 0, 1000)[0] for s in range(6)]
+        assert len({tuple(np.round(x[0, 0, 0, :3].numpy(), 3)) for x in a}) > 1
+        plain = {**cfg, "prompt_dropout_low_til_only": False}
+        assert (draw_batch(cache, plain, 0, 1000)[3].numpy() == cache.uncond).all()  # dropout 1.0 drops every prompt
+
+
+def test_two_chunk_encoding_reads_154_tokens_and_matches_one_chunk_on_short_prompts(pathldm):
+    import torch
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    from histosynth.diffusion.text_encoding import encode, tokenize
+
+    tok = AutoTokenizer.from_pretrained(pathldm["base"], subfolder="tokenizer")
+    te = CLIPTextModel.from_pretrained(pathldm["base"], subfolder="text_encoder").eval()
+    short = ["high tumor; low til; invasive ductal carcinoma"]
+    with torch.inference_mode():
+        one = encode(te, tokenize(tok, short, 1), tok.eos_token_id)
+        two = encode(te, tokenize(tok, short, 2), tok.eos_token_id)
+        n_real = int(tokenize(tok, short, 1).ne(tok.eos_token_id).sum()) + 1  # BOS .. first EOS
+        assert two.shape[1] == 154 and one.shape[1] == 77
+        # causal: up to the EOS the two-chunk states are CLIP's own
+        assert torch.allclose(one[:, :n_real], two[:, :n_real], atol=1e-5)
+        long = " ".join(["carcinoma"] * 90)
+        a, b = (encode(te, tokenize(tok, [long + tail], 2), tok.eos_token_id) for tail in (" lobular", " ductal"))
+        a1, b1 = (encode(te, tokenize(tok, [long + tail], 1), tok.eos_token_id) for tail in (" lobular", " ductal"))
+        assert not torch.allclose(a, b) and torch.allclose(a1, b1)  # words past token 77 count only with two chunks
+
+
+def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
+    from histosynth.diffusion.sample import generate, load_pipeline, synthetic_spec
+    from histosynth.diffusion.train import fine_tune
+
+    d = tmp_path
+    cfg = pathldm_train_cfg(validation_every=2)
+    fine_tune(pathldm["latents"], pathldm["base"], d / "model", d / "loss.tsv", d / "loss.png", d / "val", d / "ckpt", cfg,
+              progress=False)
+    pipe = load_pipeline(pathldm["base"], d / "model", "ddim", "cpu")
+    assert pipe.text_chunks == 2
+    scfg = {**default_config()["sample"], "steps": 2}
+    img = generate(pipe, ["high tumor; high til; lobular carcinoma"], [0], scfg, 32)
+    assert img.shape == (1, 32, 32, 3)
+    # a crop keeps the patches' scale: the synthetic images carry the real µm/px
+    assert synthetic_spec(pathldm["train"], "x", 32, scfg, d / "model").coords_attrs["mpp"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="rerun cache_latents"):
+        fine_tune(pathldm["latents"], pathldm["base"], d / "m2", d / "l2.tsv", d / "l2.png", d / "v2", d / "c2",
+                  pathldm_train_cfg(text_chunks=1), progress=False)
+
+
+def test_til_aware_dropout_needs_til_levels(pathldm, tmp_path):
+    from histosynth.diffusion.latents import cache_latents
+    from histosynth.diffusion.train import fine_tune
+
+    p = pd.read_csv(pathldm["prompts"], sep="\t").drop(columns="til_level")
+    p.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    cache_latents(pathldm["train"], tmp_path / "p.tsv", pathldm["base"], tmp_path / "l.h5", 32, True, progress=False,
+                  vertical_flip=True, crop=32, text_chunks=2)
+    with pytest.raises(InputError, match="prompt_dropout_low_til_only needs per-patch TIL levels"):
+        fine_tune(tmp_path / "l.h5", pathldm["base"], tmp_path / "m", tmp_path / "l.tsv", tmp_path / "l.png", tmp_path / "v",
+                  tmp_path / "c", pathldm_train_cfg(), progress=False)

@@ -8,7 +8,7 @@ from histosynth.text.prompts import build_prompts, token_counter
 def main(sm):
     tokenizer = load_tokenizer(str(Path(sm.input.base) / "tokenizer"))
     build_prompts(
-        sm.params.strategy, sm.input.patches, sm.params.prompts, token_counter(tokenizer), tokenizer.model_max_length,
+        sm.params.strategy, sm.input.patches, sm.params.prompts, token_counter(tokenizer), tokenizer.model_max_length * sm.params.text_chunks,
         inputs={name: path for name, path in sm.input.items() if name not in ("patches", "base")},
         out_tsv=sm.output.prompts, out_freq=sm.output.frequencies,
     )

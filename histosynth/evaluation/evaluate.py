@@ -117,33 +117,46 @@ def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling:
             doc["sets"][set_name] = s
         write_json(outputs[metric], doc)
         results[metric] = doc
-    coverage_plot(rf, {s: fake[s][0] for s in sets}, outputs["coverage"], experiment, info)
+    coverage_plot(rf, {s: fake[s][0] for s in sets}, outputs["coverage"], experiment, info, umap=cfg.get("umap", False),
+                  seed=cfg["seed"])
     log.info("generation metrics of %s (%s): %s", experiment, info["name"],
              {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()})
     return results
 
 
-def coverage_plot(real: np.ndarray, fakes: dict, out_png, experiment: str, extractor: dict) -> None:
-    """PCA of real vs synthetic features (Osorio et al., Fig. 3-4): where the synthetic set covers the real one."""
+def umap_projection(real: np.ndarray, seed: int):
+    """umap-learn's UMAP fitted on the real features (imported here: numba compiles on first import)."""
+    import umap
+
+    return umap.UMAP(n_components=2, n_neighbors=min(15, len(real) - 1), random_state=seed).fit(real)
+
+
+def coverage_plot(real: np.ndarray, fakes: dict, out_png, experiment: str, extractor: dict, umap: bool = False,
+                  seed: int = 0) -> None:
+    """Real vs synthetic features projected by a PCA fitted on the real ones (Osorio et al., Fig. 3-4) and,
+    with ``umap``, a second row by a UMAP fitted on them: where the synthetic set covers the real one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    fig, axes = plt.subplots(1, len(fakes), figsize=(4.2 * len(fakes), 4), squeeze=False)
-    pca = PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None
-    for ax, (name, ff) in zip(axes[0], fakes.items()):
-        if pca is not None:
-            r2 = pca.transform(real)
-            ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
-            if len(ff):
-                f2 = pca.transform(ff)
-                ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
-        ax.set_title(f"{experiment}: {name}" + (f"\n({RANDOM_NOTE})" if extractor.get("random_network") else ""), fontsize=9)
-        ax.set_xlabel("PC 1 (fitted on real)")
-        ax.set_ylabel("PC 2")
-        ax.legend(fontsize=7)
+    projections = [("PC", PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None)]
+    if umap:
+        projections.append(("UMAP", umap_projection(real, seed) if len(real) >= 3 else None))
+    fig, axes = plt.subplots(len(projections), len(fakes), figsize=(4.2 * len(fakes), 4 * len(projections)), squeeze=False)
+    for row, (axis_name, proj) in zip(axes, projections):
+        for ax, (name, ff) in zip(row, fakes.items()):
+            if proj is not None:
+                r2 = proj.transform(real)
+                ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
+                if len(ff):
+                    f2 = proj.transform(ff)
+                    ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
+            ax.set_title(f"{experiment}: {name}" + (f"\n({RANDOM_NOTE})" if extractor.get("random_network") else ""), fontsize=9)
+            ax.set_xlabel(f"{axis_name} 1 (fitted on real)")
+            ax.set_ylabel(f"{axis_name} 2")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
