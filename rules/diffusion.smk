@@ -3,7 +3,7 @@ from histosynth.diffusion.train import check_train_settings
 
 # method/option mismatches (e.g. train.rank with method full) stop here, before any job starts
 for _experiment in EXPERIMENTS:
-    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment)
+    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment, config["experiments"][_experiment]["prompts"])
 
 
 rule cache_latents:

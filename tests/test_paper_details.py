@@ -244,3 +244,12 @@ def test_coverage_plot_adds_a_umap_row_fitted_on_the_real_features(tmp_path, mon
     assert len(fitted) == 1 and fitted[0] is real
     (w1, h1), (w2, h2) = Image.open(tmp_path / "pca.png").size, Image.open(tmp_path / "both.png").size
     assert w1 == w2 and h2 == 2 * h1  # a second row, beside the PCA one
+
+
+def test_til_aware_dropout_is_refused_for_prompts_without_til_levels():
+    from histosynth.diffusion.train import check_train_settings
+
+    cfg = pathldm_train_cfg()
+    check_train_settings(cfg, "report", "report")
+    with pytest.raises(InputError, match="prompt_dropout_low_til_only.*'label'.*'label_only'"):
+        check_train_settings(cfg, "label_only", "label")

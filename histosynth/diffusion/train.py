@@ -53,7 +53,7 @@ METHOD_OPTIONS = {"lora": ("rank", "alpha", "target_modules", "train_text_encode
 WARM_RESTARTS = "cosine_annealing_warm_restarts"
 
 
-def check_train_settings(cfg: dict, experiment: str | None = None) -> None:
+def check_train_settings(cfg: dict, experiment: str | None = None, strategy: str | None = None) -> None:
     """Refuse option combinations the schema cannot express; the message names the key."""
     from ..config import default_config
 
@@ -64,6 +64,10 @@ def check_train_settings(cfg: dict, experiment: str | None = None) -> None:
             if cfg["method"] != method and cfg[key] != defaults[key]:
                 raise InputError(f"train.{key} = {cfg[key]!r} applies to train.method {method!r} only, but train.method is "
                                  f"{cfg['method']!r}{where}; remove train.{key} or change train.method")
+    if cfg["prompt_dropout_low_til_only"] and strategy not in (None, "report"):
+        raise InputError(f"train.prompt_dropout_low_til_only needs the TIL levels of the 'report' prompt strategy, but "
+                         f"the prompts are {strategy!r}{where}; set it for report experiments only "
+                         "(experiments.<name>.train)")
     if cfg["lr_scheduler"] == WARM_RESTARTS and cfg["lr_warmup_steps"]:
         raise InputError(f"train.lr_warmup_steps = {cfg['lr_warmup_steps']} cannot be combined with train.lr_scheduler "
                          f"{WARM_RESTARTS!r}{where} (torch's CosineAnnealingWarmRestarts has no warm-up); set it to 0")
