@@ -95,7 +95,7 @@ def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, rand
             if crop > encoded or encoded % down:
                 raise InputError(f"train.crop {crop} needs patches of at least {crop} px whose size is a multiple of the "
                                  f"VAE's {down}; {patch_h5} has {encoded} px patches (tiling.patch_size)")
-        til = prompts["til_level"].to_numpy(np.int64) if TIL_LEVEL in prompts.columns else None
+        til = prompts[TIL_LEVEL].to_numpy(np.int64) if TIL_LEVEL in prompts.columns else None
         tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").to(device).eval()
         distinct = sorted(set(prompts["prompt"]))
