@@ -104,10 +104,17 @@ def evaluate(labels, probs, label_names) -> dict:
 
     pred = probs.argmax(1)
     idx = list(range(len(label_names)))
+    # macro F1 over the classes the split contains: sklearn would count an absent class as F1 = 0
+    present = sorted(set(np.asarray(labels).tolist()))
+    absent = [label_names[c] for c in idx if c not in present]
     return {
         "n": int(len(labels)), "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
         "macro_auc": macro_auc(labels, probs, len(label_names)),
-        "macro_f1": float(f1_score(labels, pred, labels=idx, average="macro", zero_division=0)) if len(labels) else float("nan"),
+        "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)) if len(labels) else float("nan"),
+        "macro_over": f"{len(present)} of {len(label_names)} classes",
+        "classes_absent": absent,
+        "warnings": [f"no patches of {', '.join(absent)} in this split: macro F1 and AUC run over the other "
+                     f"{len(present)} class(es), not counting the absent ones as 0"] if absent else [],
         "per_class": classification_report(labels, pred, labels=idx, target_names=label_names, output_dict=True, zero_division=0)
         if len(labels) else {},
     }

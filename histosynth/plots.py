@@ -71,14 +71,14 @@ def label_examples_grid(patch_h5: str | os.PathLike, out_png: str | os.PathLike,
     image_grid(rows, out_png, columns=per_label)
 
 
-def figure(ncols: int = 1, figsize: tuple[float, float] = (6, 3.5), **kwargs):
+def figure(ncols: int = 1, figsize: tuple[float, float] = (6, 3.5), nrows: int = 1, **kwargs):
     """``(fig, axes)`` from matplotlib's ``subplots`` on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(1, ncols, figsize=figsize, **kwargs)
+    return plt.subplots(nrows, ncols, figsize=figsize, **kwargs)
 
 
 def save_figure(fig, out_png: str | os.PathLike, dpi: int = 100) -> None:
@@ -142,23 +142,35 @@ def acceptance_plot(df: pd.DataFrame, per_class: pd.DataFrame, out_png: str | os
     save_figure(fig, out_png)
 
 
-def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, experiment: str, note: str | None = None) -> None:
-    """PCA of real vs synthetic features (Osorio et al., Fig. 3-4): where the synthetic set covers the real one.
+def umap_projection(real: np.ndarray, seed: int):
+    """umap-learn's UMAP fitted on the real features (imported here: numba compiles on first import)."""
+    import umap
+
+    return umap.UMAP(n_components=2, n_neighbors=min(15, len(real) - 1), random_state=seed).fit(real)
+
+
+def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, experiment: str, note: str | None = None,
+                  umap: bool = False, seed: int = 0) -> None:
+    """Real vs synthetic features projected by a PCA fitted on the real ones (Osorio et al., Fig. 3-4) and,
+    with ``umap``, a second row by a UMAP fitted on them: where the synthetic set covers the real one.
 
     One panel per synthetic set in ``fakes``; ``note`` is added under each title (e.g. a random extractor)."""
     from sklearn.decomposition import PCA
 
-    fig, axes = figure(len(fakes), figsize=(4.2 * len(fakes), 4), squeeze=False)
-    pca = PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None
-    for ax, (name, ff) in zip(axes[0], fakes.items()):
-        if pca is not None:
-            r2 = pca.transform(real)
-            ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
-            if len(ff):
-                f2 = pca.transform(ff)
-                ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
-        ax.set_title(f"{experiment}: {name}" + (f"\n({note})" if note else ""), fontsize=9)
-        ax.set_xlabel("PC 1 (fitted on real)")
-        ax.set_ylabel("PC 2")
-        ax.legend(fontsize=7)
+    projections = [("PC", PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None)]
+    if umap:
+        projections.append(("UMAP", umap_projection(real, seed) if len(real) >= 3 else None))
+    fig, axes = figure(len(fakes), figsize=(4.2 * len(fakes), 4 * len(projections)), squeeze=False, nrows=len(projections))
+    for row, (axis_name, proj) in zip(axes, projections):
+        for ax, (name, ff) in zip(row, fakes.items()):
+            if proj is not None:
+                r2 = proj.transform(real)
+                ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
+                if len(ff):
+                    f2 = proj.transform(ff)
+                    ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
+            ax.set_title(f"{experiment}: {name}" + (f"\n({note})" if note else ""), fontsize=9)
+            ax.set_xlabel(f"{axis_name} 1 (fitted on real)")
+            ax.set_ylabel(f"{axis_name} 2")
+            ax.legend(fontsize=7)
     save_figure(fig, out_png, dpi=90)

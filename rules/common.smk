@@ -117,7 +117,9 @@ def sample_settings(wildcards):
 
 
 def resolution(wildcards):
-    return train_settings(wildcards)["resolution"] or config["tiling"]["patch_size"]
+    """Training and sampling image size: train.crop (PathLDM's random crops), else train.resolution, else the patch size."""
+    train = train_settings(wildcards)
+    return train["crop"] or train["resolution"] or config["tiling"]["patch_size"]
 
 
 def evaluation_settings(*keys):

@@ -3,13 +3,19 @@ from histosynth.diffusion.train import check_train_settings
 
 # method/option mismatches (e.g. train.rank with method full) stop here, before any job starts
 for _experiment in EXPERIMENTS:
-    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment)
+    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment, config["experiments"][_experiment]["prompts"])
+
+
+IMAGE_VIEWS = {(False, False): "noflip", (True, False): "flip", (False, True): "vflip", (True, True): "hvflip"}
 
 
 def image_latents(wildcards):
-    """The shared image-latent file an experiment's cache refers to: one per resolution and flip setting."""
-    flip = "flip" if train_settings(wildcards)["random_flip"] else "noflip"
-    return f"results/latents/images/train_{resolution(wildcards)}px_{flip}.h5"
+    """The shared image-latent file an experiment's cache refers to: one per resolution, flip setting and
+    crop (PathLDM's per-step crops need the whole patch's latent)."""
+    train = train_settings(wildcards)
+    views = IMAGE_VIEWS[(bool(train["random_flip"]), bool(train["vertical_flip"]))]
+    crop = "_crop" if train["crop"] else ""
+    return f"results/latents/images/train_{resolution(wildcards)}px_{views}{crop}.h5"
 
 
 rule cache_image_latents:
@@ -17,17 +23,21 @@ rule cache_image_latents:
         patches="results/patches/train.h5",
         base="results/models/base",
     output:
-        latents="results/latents/images/train_{resolution}px_{flip}.h5",
+        latents="results/latents/images/train_{resolution}px_{views}{crop}.h5",
     log:
-        "results/logs/cache_image_latents/train_{resolution}px_{flip}.log",
+        "results/logs/cache_image_latents/train_{resolution}px_{views}{crop}.log",
     benchmark:
-        "results/benchmarks/cache_image_latents/train_{resolution}px_{flip}.tsv"
+        "results/benchmarks/cache_image_latents/train_{resolution}px_{views}{crop}.tsv"
     wildcard_constraints:
         resolution=r"\d+",
-        flip="flip|noflip",
+        views="noflip|flip|vflip|hvflip",
+        crop="|_crop",
     params:
         resolution=lambda wc: int(wc.resolution),
-        random_flip=lambda wc: wc.flip == "flip",
+        random_flip=lambda wc: wc.views in ("flip", "hvflip"),
+        vertical_flip=lambda wc: wc.views in ("vflip", "hvflip"),
+        # a crop is the training size: the VAE encodes the whole patch and each step crops its latent
+        crop=lambda wc: int(wc.resolution) if wc.crop else None,
         # shared by all experiments: the default train.device (where to run, not what is computed)
         device=config["train"]["device"],
     resources:
@@ -53,6 +63,8 @@ rule cache_latents:
     benchmark:
         "results/benchmarks/cache_latents/{experiment}.tsv"
     params:
+        # the tokens each prompt is read as; the image side is fixed by the shared file's name
+        text_chunks=lambda wc: train_settings(wc)["text_chunks"],
         device=lambda wc: train_settings(wc)["device"],
     resources:
         mem_mb=4000,

@@ -93,7 +93,7 @@ rule evaluate_generation:
         "results/benchmarks/evaluate_generation/{experiment}.tsv"
     params:
         evaluation=evaluation_settings(
-            "inception_weights", "max_synthetic", "prdc_k", "match_classes", "device", "seed"
+            "inception_weights", "max_synthetic", "prdc_k", "match_classes", "umap", "device", "seed"
         ),
         pooling=config["embedding"]["pooling"],
     resources:

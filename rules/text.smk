@@ -41,6 +41,7 @@ rule build_prompts:
     params:
         strategy=lambda wc: config["experiments"][wc.experiment]["prompts"],
         prompts=prompt_params,
+        text_chunks=lambda wc: train_settings(wc)["text_chunks"],
     resources:
         mem_mb=4000,
         runtime=30,

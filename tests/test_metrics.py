@@ -179,6 +179,9 @@ def test_macro_metrics_name_a_class_absent_from_the_test_split():
     labels = np.array([0, 0, 1, 1])  # class "c" has no test patches
     probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
     test = classifier_evaluate(labels, probs, ["a", "b", "c"])
+    # the classifier's own metric JSON says so too, instead of averaging in F1 = 0 for "c"
+    assert test["macro_f1"] == pytest.approx(1.0) and test["classes_absent"] == ["c"] and "c" in test["warnings"][0]
+    assert classifier_evaluate(labels, probs[:, :2] / probs[:, :2].sum(1, keepdims=True), ["a", "b"])["warnings"] == []
     res = macro_over_present(test, ["a", "b", "c"])
     assert res["macro_f1"] == pytest.approx(1.0) and res["classes_absent_from_test"] == ["c"]
     assert res["macro_over"] == "2 of 3 classes"

@@ -12,7 +12,7 @@ def main(sm):
         patch_h5=sm.input.patches,
         cfg=sm.params.prompts,
         count_tokens=token_counter(tokenizer),
-        max_tokens=tokenizer.model_max_length,
+        max_tokens=tokenizer.model_max_length * sm.params.text_chunks,
         inputs={name: path for name, path in sm.input.items() if name not in ("patches", "base")},
         out_tsv=sm.output.prompts,
         out_freq=sm.output.frequencies,

@@ -9,6 +9,8 @@ def main(sm):
         out_h5=sm.output.latents,
         resolution=sm.params.resolution,
         random_flip=sm.params.random_flip,
+        vertical_flip=sm.params.vertical_flip,
+        crop=sm.params.crop,
         device=sm.params.device,
     )
 

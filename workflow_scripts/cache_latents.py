@@ -9,6 +9,7 @@ def main(sm):
         base_dir=sm.input.base,
         out_h5=sm.output.latents,
         device=sm.params.device,
+        text_chunks=sm.params.text_chunks,
     )
 
 

@@ -52,7 +52,7 @@ def filter_shard(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h
             raise InputError(f"classifier {classifier_dir} knows classes {ccfg['label_names']}, the synthetic set {raw_h5} "
                              f"has {names}; rerun train_classifier")
         labels, prompts, seeds = raw.labels, raw.column("prompts"), raw.column("seeds")
-        spec = synthetic_spec(train_h5, experiment, resolution, sample_cfg)
+        spec = synthetic_spec(train_h5, experiment, resolution, sample_cfg, model_dir)
         tried = {}  # round -> (indices tried, accepted mask)
         with PatchWriter(out_h5, spec) as w:
 

@@ -25,7 +25,8 @@ from ..device import pick_device
 from ..errors import InputError
 from ..patchfile import NO_COORD, PatchBatch, PatchFile, PatchFileSpec, PatchWriter, magnification_for_mpp
 from ..plots import image_grid
-from .trained import load_trained_pipeline
+from .text_encoding import pipeline_embeds
+from .trained import load_trained_pipeline, trained_settings
 
 log = logging.getLogger(__name__)
 SYNTHETIC_COLUMNS = {"prompts": "str", "seeds": "int", "round": "int"}
@@ -58,6 +59,8 @@ def load_pipeline(base_dir, model_dir, scheduler: str, device: str):
     device = pick_device(device)
     pipe.to(device, torch.float16 if device == "cuda" else torch.float32)
     pipe.set_progress_bar_config(disable=True)
+    # prompts are encoded as the model was trained (train.text_chunks), read from its metadata
+    pipe.text_chunks = int(trained_settings(model_dir).get("text_chunks", 1))
     return pipe
 
 
@@ -88,24 +91,26 @@ def plan_samples(prompts_tsv, cfg: dict) -> pd.DataFrame:
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], cfg: dict, resolution: int) -> np.ndarray:
-    """uint8 (N, R, R, 3); one generator per image."""
+    """uint8 (N, R, R, 3); one generator per image; prompts encoded by ``text_encoding`` as in training."""
     import torch
 
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     kwargs = dict(num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"], generator=gens, height=resolution,
                   width=resolution, output_type="np", eta=cfg["eta"])
-    if cfg["negative_prompt"]:
-        kwargs["negative_prompt"] = [cfg["negative_prompt"]] * len(prompts)
-    out = pipe(list(prompts), **kwargs).images
+    negative = [cfg["negative_prompt"]] * len(prompts) if cfg["negative_prompt"] else None
+    out = pipe(**pipeline_embeds(pipe, list(prompts), negative, getattr(pipe, "text_chunks", 1)), **kwargs).images
     if not np.isfinite(out).all():
         raise FloatingPointError("sampling produced NaN pixels (fp16 overflow?); try sample.device cpu or another scheduler")
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def synthetic_spec(train_h5, experiment: str, resolution: int, sample_cfg: dict) -> PatchFileSpec:
+def synthetic_spec(train_h5, experiment: str, resolution: int, sample_cfg: dict, model_dir=None) -> PatchFileSpec:
+    """Patch-file spec of a synthetic set; its µm/px is that of the real pixels one generated image stands for:
+    a whole training patch resized to ``resolution``, or a ``train.crop`` of one at its own scale."""
     with PatchFile(train_h5) as pf:
         names, mpp = pf.label_names, float(pf.coords_attrs.get("mpp", np.nan))
-    stored = mpp * pf.patch_size / resolution if np.isfinite(mpp) else np.nan
+    field_px = trained_settings(model_dir).get("crop") or pf.patch_size
+    stored = mpp * field_px / resolution if np.isfinite(mpp) else np.nan
     return PatchFileSpec(resolution, names,
                          coords_attrs=dict(patch_size=resolution, patch_level=-1, downsample=np.array([1.0, 1.0]),
                                            mpp=stored, magnification=magnification_for_mpp(stored), name=experiment),
@@ -150,7 +155,7 @@ def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: di
         raise InputError(f"{prompts_tsv}: no prompts to sample from")
     plan = plan.iloc[shard_rows(len(plan), shards, shard)]
     pipe = load_pipeline(base_dir, model_dir, cfg["scheduler"], cfg["device"]) if len(plan) else None
-    spec = synthetic_spec(train_h5, experiment, resolution, cfg)
+    spec = synthetic_spec(train_h5, experiment, resolution, cfg, model_dir)
     t0 = time.perf_counter()
     with PatchWriter(out_h5, spec) as w:
         for s in progress_bar(range(0, len(plan), cfg["batch_size"]), desc=f"sample {experiment}", unit="batch", disable=not progress, mininterval=2):

@@ -44,6 +44,7 @@ from ..device import pick_device
 from ..errors import InputError
 from ..plots import image_grid, loss_curve
 from .latents import LatentCache
+from .text_encoding import encode, pipeline_embeds
 from .trained import base_fingerprint, read_full, read_lora, save_trained, write_lora
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ METHOD_OPTIONS = {"lora": ("rank", "alpha", "target_modules", "train_text_encode
 WARM_RESTARTS = "cosine_annealing_warm_restarts"
 
 
-def check_train_settings(cfg: dict, experiment: str | None = None) -> None:
+def check_train_settings(cfg: dict, experiment: str | None = None, strategy: str | None = None) -> None:
     """Refuse option combinations the schema cannot express; the message names the key."""
     from ..config import default_config
 
@@ -69,6 +70,10 @@ def check_train_settings(cfg: dict, experiment: str | None = None) -> None:
             if cfg["method"] != method and cfg[key] != defaults[key]:
                 raise InputError(f"train.{key} = {cfg[key]!r} applies to train.method {method!r} only, but train.method is "
                                  f"{cfg['method']!r}{where}; remove train.{key} or change train.method")
+    if cfg["prompt_dropout_low_til_only"] and strategy not in (None, "report"):
+        raise InputError(f"train.prompt_dropout_low_til_only needs the TIL levels of the 'report' prompt strategy, but "
+                         f"the prompts are {strategy!r}{where}; set it for report experiments only "
+                         "(experiments.<name>.train)")
     if cfg["lr_scheduler"] == WARM_RESTARTS and cfg["lr_warmup_steps"]:
         raise InputError(f"train.lr_warmup_steps = {cfg['lr_warmup_steps']} cannot be combined with train.lr_scheduler "
                          f"{WARM_RESTARTS!r}{where} (torch's CosineAnnealingWarmRestarts has no warm-up); set it to 0")
@@ -276,7 +281,16 @@ def draw_batch(cache: LatentCache, cfg: dict, micro_step: int, num_train_timeste
     g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + micro_step + 1)
     flipped = (torch.rand(bs, generator=g) < 0.5).numpy() & cache.flip
     drop = (torch.rand(bs, generator=g) < cfg["prompt_dropout"]).numpy()
-    mean, std = cache.read(idx, flipped)
+    # drawn only when on, so runs without them keep their exact random path
+    vflipped = (torch.rand(bs, generator=g) < 0.5).numpy() if cache.vflip else np.zeros(bs, bool)
+    if cfg["prompt_dropout_low_til_only"]:  # PathLDM keeps the prompt of a patch with high TIL
+        drop &= cache.til_level[idx] <= 0
+    mean, std = cache.read(idx, cache.view(flipped, vflipped))
+    if cache.latent_crop:  # a random crop of each whole-patch latent, fresh every step
+        c = cache.latent_crop
+        offsets = torch.randint(0, mean.shape[-1] - c + 1, (bs, 2), generator=g).numpy()
+        mean = np.stack([m[:, y : y + c, x : x + c] for m, (y, x) in zip(mean, offsets)])
+        std = np.stack([s[:, y : y + c, x : x + c] for s, (y, x) in zip(std, offsets)])
     latents = (torch.from_numpy(mean) + torch.from_numpy(std) * torch.randn(mean.shape, generator=g)) * cache.scaling_factor
     noise = torch.randn(latents.shape, generator=g)
     if cfg["noise_offset"]:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
@@ -323,6 +337,15 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
     with LatentCache(latents_h5) as cache:
         if cache.n == 0:
             raise InputError(f"{latents_h5}: no training latents")
+        made = {"random_flip": cache.flip, "vertical_flip": cache.vflip, "text_chunks": cache.text_chunks,
+                "crop": cache.crop}
+        stale = {k: v for k, v in made.items() if v != cfg[k]}
+        if stale:
+            raise InputError(f"{latents_h5} was cached with {stale}, but train has "
+                             f"{ {k: cfg[k] for k in stale} }; rerun cache_latents")
+        if cfg["prompt_dropout_low_til_only"] and cache.til_level is None:
+            raise InputError(f"train.prompt_dropout_low_til_only needs per-patch TIL levels, but {latents_h5} has none: use the "
+                             "'report' prompt strategy with prompts.patch_scores, or set it to false")
         return _train(cache, Path(base_dir), out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg, progress,
                       stop_after_step)
 
@@ -380,7 +403,7 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
             with acc.accumulate(m.unet):
                 # the prompt condition: cached embeddings, or the text encoder's output when it trains
                 if encode_text:
-                    hidden = m.text_encoder(ids[rows].to(acc.device))[0]
+                    hidden = encode(m.text_encoder, ids[rows], m.tokenizer.eos_token_id)
                 else:
                     hidden = embeds[rows].to(acc.device, weight_dtype)
                 # forward diffusion, then the UNet's prediction of the scheduler's target
@@ -463,8 +486,9 @@ def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base
         gens = [torch.Generator().manual_seed(cfg["seed"] + j) for j in range(k)]
         # under mixed precision, autocast to the dtype of the frozen weights
         with torch.autocast(acc.device.type, dtype=weight_dtype) if acc.mixed_precision != "no" else contextlib.nullcontext():
-            out = pipe([prompt] * k, num_inference_steps=VALIDATION_STEPS, guidance_scale=VALIDATION_GUIDANCE, generator=gens,
-                       height=cache.resolution, width=cache.resolution, output_type="np").images
+            out = pipe(**pipeline_embeds(pipe, [prompt] * k, None, cache.text_chunks), num_inference_steps=VALIDATION_STEPS,
+                       guidance_scale=VALIDATION_GUIDANCE, generator=gens, height=cache.resolution, width=cache.resolution,
+                       output_type="np").images
         # the whole prompt: image_grid wraps it (two classes whose prompts share a prefix must not read the same)
         rows.append((f"{name}: {prompt}", (out * 255).round().astype(np.uint8)))
     if m.ema is not None:
@@ -496,9 +520,12 @@ def fixed_batch_loss(latents_h5, base_dir, trained_dir=None, n: int = 32, seed: 
     sched = DDPMScheduler.from_pretrained(base_dir, subfolder="scheduler")
     with LatentCache(latents_h5) as cache:
         idx = np.arange(min(n, cache.n))
-        mean, _ = cache.read(idx, np.zeros(len(idx), bool))
+        mean, _ = cache.read(idx, np.zeros(len(idx), np.int64))
+        if cache.latent_crop:  # the centre crop, at the training size
+            y = (mean.shape[-1] - cache.latent_crop) // 2
+            mean = mean[..., y : y + cache.latent_crop, y : y + cache.latent_crop]
         hidden = torch.from_numpy(cache.embeds[cache.prompt_index[idx]].astype(np.float32))
-        lat = torch.from_numpy(mean) * cache.scaling_factor
+        lat = torch.from_numpy(np.ascontiguousarray(mean)) * cache.scaling_factor
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(lat.shape, generator=g)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)

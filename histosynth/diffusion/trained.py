@@ -95,6 +95,12 @@ def trained_method(folder) -> str:
     raise InputError(f"trained-model folder {folder} has neither {LORA_FILE} (LoRA) nor {UNET_CONFIG} (a full UNet)")
 
 
+def trained_settings(folder) -> dict:
+    """The ``train`` settings a model folder was trained with ({} for the base model or a folder without metadata)."""
+    meta = Path(folder) / META_FILE if folder is not None else None
+    return json.loads(meta.read_text()).get("settings", {}) if meta is not None and meta.is_file() else {}
+
+
 def load_trained_pipeline(base_dir, folder=None):
     """``StableDiffusionPipeline`` of the base model with the trained LoRA or UNet of ``folder`` (None: the base alone)."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel

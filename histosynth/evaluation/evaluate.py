@@ -119,7 +119,7 @@ def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling:
         write_json(outputs[metric], doc)
         results[metric] = doc
     coverage_plot(rf, {s: fake[s][0] for s in sets}, outputs["coverage"], experiment,
-                  note=RANDOM_NOTE if info.get("random_network") else None)
+                  note=RANDOM_NOTE if info.get("random_network") else None, umap=cfg.get("umap", False), seed=cfg["seed"])
     log.info("generation metrics of %s (%s): %s", experiment, info["name"],
              {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()})
     return results

@@ -9,7 +9,7 @@ derived from :data:`STRATEGIES`, so adding a strategy is one function here and i
 - ``label``: "Histology image of {label} tissue" (Osorio et al.'s baseline).
 - ``morphology``: "... tissue, morphology type {cluster}" with the k-means cluster written in words.
 - ``report``: PathLDM's "{low|high} tumor; {low|high} til; {summary}" — the level parts only when
-  per-patch tumour / TIL scores are given; patches whose case has no usable summary fall back to
+  per-patch tumour / TIL scores are given (then a ``til_level`` column too, for TIL-aware prompt dropout); patches whose case has no usable summary fall back to
   the label prompt, or to the empty (unconditional) prompt when unlabelled (counted and logged).
 - ``class_description``: "a histopathological image of an area with {description}" (LoRA paper).
 
@@ -54,9 +54,14 @@ def label_text(name: str, cfg: dict) -> str:
     return cfg["label_text"].get(name, name.replace("_", " "))
 
 
+def pathldm_level(p: float) -> int:
+    """PathLDM's level of a score: int(p * 2), 0 = low, 1 (or 2 at p = 1) = high."""
+    return int(p * 2)
+
+
 def pathldm_levels(tumor: float, til: float) -> str:
-    """PathLDM's prefix: level = int(p * 2) -> low (0) / high (1, 2)."""
-    return f"{'high' if int(tumor * 2) else 'low'} tumor; {'high' if int(til * 2) else 'low'} til; "
+    """PathLDM's prefix: low / high tumor and TIL levels."""
+    return f"{'high' if pathldm_level(tumor) else 'low'} tumor; {'high' if pathldm_level(til) else 'low'} til; "
 
 
 @dataclass
@@ -69,6 +74,7 @@ class PromptContext:
     case_ids: list[str]
     cfg: dict
     inputs: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)  # extra per-patch columns a strategy adds to the prompts table
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -179,6 +185,8 @@ def report_prompts(ctx: PromptContext):
         with PatchFile(ctx.patch_h5) as pf:
             sc = lookup(read_scores(scores_tsv), pf.slide_ids, pf.coords, f"{scores_tsv} (prompts.patch_scores)")
         levels = [pathldm_levels(t, til) for t, til in zip(sc["tumor"], sc["til"])]
+        # training's TIL-aware prompt dropout (train.prompt_dropout_low_til_only) reads this column
+        ctx.columns["til_level"] = np.array([pathldm_level(til) for til in sc["til"]], np.int64)
     prompts, fallback = [], np.zeros(n, bool)
     for i, case in enumerate(ctx.case_ids):
         if case in summaries:
@@ -218,7 +226,7 @@ def build_prompts(strategy: str, patch_h5, cfg: dict, count_tokens: Callable[[st
                     truncated.sum(), n, max_tokens, prompts[int(np.flatnonzero(truncated)[0])])
     label_names = [ctx.label_names[lab] if lab != UNLABELLED else "" for lab in ctx.labels]
     df = pd.DataFrame({"index": np.arange(n), "label": ctx.labels, "label_name": label_names, "prompt": prompts,
-                       "fallback": fallback, "n_tokens": n_tokens, "truncated": truncated})
+                       "fallback": fallback, "n_tokens": n_tokens, "truncated": truncated, **ctx.columns})
     freq = df.groupby(["prompt", "label_name"]).size().rename("count").reset_index().sort_values("count", ascending=False)
     log.info("prompts (%s): %d patches, %d distinct prompts, %d fallbacks, %d over %d tokens", strategy, n, len(freq),
              fallback.sum(), truncated.sum(), max_tokens)
