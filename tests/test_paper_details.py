@@ -81,13 +81,15 @@ def pathldm(tmp_path_factory):
     path = d / "train.h5"
     spec = PatchFileSpec(48, ["a", "b"], coords_attrs={"mpp": 1.0})
     with PatchWriter(path, spec) as w:
-        w.append(PatchBatch(tissue_like(rng, n, 48), np.zeros((n, 2)), np.array([0, 1] * 4), ["s"] * n,
+        w.append(PatchBatch(tissue_like(rng, n, 48), np.stack([np.arange(n) * 48, np.zeros(n)], 1), np.array([0, 1] * 4), ["s"] * n,
                             ["c1", "c2"] * 4, np.ones(n)))
     summaries, scores = d / "summaries.tsv", d / "scores.tsv"
     pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", "lobular carcinoma"]}).to_csv(
         summaries, sep="\t", index=False)
     til = [0.1, 0.9, 0.3, 0.6, 0.0, 0.2, 0.8, 0.4]  # levels 0 1 0 1 0 0 1 0
-    pd.DataFrame({"index": range(n), "tumor": [0.7] * n, "til": til}).to_csv(scores, sep="\t", index=False)
+    # joined to the patches on slide and level-0 corner (histosynth.scores)
+    pd.DataFrame({"slide_id": ["s"] * n, "x": np.arange(n) * 48, "y": [0] * n, "tumor": [0.7] * n, "til": til}).to_csv(
+        scores, sep="\t", index=False)
     cfg = {**default_config()["prompts"], "patch_scores": str(scores)}
     build_prompts("report", path, cfg, lambda s: len(s.split()) + 2, 154, inputs={"summaries": summaries},
                   out_tsv=d / "prompts.tsv")
