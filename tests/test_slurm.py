@@ -117,7 +117,8 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
     seen = []
     for jid in job_ids:
         state = sh("scontrol", "show", "job", jid, timeout=30).stdout
-        assert "JobState=COMPLETED" in state and "gres/gpu=1" in state, state
+        # the GPU request as Slurm 22.05 shows it (newer versions also list gres/gpu=1 under TRES)
+        assert "JobState=COMPLETED" in state and re.search(r"TresPerJob=gres[:/]gpu[:=]1", state), state
         seen.append(re.search(r"Comment=rule_sample_wildcards_(\S+)", state).group(1))
     assert sorted(seen) == ["label_only_0", "label_only_1"], seen
     for shard in shards:
