@@ -189,6 +189,10 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
         r = tmp_path / raw["reports"]["path"]
         r.parent.mkdir(parents=True, exist_ok=True)
         r.write_text("bcr_patient_barcode,text\nTCGA-00-0001,carcinoma\n")
+    for scores in (raw.get("tiling", {}).get("labels", {}).get("scores"), raw.get("prompts", {}).get("patch_scores")):
+        if scores:  # per-patch tumour / TIL scores, an input of tiling and of the report prompts
+            (tmp_path / scores).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / scores).write_text("slide_id\tx\ty\ttumor\ttil\n")
     weights = raw.get("evaluation", {}).get("inception_weights")
     if weights:  # a declared input of the rules that read it
         (tmp_path / weights).parent.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,24 @@ def test_padded_grid_reaches_the_right_and_bottom_edges():
     mask = np.ones((5, 10), bool)
     frac = mask_fraction(mask, 10.0, np.array([[0, 0], [90, 0]]), 20)
     assert frac.tolist() == [1.0, 0.5]
+
+
+def test_scores_labels_are_the_tumour_level_of_each_patch(demo_slide, cfg, tmp_path):
+    """PathLDM's slides carry no class: tiling.labels.method scores labels each patch low/high tumour
+    from its per-patch scores (slide_id, level-0 corner); a patch without a score names slide and corner."""
+    import pandas as pd
+
+    step = 128  # cfg tiles 64 px at 1 um/px from a 0.5 um/px slide: 128 level-0 px per patch
+    rows = [("s", x, y, ((x + y) // step) % 2 * 0.9, 0.1) for x in range(0, 1024, step) for y in range(0, 1024, step)]
+    scores = tmp_path / "scores.tsv"
+    pd.DataFrame(rows, columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(scores, sep="\t", index=False)
+    cfg["tiling"]["labels"] = {**cfg["tiling"]["labels"], "method": "scores", "scores": str(scores)}
+    out = tmp_path / "s.h5"
+    tile_slide(demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+    with PatchFile(out) as pf:
+        assert pf.label_names == ["low_tumor", "high_tumor"]
+        assert pf.labels.tolist() == [((x + y) // step) % 2 for x, y in pf.coords]
+        assert set(pf.labels.tolist()) == {0, 1}
+    pd.DataFrame(rows[:1], columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(scores, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"patch scores .*scores.tsv: no row for \d+ patch\(es\), e.g. slide s at x="):
+        tile_slide(demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]), progress=False)
