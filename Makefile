@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 # The whole workflow on config/config.yaml, offline (no model hub, no ../shared data).
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --printshellcmds --show-failed-logs
-	@echo "demo finished. The report: $(abspath results/report/index.html)"
-	@echo "open it in a browser, e.g.  xdg-open results/report/index.html  (one self-contained file: copy it anywhere)"
+	@echo "demo finished. The report: $(abspath results/html_report/index.html)"
+	@echo "open it in a browser, e.g.  xdg-open results/html_report/index.html  (one self-contained file: copy it anywhere)"
 
 # Every tier (tests/README.md), after formatting and lint checks.
 test: lint

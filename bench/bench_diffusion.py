@@ -106,7 +106,7 @@ def main(argv=None):
         pipe = None
         for name in ("ddim", "dpmsolver++", "euler", "unipc"):
             pipe = load_pipeline(base, d / "lora", name, device)
-            scfg = default_config(sample={"steps": a.sample_steps})["sample"]
+            scfg = default_config(sampling={"steps": a.sample_steps})["sampling"]
             generate(pipe, ["warm-up"], [0], scfg, a.size)
             t0 = time.perf_counter()
             generate(pipe, ["Histology image of DAB-positive tissue"] * a.n_images, list(range(a.n_images)), scfg, a.size)

@@ -38,7 +38,7 @@ EXTRACTOR_MODEL = {"classifier": "results/eval/judge/model", "backbone": "result
 
 
 def base_samples(base: Path, label_names: list[str], cfg: dict, prompts_cfg: dict, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """``per_class`` images per class from the label prompt, seeds ``sample.seed + i`` as the workflow draws them."""
+    """``per_class`` images per class from the label prompt, seeds ``sampling.seed + i`` as the workflow draws them."""
     labels = np.repeat(np.arange(len(label_names)), cfg["per_class"])
     prompts = [prompts_cfg["label_template"].format(label=label_text(label_names[c], prompts_cfg)) for c in labels]
     pipe = load_pipeline(base, None, cfg["scheduler"], "cpu")
@@ -63,7 +63,7 @@ def main() -> None:
     model = EXTRACTOR_MODEL[kind]
     extract, info = make_extractor(kind, {**ev, "device": "cpu"}, wd / model if model else None, cfg["embedding"]["pooling"])
     px = rattrs["geometry"]["px"]
-    with PatchFile(wd / "results/patches/train.h5") as pf:
+    with PatchFile(wd / "results/splits/train.h5") as pf:
         names = list(pf.label_names)
     resolution = cfg["train"]["resolution"] or cfg["tiling"]["patch_size"]
 
@@ -72,7 +72,7 @@ def main() -> None:
 
     rows = []
     for label, base in (("untrained tiny base", "results/models/base_untrained"), ("pretrained base", "results/models/base")):
-        imgs, _ = base_samples(wd / base, names, cfg["sample"], cfg["prompts"], resolution)
+        imgs, _ = base_samples(wd / base, names, cfg["sampling"], cfg["prompts"], resolution)
         rows.append({"model": label, "fd": fd_of(imgs)})
     for exp in cfg["experiments"]:
         with PatchFile(wd / f"results/synthetic/{exp}/raw.h5") as pf:

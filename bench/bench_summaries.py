@@ -1,7 +1,7 @@
 """Offline extractive summaries of the 98 TCGA-BRCA reports, scored against the hand-read fact table.
 
 Summarises every breast report of ``pathrepbench_test.csv`` with the ``extractive`` backend under
-the workflow's token budget (``reports.max_tokens`` CLIP tokens), writes them as a summaries TSV
+the workflow's token budget (``pathology_reports.max_tokens`` CLIP tokens), writes them as a summaries TSV
 (``row``, ``bcr_patient_barcode``, ``summary``, ``n_tokens``, ``status``), and scores them — and the
 GPT-4o-mini references of the same reports — with ``bench/score_summaries.py`` (its own reader of
 summary text, never the extractor). ``--rows`` scores a part of the table only (e.g. a held-out half).
@@ -54,7 +54,7 @@ def main(argv=None):
     if a.rows:
         start, stop = (int(x) if x else None for x in a.rows.split(":"))
         facts = facts.iloc[start:stop]
-    max_tokens = default_config()["reports"]["max_tokens"]
+    max_tokens = default_config()["pathology_reports"]["max_tokens"]
     with tempfile.TemporaryDirectory() as tmp:
         count = token_counter(build_clip_tokenizer(tmp))
     ours, seconds = extractive_summaries(data, facts, count, max_tokens)

@@ -171,8 +171,8 @@ def import_ds(tmp: Path, path: Path, fmt: str = "medmnist", **extra):
 def write_workflow(tmp: Path, rows=(("s1", "s1.tiff", "c1", ""),), sheet: str | None = None, **cfg) -> Path:
     if sheet is None:
         sheet = "slide_id\tslide_path\tcase_id\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows)
-    (tmp / "samples.tsv").write_text(sheet)
-    base = {"samples": "samples.tsv", "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
+    (tmp / "slides.tsv").write_text(sheet)
+    base = {"slides": "slides.tsv", "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
                                                  "tissue": {"max_saturation": 12}}}
     for k, v in cfg.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
@@ -270,11 +270,11 @@ def _(tmp):
 
 @case("hash_in_sample_sheet_ids", "case ids 'P#1' and 'P#2' are kept as written (# is not a comment)", issue=True)
 def _(tmp):
-    from histosynth.config import load_samples
+    from histosynth.config import load_slides
 
     (tmp / "s.tsv").write_text("slide_id\tslide_path\tcase_id\tlabel\ns1\ta.svs\tP#1\ttumor\ns2\tb.svs\tP#2\tnormal\n")
     try:
-        df = load_samples(tmp / "s.tsv")
+        df = load_slides(tmp / "s.tsv")
     except Exception as e:  # noqa: BLE001
         return False, one_line(f"{type(e).__name__}: {e}")
     got = dict(zip(df["case_id"], df["label"]))
@@ -283,11 +283,11 @@ def _(tmp):
 
 @case("hash_in_sample_sheet_path", "a '#' inside slide_path is part of the path (no false 'empty case_id')", issue=True)
 def _(tmp):
-    from histosynth.config import load_samples
+    from histosynth.config import load_slides
 
     (tmp / "s.tsv").write_text("slide_id\tslide_path\tcase_id\ns1\tscans/run#3/a.svs\tc1\n")
     try:
-        df = load_samples(tmp / "s.tsv")
+        df = load_slides(tmp / "s.tsv")
     except Exception as e:  # noqa: BLE001
         return False, one_line(f"{type(e).__name__}: {e}")
     return df.loc["s1", "slide_path"] == "scans/run#3/a.svs", f"slide_path = {df.loc['s1', 'slide_path']!r}"
@@ -392,15 +392,15 @@ def _(tmp):
     write_workflow(tmp, rows=(("s1", "demo_1.tiff", "c1", ""),),
                    tiling={"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "labels": {"method": "sample"}})
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "2",
-           "results/tiles/s1.h5", "--configfile", "my.yaml"]
+           "results/slide_patches/s1.h5", "--configfile", "my.yaml"]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + WAIT_S
-        while not list((tmp / "results/tiles").glob(".s1.h5.*.partial")):
+        while not list((tmp / "results/slide_patches").glob(".s1.h5.*.partial")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 return False, "the job never started writing"
             time.sleep(0.05)
-        part = list((tmp / "results/tiles").glob(".s1.h5.*.partial"))[0]
+        part = list((tmp / "results/slide_patches").glob(".s1.h5.*.partial"))[0]
         pid = int(part.name.split(".")[-2])
         proc.kill()
         proc.wait(timeout=WAIT_S)
@@ -490,7 +490,7 @@ def _(tmp):
     return ok and not left and "\n" not in observed, observed + (f" [left {len(left)} temporary file(s)]" if left else "")
 
 
-@case("unreachable_llm_server", "error naming reports.openai.base_url and its value", issue=True)
+@case("unreachable_llm_server", "error naming pathology_reports.openai.base_url and its value", issue=True)
 def _(tmp):
     import pandas as pd
 
@@ -501,11 +501,11 @@ def _(tmp):
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     pd.DataFrame({"case_id": ["c1"], "text": ["carcinoma"]}).to_csv(tmp / "r.csv", index=False)
-    cfg = default_config()["reports"]
+    cfg = default_config()["pathology_reports"]
     cfg.update(path=str(tmp / "r.csv"), backend="openai", cache_dir=str(tmp / "cache"))
     cfg["openai"].update(base_url=url, api_key_env=None, max_retries=0, timeout_s=10)
     return expect_error(lambda: summarize_reports(cfg["path"], tmp / "s.tsv", cfg, lambda t: 1, progress=False),
-                        r"reports\.openai\.base_url", re.escape(url))
+                        r"pathology_reports\.openai\.base_url", re.escape(url))
 
 
 @case("npz_float_images", "an .npz with float images: error naming the dataset and the file", issue=True)
@@ -530,7 +530,7 @@ def _(tmp):
       "now says), naming the file", issue=True)
 def _(tmp):
     write_workflow(tmp, rows=(("s1", "nowhere/gone.svs", "c1", ""),))
-    ok, observed = expect_workflow_error(tmp, "nowhere/gone.svs", args=("--keep-going", "results/tiles/s1.h5"))
+    ok, observed = expect_workflow_error(tmp, "nowhere/gone.svs", args=("--keep-going", "results/slide_patches/s1.h5"))
     said = "stops the whole run before any job" in _faults_section()
     return ok and said and not (tmp / "results").exists(), observed + ("" if said else " [README does not say so]")
 
@@ -578,10 +578,10 @@ def _(tmp):
     return expect_workflow_error(tmp, "not valid JSON or YAML")
 
 
-@case("missing_sample_sheet", "samples: nowhere.tsv stops the run naming the file and the key")
+@case("missing_sample_sheet", "slides: nowhere.tsv stops the run naming the file and the key")
 def _(tmp):
-    write_workflow(tmp, samples="nowhere.tsv")
-    return expect_workflow_error(tmp, "nowhere.tsv", "samples")
+    write_workflow(tmp, slides="nowhere.tsv")
+    return expect_workflow_error(tmp, "nowhere.tsv", "slides")
 
 
 @case("empty_sample_sheet_and_no_datasets", "a header-only sheet and no patch_datasets: error saying there is nothing to split")
@@ -593,7 +593,7 @@ def _(tmp):
     if rc != 0:
         return bool(re.search(r"no (slides|patch)", out, re.I)), relevant(out, "no slides", "no patch")
     outs = {s: tmp / f"{s}.h5" for s in ("train", "val", "test")}
-    return expect_error(lambda: split_patches([], outs, tmp / "m.tsv", None, 0.2, 0.2, 0), "no patch files", "sample sheet")
+    return expect_error(lambda: split_patches([], outs, tmp / "m.tsv", None, 0.2, 0.2, 0), "no patch files", "slide sheet")
 
 
 @case("comma_separated_sample_sheet", "a CSV instead of a TSV: error naming the missing columns ('tab-separated?')")
@@ -617,7 +617,7 @@ def _(tmp):
 @case("invalid_slide_id", "slide_id 'bad id/1' (space, slash): error naming the row")
 def _(tmp):
     write_workflow(tmp, rows=(("bad id/1", "a.svs", "c1", ""),))
-    return expect_workflow_error(tmp, "sample sheet", "slide_id|bad id")
+    return expect_workflow_error(tmp, "slide sheet", "slide_id|bad id")
 
 
 @case("dataset_name_equals_slide_id", "a patch dataset named like a slide: error asking to rename one")
@@ -697,9 +697,9 @@ def _(tmp):
     demo_slide(tmp)
     (tmp / "broken.svs").write_text("not a slide at all\n")
     write_workflow(tmp, rows=(("good", "demo_0.tiff", "c1", ""), ("broken", "broken.svs", "c2", "")))
-    rc, out = snakemake(tmp, "--keep-going", "results/tiles/good.h5", "results/tiles/broken.h5")
-    good = (tmp / "results/tiles/good.h5").exists() and check_patch_file(tmp / "results/tiles/good.h5") > 0
-    ok = rc != 0 and good and not (tmp / "results/tiles/broken.h5").exists() and "slide 'broken'" in out
+    rc, out = snakemake(tmp, "--keep-going", "results/slide_patches/good.h5", "results/slide_patches/broken.h5")
+    good = (tmp / "results/slide_patches/good.h5").exists() and check_patch_file(tmp / "results/slide_patches/good.h5") > 0
+    ok = rc != 0 and good and not (tmp / "results/slide_patches/broken.h5").exists() and "slide 'broken'" in out
     ok = ok and "Traceback (most recent call last)" not in out
     return ok, relevant(out, "histosynth: rule") + ("; good slide tiled" if good else "; good slide NOT tiled")
 
@@ -807,11 +807,11 @@ def _(tmp):
     return expect_error(lambda: split_patches([a], outs, tmp / "m.tsv", None, 0.3, 0.3, 0), "group")
 
 
-@case("reports_path_missing", "reports.path that does not exist: error naming it and the key")
+@case("reports_path_missing", "pathology_reports.path that does not exist: error naming it and the key")
 def _(tmp):
     from histosynth.text.summarize import read_reports
 
-    return expect_error(lambda: read_reports(tmp / "gone.csv", "case_id", "text"), "gone.csv", r"reports\.path")
+    return expect_error(lambda: read_reports(tmp / "gone.csv", "case_id", "text"), "gone.csv", r"pathology_reports\.path")
 
 
 @case("reports_missing_column", "a reports CSV without the text column: error naming it")
@@ -849,23 +849,23 @@ def _(tmp):
     return len(reps) == 1 and bool(note), f"{len(reps)} report(s); warning: {one_line(note[0], 80) if note else 'none'}"
 
 
-@case("llm_api_key_not_set", "reports.openai.api_key_env names an unset variable: error naming it")
+@case("llm_api_key_not_set", "pathology_reports.openai.api_key_env names an unset variable: error naming it")
 def _(tmp):
     from histosynth.text.summarize import openai_client
 
     env = "HISTOSYNTH_FAULTS_UNSET_KEY"
     os.environ.pop(env, None)
     return expect_error(lambda: openai_client({"api_key_env": env, "base_url": None, "max_retries": 0, "timeout_s": 1}),
-                        env, r"reports\.openai\.api_key_env")
+                        env, r"pathology_reports\.openai\.api_key_env")
 
 
-@case("llm_template_without_report", "reports.openai.prompt_template without {report}: error naming the key")
+@case("llm_template_without_report", "pathology_reports.openai.prompt_template without {report}: error naming the key")
 def _(tmp):
     from histosynth.text.summarize import Report, SummaryCache, summarize_openai
 
     cfg = {"model": "m", "prompt_template": "summarise this"}
     return expect_error(lambda: summarize_openai([Report("c1", "x")], cfg, SummaryCache(tmp / "c"), len, 10),
-                        r"reports\.openai\.prompt_template")
+                        r"pathology_reports\.openai\.prompt_template")
 
 
 @case("morphology_k_too_large", "morphology.k above the number of patches: error naming the key")

@@ -6,7 +6,7 @@ one viewport-sized shot per width (what a reader sees first) and one shot as tal
 section, up to ``--max-height``), and prints whether the page is wider than the window: the page's
 scroll width and the elements sticking out (tables inside a ``.scroll`` box may, by design).
 
-    .venv/bin/python bench/screenshot_report.py [--report results/report/index.html] [--out results/screenshots]
+    .venv/bin/python bench/screenshot_report.py [--report results/html_report/index.html] [--out results/screenshots]
 
 Exits 0 with a "skipped: ..." line when no Chromium is installed (``apt-get install chromium``).
 """
@@ -59,7 +59,7 @@ def overflow(exe: str, report: Path, width: int, height: int) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--report", type=Path, default=Path("results/report/index.html"))
+    ap.add_argument("--report", type=Path, default=Path("results/html_report/index.html"))
     ap.add_argument("--out", type=Path, default=Path("results/screenshots"))
     ap.add_argument("--max-height", type=int, default=MAX_HEIGHT)
     a = ap.parse_args(argv)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         print(f"skipped: no Chromium/Chrome on PATH (tried {', '.join(BROWSERS)}); e.g. apt-get install chromium")
         return 0
     if not a.report.is_file():
-        sys.exit(f"{a.report}: no report; run `make demo` (or snakemake results/report/index.html) first")
+        sys.exit(f"{a.report}: no report; run `make demo` (or snakemake results/html_report/index.html) first")
     a.out.mkdir(parents=True, exist_ok=True)
     for name, (w, h) in WIDTHS.items():
         probe = overflow(exe, a.report, w, h)

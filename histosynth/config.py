@@ -1,4 +1,4 @@
-"""Config and sample-sheet loading, shared by the Snakefile and the tests.
+"""Config and slide-sheet loading, shared by the Snakefile and the tests.
 
 The JSON schemas in ``config/schemas/`` are the single source of defaults and of what is allowed;
 ``snakemake.utils.validate`` applies them (and fills defaults) here and in ``rules/common.smk``.
@@ -19,8 +19,8 @@ from .errors import InputError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = REPO_ROOT / "config" / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
-SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"
-SAMPLE_COLUMNS = ("slide_id", "slide_path", "case_id")
+SLIDES_SCHEMA = SCHEMA_DIR / "slides.schema.yaml"
+SLIDE_COLUMNS = ("slide_id", "slide_path", "case_id")
 
 
 DEMO_CONFIG = "config/config.yaml"  # relative to the working directory, as snakemake's `configfile:`
@@ -188,9 +188,9 @@ def config_summary(config: dict, files: list[str]) -> str:
     return "\n".join([
         f"histosynth config: {', '.join(map(str, files))}",
         f"  experiments: {', '.join(experiments) or 'none'}",
-        f"  slides: {config['samples'] or 'none'}",
+        f"  slides: {config['slides'] or 'none'}",
         f"  patch datasets: {', '.join(datasets) or 'none'}",
-        f"  reports: {config['reports']['path'] or 'none'}",
+        f"  reports: {config['pathology_reports']['path'] or 'none'}",
         f"  models: {', '.join(models)}",
     ])
 
@@ -205,12 +205,12 @@ def _without_defaults(schema: dict) -> dict:
 
 
 def _check_experiment_overrides(config: dict) -> None:
-    """``experiments.<name>.train|sample`` may only name keys of the top-level sections, with valid values."""
+    """``experiments.<name>.train|sampling`` may only name keys of the top-level sections, with valid values."""
     import jsonschema
 
     props = load_schema()["properties"]
     for name, exp in config.get("experiments", {}).items():
-        for section in ("train", "sample"):
+        for section in ("train", "sampling"):
             override = exp.get(section) or {}
             errors = sorted(jsonschema.Draft202012Validator(_without_defaults(props[section])).iter_errors(override), key=str)
             if errors:
@@ -228,7 +228,7 @@ def settings_hash(*parts) -> str:
 
 
 def experiment_settings(config: dict, experiment: str, section: str) -> dict:
-    """The top-level ``train`` / ``sample`` settings with the experiment's overrides applied."""
+    """The top-level ``train`` / ``sampling`` settings with the experiment's overrides applied."""
     return {**config[section], **(config["experiments"][experiment].get(section) or {})}
 
 
@@ -242,52 +242,52 @@ def load_config(path: str | os.PathLike) -> dict:
     return effective_config([path])
 
 
-def load_samples(path: str | os.PathLike | None) -> pd.DataFrame:
-    """Read and check the sample sheet; errors name the file, the column or the slide."""
+def load_slides(path: str | os.PathLike | None) -> pd.DataFrame:
+    """Read and check the slide sheet; errors name the file, the column or the slide."""
     from snakemake.utils import validate
 
     if not path:
-        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "label"])
+        return pd.DataFrame(columns=[*SLIDE_COLUMNS, "label"])
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"sample sheet {p} (config key 'samples') does not exist")
+        raise InputError(f"slide sheet {p} (config key 'slides') does not exist")
     # no pandas comment="#": it would cut "P#1" to "P" and paths at a '#'; whole-line comments only
     df = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
     first = df.iloc[:, 0].fillna("") if len(df.columns) else pd.Series(dtype=str)
     df = df[~first.str.lstrip().str.startswith("#")].dropna(how="all")
-    missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
+    missing = [c for c in SLIDE_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"sample sheet {p}: missing column(s) {missing}; it has {list(df.columns)} (tab-separated?)")
-    for col in SAMPLE_COLUMNS:
+        raise InputError(f"slide sheet {p}: missing column(s) {missing}; it has {list(df.columns)} (tab-separated?)")
+    for col in SLIDE_COLUMNS:
         empty = df[df[col].isna() | (df[col].str.strip() == "")]
         if len(empty):
-            raise InputError(f"sample sheet {p}: empty {col!r} in row(s) {[int(i) + 2 for i in empty.index]} (line numbers)")
+            raise InputError(f"slide sheet {p}: empty {col!r} in row(s) {[int(i) + 2 for i in empty.index]} (line numbers)")
     dup = df.loc[df["slide_id"].duplicated(keep=False), "slide_id"]
     if len(dup):
-        raise InputError(f"sample sheet {p}: duplicate slide_id {sorted(set(dup))}")
+        raise InputError(f"slide sheet {p}: duplicate slide_id {sorted(set(dup))}")
     paths = df["slide_path"].map(lambda x: os.path.normpath(x.strip()))
     for path, ids in df.groupby(paths)["slide_id"]:
         if len(ids) > 1:
-            raise InputError(f"sample sheet {p}: slide_ids {sorted(ids)} all have slide_path {path}; "
+            raise InputError(f"slide sheet {p}: slide_ids {sorted(ids)} all have slide_path {path}; "
                              "one file must be one slide")
     if "label" not in df.columns:
         df["label"] = pd.NA
     try:
-        validate(df, str(SAMPLES_SCHEMA))
+        validate(df, str(SLIDES_SCHEMA))
     except Exception as e:  # snakemake's WorkflowError carries the row number and jsonschema's reason
-        raise InputError(f"sample sheet {p}: {e}") from e
+        raise InputError(f"slide sheet {p}: {e}") from e
     return df.set_index("slide_id", drop=False)
 
 
 def check_output_names(samples: pd.DataFrame, config: dict) -> None:
-    """Slides and imported datasets share results/tiles/; their names must not collide."""
+    """Slides and imported datasets share results/slide_patches/; their names must not collide."""
     names = [d["name"] for d in config.get("patch_datasets", [])]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputError(f"config 'patch_datasets': duplicate name(s) {dup}")
     clash = sorted(set(names) & set(samples["slide_id"]))
     if clash:
-        raise InputError(f"config 'patch_datasets' name(s) {clash} equal slide_id(s) in the sample sheet; rename one")
+        raise InputError(f"config 'patch_datasets' name(s) {clash} equal slide_id(s) in the slide sheet; rename one")
 
 
 def _schema_rows(props: dict, prefix: str = "", required=()):

@@ -59,7 +59,7 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 unet = UNet2DConditionModel.from_pretrained("{{ model_dir }}")
 pipe = StableDiffusionPipeline.from_pretrained("{{ base_dir }}", unet=unet)  # the base model, as the workflow prepared it
 {%- endif %}
-image = pipe({{ example_prompt | tojson }}, num_inference_steps={{ sample.steps }}, guidance_scale={{ sample.guidance_scale }}).images[0]
+image = pipe({{ example_prompt | tojson }}, num_inference_steps={{ sampling.steps }}, guidance_scale={{ sampling.guidance_scale }}).images[0]
 ```
 
 ## Sample grid
@@ -198,7 +198,7 @@ def write_model_card(
     strategy: str,
     prompt_settings: dict,
     train: dict,
-    sample: dict,
+    sampling: dict,
     data: dict,
 ):
     """Write ``out_card``; ``grids`` maps a set name to (source PNG, copy beside the card) so the card is
@@ -234,10 +234,10 @@ def write_model_card(
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, experiment=experiment, base_model=f"`{source}`", base_dir=str(base_dir),
         method=method, model_dir=str(model_dir), n_patches=int(freq["count"].sum()), strategy=strategy, example_prompt=example,
-        sample=sample, grids=card_grids, metrics=metrics_markdown(docs), data=data_markdown(freq, data),
+        sampling=sampling, grids=card_grids, metrics=metrics_markdown(docs), data=data_markdown(freq, data),
         prompts=prompts_markdown(freq, strategy, prompt_settings),
         train=_settings_table(train_rows) + "\n\nRun: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()),
-        sample_table=_settings_table(sample),
+        sample_table=_settings_table(sampling),
     )
     card = populate_model_card(card, tags=TAGS + (["lora"] if method == "lora" else []))
     with atomic_path(out_card) as tmp:

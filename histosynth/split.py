@@ -157,7 +157,7 @@ def split_patches(
 ) -> pd.DataFrame:
     """Write ``outputs['train'|'val'|'test']``, the manifest TSV and a split x label count TSV."""
     if not inputs:
-        raise InputError("split: no patch files to split (no slides in the sample sheet and no patch_datasets)")
+        raise InputError("split: no patch files to split (no slides in the slide sheet and no patch_datasets)")
     files = [PatchFile(p) for p in inputs]
     try:
         sizes = {pf.patch_size for pf in files}

@@ -2,7 +2,7 @@
 
 ``python -m histosynth.standin {osorio,lora_pathmnist,pathldm} [DIR]`` writes, under ``DIR`` (default
 ``.``), what the preset reads: PCam's ``*_x.h5`` / ``*_y.h5`` / ``*_meta.csv`` for ``osorio``,
-MedMNIST's ``pathmnist_224.npz`` for ``lora_pathmnist``, TCGA-like slides, a sample sheet,
+MedMNIST's ``pathmnist_224.npz`` for ``lora_pathmnist``, TCGA-like slides, a slide sheet,
 pathology reports and per-patch tumour / TIL scores for ``pathldm``. With ``config/smoke.yaml``
 this runs a preset's whole DAG in minutes on a CPU (mechanics only: the images are crops of
 scikit-image's IHC sample, not real data). The preset test uses it the same way.
@@ -87,7 +87,7 @@ REPORTS = {
 
 
 def tcga_brca(root: Path, size: int = 1536) -> Path:
-    """``data/tcga_brca/``: one slide per TCGA case (pyramidal TIFFs at 0.5 um/px), ``samples.tsv``
+    """``data/tcga_brca/``: one slide per TCGA case (pyramidal TIFFs at 0.5 um/px), ``slides.tsv``
     without a label column (PathLDM's slides have none), ``reports.csv`` (bcr_patient_barcode, text) and
     ``patch_scores.tsv``: per-patch tumour / TIL probabilities (slide_id, x, y in level-0 pixels of the
     patch's top-left corner, tumor, til), as wsinfer writes them per slide."""
@@ -104,7 +104,7 @@ def tcga_brca(root: Path, size: int = 1536) -> Path:
         for y in range(0, size, step):
             for x in range(0, size, step):
                 scores.append((slide, x, y, round(float(rng.uniform()), 3), round(float(rng.uniform()), 3)))
-    pd.DataFrame(rows, columns=["slide_id", "slide_path", "case_id"]).to_csv(out / "samples.tsv", sep="\t", index=False)
+    pd.DataFrame(rows, columns=["slide_id", "slide_path", "case_id"]).to_csv(out / "slides.tsv", sep="\t", index=False)
     pd.DataFrame({"bcr_patient_barcode": list(REPORTS), "text": list(REPORTS.values())}).to_csv(out / "reports.csv", index=False)
     pd.DataFrame(scores, columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(out / "patch_scores.tsv", sep="\t", index=False)
     return out

@@ -3,9 +3,9 @@
 
 rule train_classifier:
     input:
-        train="results/patches/train.h5",
-        val="results/patches/val.h5",
-        test="results/patches/test.h5",
+        train="results/splits/train.h5",
+        val="results/splits/val.h5",
+        test="results/splits/test.h5",
     output:
         model=directory("results/classifier/model"),
         metrics="results/classifier/metrics.json",

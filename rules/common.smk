@@ -1,4 +1,4 @@
-# Config validation, the sample sheet, wildcard constraints and input functions.
+# Config validation, the slide sheet, wildcard constraints and input functions.
 import re
 import sys
 
@@ -14,7 +14,7 @@ from histosynth.config import (
     config_sources,
     config_summary,
     experiment_settings,
-    load_samples,
+    load_slides,
     validate_config,
 )
 from histosynth.qc import active_settings
@@ -27,9 +27,9 @@ CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
 validate_config(config, config_sources(CONFIG_FILES, dict(workflow.config_settings.config)))
 if workflow.is_main_process:  # once per run, not again in every cluster job
     logger.info(config_summary(config, CONFIG_FILES))
-SAMPLES = load_samples(config["samples"])
+SLIDES = load_slides(config["slides"])
 DATASETS = {d["name"]: d for d in config["patch_datasets"]}
-check_output_names(SAMPLES, config)
+check_output_names(SLIDES, config)
 SPLITS = ["train", "val", "test"]
 EXPERIMENTS = config["experiments"]
 
@@ -39,7 +39,7 @@ def _alternation(names):
 
 
 wildcard_constraints:
-    slide=_alternation(list(SAMPLES["slide_id"])),
+    slide=_alternation(list(SLIDES["slide_id"])),
     dataset=_alternation(list(DATASETS)),
     demo_slide=r"demo_\d+",
     split="|".join(SPLITS),
@@ -48,14 +48,14 @@ wildcard_constraints:
 
 
 def slide_path(wildcards):
-    return SAMPLES.loc[wildcards.slide, "slide_path"]
+    return SLIDES.loc[wildcards.slide, "slide_path"]
 
 
 def slide_value(column):
-    """Input function returning one sample-sheet cell (None when empty)."""
+    """Input function returning one slide-sheet cell (None when empty)."""
 
     def get(wildcards):
-        value = SAMPLES.loc[wildcards.slide, column]
+        value = SLIDES.loc[wildcards.slide, column]
         return None if pd.isna(value) else str(value)
 
     return get
@@ -63,12 +63,12 @@ def slide_value(column):
 
 def tile_files():
     """Every per-slide and per-dataset patch file, in a stable order."""
-    names = sorted(SAMPLES["slide_id"]) + sorted(DATASETS)
-    return [f"results/tiles/{n}.h5" for n in names]
+    names = sorted(SLIDES["slide_id"]) + sorted(DATASETS)
+    return [f"results/slide_patches/{n}.h5" for n in names]
 
 
 def tile_thumbnails():
-    return [f"results/tiles/{s}.thumbnail.png" for s in sorted(SAMPLES["slide_id"])]
+    return [f"results/slide_patches/{s}.thumbnail.png" for s in sorted(SLIDES["slide_id"])]
 
 
 def qc_settings():
@@ -104,7 +104,7 @@ def prompt_params(wildcards):
 
 def prompt_inputs(wildcards):
     # only the tokenizer is read, the same before and after pretraining: prompts need not wait for it
-    inputs = {"patches": "results/patches/train.h5", "base": BASE_SOURCE}
+    inputs = {"patches": "results/splits/train.h5", "base": BASE_SOURCE}
     return inputs | strategy_inputs(strategy(wildcards), config)
 
 
@@ -112,8 +112,8 @@ def train_settings(wildcards):
     return experiment_settings(config, wildcards.experiment, "train")
 
 
-def sample_settings(wildcards):
-    return experiment_settings(config, wildcards.experiment, "sample")
+def sampling_settings(wildcards):
+    return experiment_settings(config, wildcards.experiment, "sampling")
 
 
 def resolution(wildcards):
@@ -181,11 +181,11 @@ def report_inputs(wildcards):
         prompt_frequencies=per_exp("results/prompts/{experiment}.freq.tsv"),
         classifier="results/classifier/metrics.json",
         judge="results/eval/judge/metrics.json",
-        real=f"results/patches/{config['evaluation']['reference_split']}.h5",
-        split_examples="results/patches/examples.png",
-        split_summary="results/patches/summary.tsv",
+        real=f"results/splits/{config['evaluation']['reference_split']}.h5",
+        split_examples="results/splits/examples.png",
+        split_summary="results/splits/summary.tsv",
         thumbnails=tile_thumbnails(),
-        summaries=["results/reports/summaries.tsv"] if config["reports"]["path"] else [],
+        summaries=["results/pathology_reports/summaries.tsv"] if config["pathology_reports"]["path"] else [],
         morphology=(
             ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]
             if uses_strategy("morphology")
@@ -202,20 +202,20 @@ def uses_strategy(name):
 def final_outputs():
     outputs = [
         *tile_thumbnails(),
-        "results/patches/train.h5",
-        "results/patches/val.h5",
-        "results/patches/test.h5",
-        "results/patches/summary.tsv",
-        "results/patches/examples.png",
+        "results/splits/train.h5",
+        "results/splits/val.h5",
+        "results/splits/test.h5",
+        "results/splits/summary.tsv",
+        "results/splits/examples.png",
         *expand("results/prompts/{experiment}.freq.tsv", experiment=EXPERIMENTS),
         "results/classifier/metrics.json",
         *expand("results/models/{experiment}/loss.png", experiment=EXPERIMENTS),
         *expand("results/models/{experiment}/README.md", experiment=EXPERIMENTS),  # model cards
         *expand("results/synthetic/{experiment}/filtered_grid.png", experiment=EXPERIMENTS),
-        "results/report/index.html",
+        "results/html_report/index.html",
     ]
     if uses_strategy("morphology"):
         outputs += ["results/morphology/k_sweep.png", "results/morphology/cluster_examples.png"]
-    if config["reports"]["path"]:
-        outputs.append("results/reports/summaries.tsv")
+    if config["pathology_reports"]["path"]:
+        outputs.append("results/pathology_reports/summaries.tsv")
     return outputs

@@ -24,9 +24,9 @@ rule tile_slide:
         # per-patch tumour / TIL scores of tiling.labels.method scores: replacing them re-tiles
         scores=[config["tiling"]["labels"]["scores"]] if config["tiling"]["labels"]["method"] == "scores" else [],
     output:
-        patches="results/tiles/{slide}.h5",
+        patches="results/slide_patches/{slide}.h5",
         thumbnail=report(
-            "results/tiles/{slide}.thumbnail.png",
+            "results/slide_patches/{slide}.thumbnail.png",
             caption="../report/tile_thumbnail.rst",
             category="1. Data",
             subcategory="Tiling",
@@ -61,7 +61,7 @@ rule import_patches:
         source=lambda wc: DATASETS[wc.dataset]["path"],
         stain_reference=stain_reference,
     output:
-        patches="results/tiles/{dataset}.h5",
+        patches="results/slide_patches/{dataset}.h5",
     log:
         "results/logs/import_patches/{dataset}.log",
     benchmark:
@@ -87,18 +87,18 @@ rule split_patches:
     # update(): snakemake backs the previous split up and restores it when the new one fails, so a
     # bad split setting or input never costs the last good result
     output:
-        train=update("results/patches/train.h5"),
-        val=update("results/patches/val.h5"),
-        test=update("results/patches/test.h5"),
-        manifest=update("results/patches/manifest.tsv"),
+        train=update("results/splits/train.h5"),
+        val=update("results/splits/val.h5"),
+        test=update("results/splits/test.h5"),
+        manifest=update("results/splits/manifest.tsv"),
         summary=report(
-            update("results/patches/summary.tsv"),
+            update("results/splits/summary.tsv"),
             caption="../report/split_summary.rst",
             category="1. Data",
             subcategory="Split",
         ),
         examples=report(
-            update("results/patches/examples.png"),
+            update("results/splits/examples.png"),
             caption="../report/split_examples.rst",
             category="1. Data",
             subcategory="Split",

@@ -20,7 +20,7 @@ def image_latents(wildcards):
 
 rule cache_image_latents:
     input:
-        patches="results/patches/train.h5",
+        patches="results/splits/train.h5",
         base="results/models/base",
     output:
         latents="results/latents/images/train_{resolution}px_{views}{crop}.h5",
@@ -115,32 +115,32 @@ rule train_diffusion:
 
 def sample_params(wildcards):
     """What the images depend on: the sample settings without the shard count."""
-    return {k: v for k, v in sample_settings(wildcards).items() if k != "shards"}
+    return {k: v for k, v in sampling_settings(wildcards).items() if k != "shards"}
 
 
 def shard_files(pattern):
     """One file per shard of the experiment's sample.shards."""
-    return lambda wc: [pattern.format(experiment=wc.experiment, shard=k) for k in range(sample_settings(wc)["shards"])]
+    return lambda wc: [pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])]
 
 
 # one job per seed range (sample.shards); a failed or killed shard reruns alone, the others are kept
-rule sample:
+rule sample_synthetic:
     input:
         model="results/models/{experiment}/trained",
         base="results/models/base",
         prompts="results/prompts/{experiment}.tsv",
-        patches="results/patches/train.h5",
+        patches="results/splits/train.h5",
     output:
         raw="results/synthetic/{experiment}/shards/raw.{shard}.h5",
     log:
-        "results/logs/sample/{experiment}.{shard}.log",
+        "results/logs/sample_synthetic/{experiment}.{shard}.log",
     benchmark:
-        "results/benchmarks/sample/{experiment}.{shard}.tsv"
+        "results/benchmarks/sample_synthetic/{experiment}.{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     params:
         sample=sample_params,
-        shards=lambda wc: sample_settings(wc)["shards"],
+        shards=lambda wc: sampling_settings(wc)["shards"],
         resolution=resolution,
     threads: 4
     resources:
@@ -150,7 +150,7 @@ rule sample:
     conda:
         "../envs/diffusion.yaml"
     script:
-        "../workflow_scripts/sample.py"
+        "../workflow_scripts/sample_synthetic.py"
 
 
 # raw.h5 references the shards' pixels (HDF5 virtual datasets): the shard files must stay
@@ -186,7 +186,7 @@ rule filter_synthetic:
         classifier="results/classifier/model",
         model="results/models/{experiment}/trained",
         base="results/models/base",
-        patches="results/patches/train.h5",
+        patches="results/splits/train.h5",
     output:
         filtered="results/synthetic/{experiment}/shards/filtered.{shard}.h5",
         acceptance="results/synthetic/{experiment}/shards/acceptance.{shard}.tsv",

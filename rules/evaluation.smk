@@ -23,9 +23,9 @@ rule prepare_metric_backbone:
 
 rule train_judge:
     input:
-        train="results/patches/train.h5",
-        val="results/patches/val.h5",
-        test="results/patches/test.h5",
+        train="results/splits/train.h5",
+        val="results/splits/val.h5",
+        test="results/splits/test.h5",
     output:
         model=directory("results/eval/judge/model"),
         metrics="results/eval/judge/metrics.json",
@@ -51,7 +51,7 @@ rule train_judge:
 rule reference_features:
     input:
         unpack(feature_model),
-        patches=f"results/patches/{config['evaluation']['reference_split']}.h5",
+        patches=f"results/splits/{config['evaluation']['reference_split']}.h5",
     output:
         features="results/eval/reference/{kind}.h5",
     log:
@@ -132,9 +132,9 @@ rule evaluate_agreement:
 rule evaluate_downstream:
     input:
         synthetic=f"results/synthetic/{{experiment}}/{config['evaluation']['downstream_set']}.h5",
-        train="results/patches/train.h5",
-        val="results/patches/val.h5",
-        test="results/patches/test.h5",
+        train="results/splits/train.h5",
+        val="results/splits/val.h5",
+        test="results/splits/test.h5",
         real_metrics="results/classifier/metrics.json",
     output:
         downstream="results/eval/{experiment}/downstream.json",

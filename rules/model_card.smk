@@ -35,9 +35,9 @@ rule model_card:
         strategy=strategy,
         prompt_settings=prompt_params,
         train=train_settings,
-        sample=sample_settings,
+        sampling=sampling_settings,
         data=lambda wc: {
-            "samples": config["samples"],
+            "slides": config["slides"],
             "patch_datasets": [d["name"] for d in config["patch_datasets"]],
             "tiling.patch_size": config["tiling"]["patch_size"],
             "tiling.mpp": config["tiling"]["mpp"],

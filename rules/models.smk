@@ -25,7 +25,7 @@ if BASE_SOURCE != BASE:
     rule pretrain_base:
         input:
             base=BASE_SOURCE,
-            patches="results/patches/train.h5",
+            patches="results/splits/train.h5",
         output:
             model=directory(BASE),
             summary="results/models/base_pretrain.json",

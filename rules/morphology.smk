@@ -3,7 +3,7 @@
 
 rule embed_patches:
     input:
-        patches="results/patches/{split}.h5",
+        patches="results/splits/{split}.h5",
         embedder=EMBEDDER,
     output:
         embeddings="results/embeddings/{split}.h5",
@@ -28,7 +28,7 @@ rule embed_patches:
 rule cluster_morphology:
     input:
         embeddings=expand("results/embeddings/{split}.h5", split=SPLITS),
-        patches=expand("results/patches/{split}.h5", split=SPLITS),
+        patches=expand("results/splits/{split}.h5", split=SPLITS),
     output:
         assignments="results/morphology/clusters.tsv",
         centroids="results/morphology/centroids.tsv",

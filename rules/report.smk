@@ -2,36 +2,36 @@
 # Snakemake's own --report. It reads only the files report_inputs (rules/common.smk) declares.
 
 
-rule report:
+rule html_report:
     input:
         unpack(report_inputs),
     output:
         html=report(
-            "results/report/index.html",
+            "results/html_report/index.html",
             caption="../report/html_report.rst",
             category="0. Answer",
             labels={"page": "histosynth report (open in a browser)"},
         ),
         metrics=report(
-            "results/report/metrics.tsv",
+            "results/html_report/metrics.tsv",
             caption="../report/metrics_table.rst",
             category="0. Answer",
             labels={"page": "metric table"},
         ),
         verdicts=report(
-            "results/report/verdicts.tsv",
+            "results/html_report/verdicts.tsv",
             caption="../report/verdicts.rst",
             category="0. Answer",
             labels={"page": "verdicts"},
         ),
     log:
-        "results/logs/report/report.log",
+        "results/logs/html_report/report.log",
     benchmark:
-        "results/benchmarks/report/report.tsv"
+        "results/benchmarks/html_report/report.tsv"
     params:
         # the page prints the full configuration, so every key is a parameter
         config=config,
     conda:
         "../envs/data.yaml"
     script:
-        "../workflow_scripts/report.py"
+        "../workflow_scripts/html_report.py"

@@ -3,16 +3,16 @@
 
 rule summarize_reports:
     input:
-        reports=config["reports"]["path"] or [],
+        reports=config["pathology_reports"]["path"] or [],
         base="results/models/base",
     output:
-        summaries="results/reports/summaries.tsv",
+        summaries="results/pathology_reports/summaries.tsv",
     log:
         "results/logs/summarize_reports/summaries.log",
     benchmark:
         "results/benchmarks/summarize_reports/summaries.tsv"
     params:
-        reports=config["reports"],
+        reports=config["pathology_reports"],
     resources:
         mem_mb=4000,
         runtime=240,

@@ -9,7 +9,7 @@ from histosynth.config import (
     check_output_names,
     default_config,
     effective_config,
-    load_samples,
+    load_slides,
     load_schema,
     validate_config,
 )
@@ -25,7 +25,7 @@ def test_defaults_are_filled_from_the_schema():
 def test_shipped_config_validates():
     cfg = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     validate_config(cfg)
-    assert load_samples(REPO_ROOT / cfg["samples"]).shape[0] == 8
+    assert load_slides(REPO_ROOT / cfg["slides"]).shape[0] == 8
 
 
 @pytest.mark.parametrize(
@@ -45,26 +45,26 @@ def test_bad_config_names_the_key(bad, key):
 
 
 def _sheet(tmp_path, text):
-    p = tmp_path / "samples.tsv"
+    p = tmp_path / "slides.tsv"
     p.write_text(text)
     return p
 
 
 def test_sample_sheet_errors(tmp_path):
     with pytest.raises(InputError, match=r"duplicate slide_id \['s1'\]"):
-        load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\tc1\ns1\tb.svs\tc2\n"))
+        load_slides(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\tc1\ns1\tb.svs\tc2\n"))
     with pytest.raises(InputError, match=r"missing column\(s\) \['case_id'\]"):
-        load_samples(_sheet(tmp_path, "slide_id\tslide_path\ns1\ta.svs\n"))
+        load_slides(_sheet(tmp_path, "slide_id\tslide_path\ns1\ta.svs\n"))
     with pytest.raises(InputError, match="empty 'case_id'"):
-        load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\t\n"))
+        load_slides(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\t\n"))
     with pytest.raises(InputError, match="does not exist"):
-        load_samples(tmp_path / "nope.tsv")
-    ok = load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\tlabel\ns1\ta.svs\tc1\ttumor\ns2\tb.svs\tc1\t\n"))
+        load_slides(tmp_path / "nope.tsv")
+    ok = load_slides(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\tlabel\ns1\ta.svs\tc1\ttumor\ns2\tb.svs\tc1\t\n"))
     assert ok.loc["s1", "label"] == "tumor"
 
 
 def test_dataset_and_slide_names_must_not_collide(tmp_path):
-    samples = load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\tc1\n"))
+    samples = load_slides(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\ta.svs\tc1\n"))
     cfg = default_config(patch_datasets=[{"name": "s1", "format": "medmnist", "path": "x.npz"}])
     with pytest.raises(InputError, match="s1"):
         check_output_names(samples, cfg)
@@ -81,25 +81,25 @@ def test_config_readme_documents_every_schema_key():
 def test_experiment_overrides_are_checked_and_merged():
     from histosynth.config import experiment_settings
 
-    cfg = default_config(experiments={"big": {"prompts": "label", "train": {"rank": 16}, "sample": {"scheduler": "euler"}}})
+    cfg = default_config(experiments={"big": {"prompts": "label", "train": {"rank": 16}, "sampling": {"scheduler": "euler"}}})
     assert experiment_settings(cfg, "big", "train")["rank"] == 16
     assert experiment_settings(cfg, "big", "train")["max_steps"] == cfg["train"]["max_steps"]
-    assert experiment_settings(cfg, "big", "sample")["scheduler"] == "euler"
+    assert experiment_settings(cfg, "big", "sampling")["scheduler"] == "euler"
     with pytest.raises(InputError, match=r"experiments\.big\.train.*'rnak'"):
         default_config(experiments={"big": {"prompts": "label", "train": {"rnak": 16}}})
-    with pytest.raises(InputError, match=r"experiments\.big\.sample\.scheduler"):
-        default_config(experiments={"big": {"prompts": "label", "sample": {"scheduler": "magic"}}})
+    with pytest.raises(InputError, match=r"experiments\.big\.sampling\.scheduler"):
+        default_config(experiments={"big": {"prompts": "label", "sampling": {"scheduler": "magic"}}})
 
 
 def test_sample_sheet_keeps_hash_characters(tmp_path):
     sheet = _sheet(tmp_path, "slide_id\tslide_path\tcase_id\n# a whole-line comment\ns1\tscans/run#3/a.svs\tP#1\ns2\tb.svs\tP#2\n")
-    df = load_samples(sheet)
+    df = load_slides(sheet)
     assert df["case_id"].tolist() == ["P#1", "P#2"] and df.loc["s1", "slide_path"] == "scans/run#3/a.svs"
 
 
 def test_one_slide_file_under_two_slide_ids_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"slide_ids \['s1', 's2'\] all have slide_path scans/a.svs"):
-        load_samples(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\tscans/a.svs\tc1\ns2\tscans/./a.svs\tc2\n"))
+        load_slides(_sheet(tmp_path, "slide_id\tslide_path\tcase_id\ns1\tscans/a.svs\tc1\ns2\tscans/./a.svs\tc2\n"))
 
 
 def test_split_fractions_are_checked_before_anything_runs():
@@ -118,14 +118,14 @@ def test_a_preset_uses_its_own_settings_not_the_demos(preset, monkeypatch):
     raw = yaml.safe_load(preset.read_text())
     eff = effective_config([preset.relative_to(REPO_ROOT)])
     demo = effective_config([])
-    own = default_config(**{k: raw[k] for k in ("experiments", "reports", "tiling") if k in raw})
+    own = default_config(**{k: raw[k] for k in ("experiments", "pathology_reports", "tiling") if k in raw})
     assert eff["experiments"] == own["experiments"] and set(eff["experiments"]) == set(raw["experiments"])
-    assert eff["reports"] == own["reports"] and eff["tiling"] == own["tiling"]
-    assert eff["samples"] == raw.get("samples", "") and eff["patch_datasets"] == own_datasets(raw)
+    assert eff["pathology_reports"] == own["pathology_reports"] and eff["tiling"] == own["tiling"]
+    assert eff["slides"] == raw.get("slides", "") and eff["patch_datasets"] == own_datasets(raw)
     # the demo's own choices (DAB labels, its pale-stroma threshold, its reports) do not leak in
     assert eff["tiling"]["tissue"]["max_saturation"] == own["tiling"]["tissue"]["max_saturation"] != demo["tiling"]["tissue"]["max_saturation"]
     assert eff["tiling"]["labels"]["method"] == own["tiling"]["labels"]["method"] != demo["tiling"]["labels"]["method"]
-    assert eff["reports"]["path"] != demo["reports"]["path"]
+    assert eff["pathology_reports"]["path"] != demo["pathology_reports"]["path"]
 
 
 def own_datasets(raw):
@@ -139,7 +139,7 @@ def test_a_minimal_user_config_gets_schema_defaults_and_overrides_apply(tmp_path
     mine = tmp_path / "mine.yaml"
     mine.write_text("patch_datasets:\n  - {name: t, format: folder, path: tiles}\nexperiments:\n  mine: {prompts: label}\n")
     eff = effective_config([mine])
-    assert list(eff["experiments"]) == ["mine"] and eff["reports"]["path"] == "" and eff["samples"] == ""
+    assert list(eff["experiments"]) == ["mine"] and eff["pathology_reports"]["path"] == "" and eff["slides"] == ""
     assert eff["tiling"] == default_config()["tiling"]
     # later files and --config override earlier ones, key by key
     more = tmp_path / "more.yaml"
@@ -172,7 +172,7 @@ def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
 def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemake):
     (tmp_path / "tiles" / "a" / "p1").mkdir(parents=True)
     mine = tmp_path / "mine.yaml"
-    mine.write_text("samples: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
+    mine.write_text("slides: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
                     "experiments:\n  mine: {prompts: label}\n")
     res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
     out = res.stdout + res.stderr

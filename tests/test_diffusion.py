@@ -174,7 +174,7 @@ def test_sampling_is_reproducible_per_seed(setup, trained):
     image up to float rounding (seen on 1 CPU thread: one pixel off by 1 of 255), a different seed another image
     (mean difference ~46 of 255)."""
     pipe = load_pipeline(setup["base"], trained[1] / "model", "dpmsolver++", "cpu")
-    cfg = default_config(sample={"steps": 4})["sample"]
+    cfg = default_config(sampling={"steps": 4})["sampling"]
     prompt = "Histology image of DAB-positive tissue"
     batch = generate(pipe, [prompt, prompt, prompt], [5, 6, 7], cfg, 32).astype(int)
     alone = generate(pipe, [prompt], [6], cfg, 32).astype(int)
@@ -196,10 +196,10 @@ def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
 
 def test_sample_and_filter_loop(setup, trained):
     d = setup["dir"] / "synthetic"
-    cfg = default_config(sample={"steps": 3, "per_class": 4, "batch_size": 4}, filter={"max_rounds": 2, "min_confidence": 0.0},
+    cfg = default_config(sampling={"steps": 3, "per_class": 4, "batch_size": 4}, filter={"max_rounds": 2, "min_confidence": 0.0},
                          classifier={"epochs": 1})
     s = sample(setup["base"], trained[1] / "model", setup["prompts"], setup["split"]["train"], d / "raw.h5", d / "raw.png",
-               cfg["sample"], 32, "exp")
+               cfg["sampling"], 32, "exp")
     with PatchFile(d / "raw.h5") as pf:
         n_classes = len(np.unique(pf.labels))
         assert len(pf) == 4 * n_classes == s["n"] and list(pf.column("seeds")) == list(range(len(pf)))
@@ -208,7 +208,7 @@ def test_sample_and_filter_loop(setup, trained):
     res = filter_synthetic(raw_h5=d / "raw.h5", classifier_dir=d / "clf", base_dir=setup["base"], model_dir=trained[1] / "model",
                            train_h5=setup["split"]["train"], out_h5=d / "f.h5", acceptance_tsv=d / "acc.tsv",
                            plot_png=d / "acc.png", grid_png=d / "fgrid.png", filter_cfg=cfg["filter"],
-                           classifier_cfg=cfg["classifier"], sample_cfg=cfg["sample"], resolution=32, experiment="exp")
+                           classifier_cfg=cfg["classifier"], sample_cfg=cfg["sampling"], resolution=32, experiment="exp")
     acc = pd.read_csv(d / "acc.tsv", sep="\t")
     assert acc["round"].max() <= 2 and res["rounds_run"] <= 3
     assert check_patch_file(d / "f.h5") == res["accepted"] == sum(r["accepted"] for r in res["per_class"])
@@ -222,14 +222,14 @@ def test_sample_and_filter_loop(setup, trained):
 def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, tmp_path):
     """3 shards (one empty-ish, uneven batch shapes) gathered give the unsharded raw and filtered sets: the same
     seeds, prompts, labels and rounds in the same order, pixels equal up to batch-shape rounding (<= 2 of 255)."""
-    cfg = default_config(sample={"steps": 3, "per_class": 4, "batch_size": 3}, filter={"max_rounds": 1, "min_confidence": 0.0},
+    cfg = default_config(sampling={"steps": 3, "per_class": 4, "batch_size": 3}, filter={"max_rounds": 1, "min_confidence": 0.0},
                          classifier={"epochs": 1})
     model, base, train_h5 = trained[1] / "model", setup["base"], setup["split"]["train"]
-    whole = sample(base, model, setup["prompts"], train_h5, tmp_path / "raw.h5", tmp_path / "raw.png", cfg["sample"], 32, "e",
+    whole = sample(base, model, setup["prompts"], train_h5, tmp_path / "raw.h5", tmp_path / "raw.png", cfg["sampling"], 32, "e",
                    progress=False)
     shards = [tmp_path / "shards" / f"raw.{k}.h5" for k in range(3)]
     for k, out in enumerate(shards):
-        sample(base, model, setup["prompts"], train_h5, out, None, cfg["sample"], 32, "e", progress=False, shard=k, shards=3)
+        sample(base, model, setup["prompts"], train_h5, out, None, cfg["sampling"], 32, "e", progress=False, shard=k, shards=3)
     gathered = gather_samples(shards, tmp_path / "shards" / "raw.h5", tmp_path / "g.png")
     assert gathered["n"] == whole["n"] and gathered["shards"] == 3
 
@@ -247,7 +247,7 @@ def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, 
                      cfg["classifier"], 32, progress=False)
     # both filter the same raw pixels (the gathered shards), so round 0 decides identically
     common = dict(classifier_dir=tmp_path / "clf", base_dir=base, model_dir=model, train_h5=train_h5, filter_cfg=cfg["filter"],
-                  classifier_cfg=cfg["classifier"], sample_cfg=cfg["sample"], resolution=32, experiment="e")
+                  classifier_cfg=cfg["classifier"], sample_cfg=cfg["sampling"], resolution=32, experiment="e")
     res = filter_synthetic(raw_h5=tmp_path / "shards" / "raw.h5", out_h5=tmp_path / "f.h5", acceptance_tsv=tmp_path / "acc.tsv",
                            plot_png=tmp_path / "acc.png", grid_png=tmp_path / "fgrid.png", **common)
     tables = [filter_shard(raw_h5=raw, out_h5=raw.with_name(f"filtered.{k}.h5"), **common) for k, raw in enumerate(shards)]

@@ -241,7 +241,7 @@ def test_empty_summaries_are_counted_and_logged(tmp_path, caplog):
     f = tmp_path / "r.csv"
     f.write_text('case_id,text\nA,"DIAGNOSIS: Breast: invasive ductal carcinoma, grade 2."\nB,"CLINICAL HISTORY: breast mass."\nC,\n')
     with caplog.at_level(logging.WARNING, logger="histosynth.text.summarize"):
-        df = summarize_reports(f, tmp_path / "s.tsv", default_config()["reports"], lambda s: len(s.split()) + 2, progress=False)
+        df = summarize_reports(f, tmp_path / "s.tsv", default_config()["pathology_reports"], lambda s: len(s.split()) + 2, progress=False)
     assert df.set_index("case_id")["status"].to_dict() == {"A": "extracted", "B": "no fields", "C": "empty"}
     assert "state no field with certainty" in caplog.text and "'B'" in caplog.text
 
@@ -312,7 +312,7 @@ def test_extractive_summaries_meet_the_targets_on_the_tcga_fact_table(shared_dat
     reports = pd.read_csv(shared_data / "reports" / "pathrepbench_test.csv", dtype=str, keep_default_na=False)
     facts = pd.read_csv(score_summaries.FACTS, sep="\t", dtype=str, keep_default_na=False)
     assert (reports.loc[facts["row"].astype(int), "bcr_patient_barcode"].to_numpy() == facts["bcr_patient_barcode"].to_numpy()).all()
-    budget = default_config()["reports"]["max_tokens"]
+    budget = default_config()["pathology_reports"]["max_tokens"]
     count = token_counter(build_clip_tokenizer(tmp_path))
     res = summarize_extractive([Report(r, reports.at[int(r), "text"]) for r in facts["row"]], count, budget)
     summaries = pd.Series([res[r][0] for r in facts["row"]], index=facts.index)

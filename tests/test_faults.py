@@ -276,11 +276,11 @@ def test_unreachable_llm_server_names_base_url(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
     pd.DataFrame({"case_id": ["C1", "C2"], "text": ["carcinoma", "adenoma"]}).to_csv(tmp_path / "r.csv", index=False)
-    cfg = default_config()["reports"]
+    cfg = default_config()["pathology_reports"]
     cfg.update(path=str(tmp_path / "r.csv"), backend="openai", cache_dir=str(tmp_path / "cache"))
     cfg["openai"].update(base_url=url, api_key_env="HISTOSYNTH_TEST_KEY", max_retries=0, timeout_s=10)
     monkeypatch.setenv("HISTOSYNTH_TEST_KEY", "sk-secret")
-    with pytest.raises(ResourceError, match=rf"cannot connect to reports\.openai\.base_url = {url}") as info:
+    with pytest.raises(ResourceError, match=rf"cannot connect to pathology_reports\.openai\.base_url = {url}") as info:
         summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, lambda t: len(t.split()), progress=False)
     assert "sk-secret" not in str(info.value)
     assert not (tmp_path / "s.tsv").exists()

@@ -20,7 +20,7 @@ from histosynth.patchfile import check_patch_file
 pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 300  # generous: nothing here asserts how long anything takes
-TARGET = "results/tiles/s1.h5"
+TARGET = "results/slide_patches/s1.h5"
 
 
 def readme_recovery_commands() -> list[list[str]]:
@@ -39,8 +39,8 @@ def readme_recovery_commands() -> list[list[str]]:
 def workdir(tmp_path):
     # ~16k patches of 16 px: the job runs long enough to be killed while it writes
     make_demo_slide(tmp_path / "s1.tiff", variant=1, size=2048)
-    (tmp_path / "samples.tsv").write_text("slide_id\tslide_path\tcase_id\tlabel\ns1\ts1.tiff\tc1\t\n")
-    cfg = {"samples": "samples.tsv",
+    (tmp_path / "slides.tsv").write_text("slide_id\tslide_path\tcase_id\tlabel\ns1\ts1.tiff\tc1\t\n")
+    cfg = {"slides": "slides.tsv",
            "tiling": {"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "tissue": {"max_saturation": 12}}}
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path

@@ -37,7 +37,7 @@ def colour_texture_features(imgs: np.ndarray) -> np.ndarray:
 
 def draw(base, trained, prompts):
     pipe = load_pipeline(base, trained, "ddim", "cpu")
-    cfg = {**default_config()["sample"], "steps": 15, "guidance_scale": 2.0}
+    cfg = {**default_config()["sampling"], "steps": 15, "guidance_scale": 2.0}
     return generate(pipe, prompts, list(range(len(prompts))), cfg, 32)
 
 

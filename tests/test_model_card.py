@@ -73,8 +73,8 @@ def card_inputs(tmp_path):
         grids={"raw": (grid, out / "samples_raw.png"), "filtered": (grid, out / "samples_filtered.png")},
         metrics=_metric_docs(ev), base_model="runwayml/stable-diffusion-v1-5", strategy="label",
         prompt_settings={"label_template": "Histology image of {label} tissue"},
-        train=experiment_settings(cfg, "label_only", "train"), sample=experiment_settings(cfg, "label_only", "sample"),
-        data={"samples": "config/samples.tsv", "tiling.mpp": 1.0, "qc": {"blur": {"activate": False}}},
+        train=experiment_settings(cfg, "label_only", "train"), sampling=experiment_settings(cfg, "label_only", "sampling"),
+        data={"slides": "config/slides.tsv", "tiling.mpp": 1.0, "qc": {"blur": {"activate": False}}},
     ), out
 
 
@@ -98,7 +98,7 @@ def test_card_has_metadata_settings_grid_and_metrics(card_inputs):
     assert "a \\| b" in text  # a pipe inside a prompt does not break the table
     assert "| `rank` | 4 |" in text and "| `scheduler` | ddim |" in text and "steps 120" in text
     assert "| `learning_rate` | 0.0001 |" in text and "| `resolution` | null |" in text
-    assert f'pipe("Histology image of DAB-positive tissue", num_inference_steps={kwargs["sample"]["steps"]}' in text
+    assert f'pipe("Histology image of DAB-positive tissue", num_inference_steps={kwargs["sampling"]["steps"]}' in text
 
 
 def test_local_or_tiny_base_model_is_not_hub_metadata(card_inputs):

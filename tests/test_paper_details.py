@@ -200,7 +200,7 @@ def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
               progress=False)
     pipe = load_pipeline(pathldm["base"], d / "model", "ddim", "cpu")
     assert pipe.text_chunks == 2
-    scfg = {**default_config()["sample"], "steps": 2}
+    scfg = {**default_config()["sampling"], "steps": 2}
     img = generate(pipe, ["high tumor; high til; lobular carcinoma"], [0], scfg, 32)
     assert img.shape == (1, 32, 32, 3)
     # a crop keeps the patches' scale: the synthetic images carry the real µm/px

@@ -173,8 +173,8 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
     assert ev["backbone"] not in ("tiny", "embedding"), "name the FD backbone explicitly in every preset"
     raw = yaml.safe_load(preset.read_text())
     # stand-ins for the user's data at the paths the preset names
-    if raw.get("samples"):
-        sheet = tmp_path / raw["samples"]
+    if raw.get("slides"):
+        sheet = tmp_path / raw["slides"]
         sheet.parent.mkdir(parents=True, exist_ok=True)
         (sheet.parent / "s1.svs").write_bytes(b"")
         sheet.write_text(f"slide_id\tslide_path\tcase_id\nS1\t{sheet.parent / 's1.svs'}\tTCGA-00-0001\n")
@@ -185,8 +185,8 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
             p.mkdir(exist_ok=True)
         else:
             np.savez(p, train_images=np.zeros((1, 8, 8, 3), np.uint8), train_labels=np.zeros((1, 1)))
-    if raw.get("reports", {}).get("path"):
-        r = tmp_path / raw["reports"]["path"]
+    if raw.get("pathology_reports", {}).get("path"):
+        r = tmp_path / raw["pathology_reports"]["path"]
         r.parent.mkdir(parents=True, exist_ok=True)
         r.write_text("bcr_patient_barcode,text\nTCGA-00-0001,carcinoma\n")
     for scores in (raw.get("tiling", {}).get("labels", {}).get("scores"), raw.get("prompts", {}).get("patch_scores")):
@@ -199,7 +199,7 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
         (tmp_path / weights).write_bytes(b"")
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    assert "train_diffusion" in res.stdout and "report" in res.stdout
+    assert "train_diffusion" in res.stdout and "html_report" in res.stdout
 
 
 def test_slide_thumbnail_draws_the_mask_as_a_contour_over_untinted_tissue(demo_slide, tmp_path):

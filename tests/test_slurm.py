@@ -56,10 +56,10 @@ def run_on_slurm(workdir, cfg, *targets, extra=()):
 
 
 def write_config(wd, rows):
-    sheet = wd / "samples.tsv"
+    sheet = wd / "slides.tsv"
     sheet.write_text("slide_id\tslide_path\tcase_id\n" + "".join("\t".join(r) + "\n" for r in rows))
     cfg = wd / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"samples": str(sheet), "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
+    cfg.write_text(yaml.safe_dump({"slides": str(sheet), "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
                                                                        "tissue": {"max_saturation": 12}},
                                    "split": {"val": 0.25, "test": 0.25}}))
     return cfg
@@ -68,7 +68,7 @@ def write_config(wd, rows):
 def test_tiling_and_split_run_as_slurm_jobs(cluster, tmp_path):
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}") for i in range(1, 5)]
     cfg = write_config(tmp_path, rows)
-    res = run_on_slurm(tmp_path, cfg, "results/patches/train.h5")
+    res = run_on_slurm(tmp_path, cfg, "results/splits/train.h5")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
@@ -78,18 +78,18 @@ def test_tiling_and_split_run_as_slurm_jobs(cluster, tmp_path):
         state = sh("scontrol", "show", "job", jid, timeout=30).stdout
         assert "JobState=COMPLETED" in state, state
     for i in range(1, 5):
-        assert check_patch_file(tmp_path / f"results/tiles/demo_0{i}.h5") > 0
-    assert check_patch_file(tmp_path / "results/patches/train.h5") > 0
+        assert check_patch_file(tmp_path / f"results/slide_patches/demo_0{i}.h5") > 0
+    assert check_patch_file(tmp_path / "results/splits/train.h5") > 0
 
 
 def test_a_failing_slurm_job_is_reported_as_failed(cluster, tmp_path):
     (tmp_path / "broken.svs").write_text("not a slide\n")
     cfg = write_config(tmp_path, [("broken", str(tmp_path / "broken.svs"), "c1")])
-    res = run_on_slurm(tmp_path, cfg, "results/tiles/broken.h5")
+    res = run_on_slurm(tmp_path, cfg, "results/slide_patches/broken.h5")
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert re.search(r"SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), out[-3000:]
-    assert not (tmp_path / "results/tiles/broken.h5").exists()
+    assert not (tmp_path / "results/slide_patches/broken.h5").exists()
 
 
 def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
@@ -100,7 +100,7 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
     c = yaml.safe_load(cfg.read_text())
     c.update(train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "validation_every": 2,
                     "validation_images_per_class": 1},
-             sample={"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2})
+             sampling={"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2})
     cfg.write_text(yaml.safe_dump(c))
     local = subprocess.run(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                             "--directory", str(tmp_path), "--configfile", str(cfg), "--cores", "2",

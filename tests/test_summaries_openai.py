@@ -25,7 +25,7 @@ def write_reports(path, n, special=None):
 
 
 def cfg_for(server, tmp_path, **openai):
-    cfg = default_config()["reports"]
+    cfg = default_config()["pathology_reports"]
     cfg.update(path=str(tmp_path / "r.csv"), backend="openai", cache_dir=str(tmp_path / "cache"))
     cfg["openai"].update(base_url=server.base_url, api_key_env="HISTOSYNTH_TEST_KEY", max_retries=3, **openai)
     return cfg
@@ -77,7 +77,7 @@ KILLABLE = """
 import sys
 from histosynth.config import default_config
 from histosynth.text.summarize import summarize_reports
-cfg = default_config()["reports"]
+cfg = default_config()["pathology_reports"]
 cfg.update(path=sys.argv[1], backend="openai", cache_dir=sys.argv[2])
 cfg["openai"].update(base_url=sys.argv[3], api_key_env="HISTOSYNTH_TEST_KEY", max_concurrency=1)
 summarize_reports(cfg["path"], sys.argv[4], cfg, lambda s: len(s.split()) + 2, progress=False)

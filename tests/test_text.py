@@ -99,7 +99,7 @@ def test_report_reading_errors(tmp_path):
 def test_extractive_summaries_tsv_counts_empty_reports(tmp_path, tokenizer):
     f = tmp_path / "r.csv"
     f.write_text("case_id,text\nA,Invasive ductal carcinoma grade 2\nB,\n")
-    cfg = default_config()["reports"]
+    cfg = default_config()["pathology_reports"]
     df = summarize_reports(f, tmp_path / "s.tsv", cfg, token_counter(tokenizer), progress=False)
     assert df.set_index("case_id")["status"].to_dict() == {"A": "extracted", "B": "empty"}
     assert pd.read_csv(tmp_path / "s.tsv", sep="\t").shape == (2, 5)

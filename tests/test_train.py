@@ -55,7 +55,7 @@ def test_full_fine_tuning_writes_a_unet_folder_that_diffusers_and_sampling_load(
     assert not torch.equal(next(iter(unet.parameters())), next(iter(base_unet.parameters())))
     assert fixed_batch_loss(setup["latents"], setup["base"], d / "model") < fixed_batch_loss(setup["latents"], setup["base"])
     img = generate(load_pipeline(setup["base"], d / "model", "ddim", "cpu"), ["Histology image of DAB-positive tissue"], [0],
-                   default_config(sample={"steps": 2})["sample"], 32)
+                   default_config(sampling={"steps": 2})["sampling"], 32)
     assert img.shape == (1, 32, 32, 3)
 
 

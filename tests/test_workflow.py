@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(workdir, samples_rows, datasets=(), **extra):
-    sheet = workdir / "samples.tsv"
+    sheet = workdir / "slides.tsv"
     sheet.write_text("slide_id\tslide_path\tcase_id\tlabel\n" + "".join("\t".join(r) + "\n" for r in samples_rows))
     cfg = {
-        "samples": str(sheet),
+        "slides": str(sheet),
         "patch_datasets": list(datasets),
         "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
         "split": {"val": 0.25, "test": 0.25, "seed": 0},
@@ -34,7 +34,7 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "morphology": {"k": 2, "sweep": [2, 3]},
         "pretrain": {"vae_steps": 4, "unet_steps": 4, "checkpoint_every": 2, "batch_size": 4},
         "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "validation_every": 6, "validation_images_per_class": 1},
-        "sample": {"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
+        "sampling": {"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
         "classifier": {"epochs": 1},
         "filter": {"max_rounds": 1},
         "evaluation": {"feature_extractor": "classifier", "downstream_epochs": 1},
@@ -67,17 +67,17 @@ def finished_run(tmp_path_factory, run_snakemake):
 def test_outputs_follow_the_contract(finished_run):
     wd, _ = finished_run
     for i in (1, 2, 3):
-        assert check_patch_file(wd / f"results/tiles/demo_0{i}.h5") > 0
-        assert (wd / f"results/tiles/demo_0{i}.thumbnail.png").stat().st_size > 0
+        assert check_patch_file(wd / f"results/slide_patches/demo_0{i}.h5") > 0
+        assert (wd / f"results/slide_patches/demo_0{i}.thumbnail.png").stat().st_size > 0
         assert (wd / f"results/logs/tile_slide/demo_0{i}.log").exists()
         assert (wd / f"results/benchmarks/tile_slide/demo_0{i}.tsv").exists()
-    assert check_patch_file(wd / "results/tiles/mini.h5") == 12
-    total = sum(check_patch_file(wd / f"results/patches/{s}.h5") for s in ("train", "val", "test"))
-    tiles = sum(check_patch_file(p) for p in (wd / "results/tiles").glob("*.h5"))
+    assert check_patch_file(wd / "results/slide_patches/mini.h5") == 12
+    total = sum(check_patch_file(wd / f"results/splits/{s}.h5") for s in ("train", "val", "test"))
+    tiles = sum(check_patch_file(p) for p in (wd / "results/slide_patches").glob("*.h5"))
     assert total == tiles
-    with PatchFile(wd / "results/patches/train.h5") as pf:
+    with PatchFile(wd / "results/splits/train.h5") as pf:
         assert pf.label_names == ["dab_negative", "dab_positive"]
-    assert (wd / "results/patches/examples.png").stat().st_size > 0
+    assert (wd / "results/splits/examples.png").stat().st_size > 0
 
 
 def test_complete_run_schedules_nothing(finished_run, run_snakemake):
@@ -109,7 +109,7 @@ def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snak
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
     assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "gather_samples", "filter_synthetic",
                      "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card",
-                     "report", "all"}
+                     "html_report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
     assert "results/models/label_only/trained" not in res.stdout
@@ -117,17 +117,17 @@ def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snak
 
 def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run_snakemake):
     wd, cfg = finished_run
-    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sample"].update(guidance_scale=3.0))
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sampling"].update(guidance_scale=3.0))
     # sampling, the filter, evaluation, the model cards and the report; no tiling, embedding, training
     assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
-                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
+                     "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
 
 
 def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
     wd, cfg = finished_run
-    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sample={"scheduler": "euler"}))
+    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sampling={"scheduler": "euler"}))
     assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
-                     "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
+                     "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     # (the report lists every experiment's sets among its inputs; only outputs say what is made again)
     assert "output: results/synthetic/report/raw.h5" in res.stdout and "output: results/synthetic/label_only/raw.h5" not in res.stdout
@@ -154,7 +154,7 @@ def test_pretraining_change_retrains_the_base_and_every_experiment_only(finished
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["pretrain"].update(unet_steps=5))
     # the random base, the data, the prompts (tokenizer of the random base) and the classifiers stay; everything the base feeds is redone
     assert rules == {"pretrain_base", "cache_image_latents", "cache_latents", "train_diffusion", "sample", "gather_samples",
-                     "filter_synthetic", "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card", "report", "all"}
+                     "filter_synthetic", "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
 
 
 def test_pretrained_base_names_its_cache_and_experiments_are_keyed_by_it(finished_run):
@@ -183,14 +183,14 @@ def test_diffusion_outputs(finished_run):
 
 def test_prompts_for_every_experiment(finished_run):
     wd, _ = finished_run
-    with PatchFile(wd / "results/patches/train.h5") as pf:
+    with PatchFile(wd / "results/splits/train.h5") as pf:
         n = len(pf)
     for exp in ("label_only", "morphology", "report"):
         df = pd.read_csv(wd / f"results/prompts/{exp}.tsv", sep="\t")
         assert len(df) == n and not df["truncated"].any()
     morph = pd.read_csv(wd / "results/prompts/morphology.tsv", sep="\t")
     assert morph["prompt"].str.contains("morphology type (?:zero|one)$").all()
-    summaries = pd.read_csv(wd / "results/reports/summaries.tsv", sep="\t", keep_default_na=False).set_index("case_id")
+    summaries = pd.read_csv(wd / "results/pathology_reports/summaries.tsv", sep="\t", keep_default_na=False).set_index("case_id")
     assert summaries.loc["case1", "summary"] == "invasive ductal carcinoma (NST); Nottingham grade 2; margins negative"
     assert summaries.loc["case2", "status"] == "empty"
     assert (wd / "results/morphology/k_sweep.png").stat().st_size > 0
@@ -225,10 +225,10 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path, run_snakemake):
     res = run_snakemake(tmp_path, "--configfile", str(cfg), "--keep-going")
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert check_patch_file(tmp_path / "results/tiles/good.h5") > 0
-    assert not (tmp_path / "results/tiles/broken.h5").exists()
+    assert check_patch_file(tmp_path / "results/slide_patches/good.h5") > 0
+    assert not (tmp_path / "results/slide_patches/broken.h5").exists()
     assert "slide 'broken'" in out and "not a whole-slide image" in out
-    assert not (tmp_path / "results/patches/train.h5").exists()
+    assert not (tmp_path / "results/splits/train.h5").exists()
     # after snakemake's error block comes ours: what is wrong and which log to open (snakemake then
     # closes with its log path and "WorkflowError: At least one job did not complete successfully.")
     lines = [line for line in res.stderr.splitlines() if line.strip()]
@@ -240,7 +240,7 @@ def test_corrupt_slide_fails_alone_with_keep_going(tmp_path, run_snakemake):
 
 def test_report_is_self_contained_and_complete(finished_run):
     wd, _ = finished_run
-    html = (wd / "results/report/index.html").read_text()
+    html = (wd / "results/html_report/index.html").read_text()
     for exp in ("label_only", "morphology", "report"):
         assert f"<h3>{exp} " in html
         for metric in ("fd", "kid", "prdc", "agreement", "downstream"):
@@ -258,7 +258,7 @@ def report_inputs_from_summary(run_snakemake, wd, cfg) -> list[str]:
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line.split("\t") for line in res.stdout.splitlines()]
     header = rows[0]
-    row = next(r for r in rows if r[0] == "results/report/index.html")
+    row = next(r for r in rows if r[0] == "results/html_report/index.html")
     return [f for f in row[header.index("input-file(s)")].split(",") if f]
 
 
@@ -298,7 +298,7 @@ def test_snakemake_report_has_the_metric_tables(finished_run, run_snakemake):
 
     names = zipfile.ZipFile(wd / "snakemake_report.zip").namelist()
     for f in ("index.html", "metrics.tsv", "verdicts.tsv"):  # stored as data/raw/<hash>/<name>
-        assert any(n.endswith("/" + f) for n in names), f"results/report/{f} not in Snakemake's report"
+        assert any(n.endswith("/" + f) for n in names), f"results/html_report/{f} not in Snakemake's report"
 
 
 def test_lint_is_clean():

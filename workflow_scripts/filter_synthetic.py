@@ -13,7 +13,7 @@ def main(sm):
         out_h5=sm.output.filtered,
         filter_cfg=sm.params.filter,
         classifier_cfg=sm.params.classifier,
-        sample_cfg=sm.params.sample,
+        sample_cfg=sm.params.sampling,
         resolution=sm.params.resolution,
         experiment=sm.wildcards.experiment,
     )

@@ -16,7 +16,7 @@ def main(sm):
         strategy=sm.params.strategy,
         prompt_settings=sm.params.prompt_settings,
         train=sm.params.train,
-        sample=sm.params.sample,
+        sampling=sm.params.sampling,
         data=sm.params.data,
     )
 

@@ -1,7 +1,7 @@
 """``sample``: synthetic patches from the base model with the trained LoRA or UNet, and a diffusers
 scheduler by name.
 
-Image i gets seed ``sample.seed + i`` through its own ``torch.Generator``, so the same seed gives
+Image i gets seed ``sampling.seed + i`` through its own ``torch.Generator``, so the same seed gives
 the same image whatever the batch (or shard) it lands in. Output: a patch HDF5 (the contract, plus
 ``prompts``, ``seeds`` and ``round`` columns) and a PNG grid with a row per class.
 
@@ -44,7 +44,7 @@ def scheduler_class(name: str):
         "heun": ("HeunDiscreteScheduler", {}),
     }
     if name not in table:
-        raise InputError(f"sample.scheduler {name!r} is not one of {sorted(table)}")
+        raise InputError(f"sampling.scheduler {name!r} is not one of {sorted(table)}")
     cls, kwargs = table[name]
     return getattr(diffusers, cls), kwargs
 
@@ -100,7 +100,7 @@ def generate(pipe, prompts: list[str], seeds: list[int], cfg: dict, resolution: 
     negative = [cfg["negative_prompt"]] * len(prompts) if cfg["negative_prompt"] else None
     out = pipe(**pipeline_embeds(pipe, list(prompts), negative, getattr(pipe, "text_chunks", 1)), **kwargs).images
     if not np.isfinite(out).all():
-        raise FloatingPointError("sampling produced NaN pixels (fp16 overflow?); try sample.device cpu or another scheduler")
+        raise FloatingPointError("sampling produced NaN pixels (fp16 overflow?); try sampling.device cpu or another scheduler")
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 

@@ -1,7 +1,7 @@
 """``report``: one self-contained HTML page that answers "which method wins", and its tables.
 
 The page is rendered from the jinja2 templates in ``templates/`` (one per section), reading only
-the files the ``report`` rule declares (``report_inputs`` in rules/common.smk): per-experiment
+the files the ``html_report`` rule declares (``report_inputs`` in rules/common.smk): per-experiment
 lists in experiment order, and global files. Images are embedded as data URIs (no network,
 nothing beside the file needed); jinja2's autoescape escapes every string from data or config.
 """
@@ -362,7 +362,7 @@ def context(inputs: dict, config: dict) -> dict:
         })
     settings = []
     for e in names:
-        tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sample")
+        tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sampling")
         settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]),
                          f"LoRA rank {tr['rank']}" if tr["method"] == "lora" else "full UNet",
                          fmt(tr["max_steps"]), f"{tr['learning_rate']:g}", tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),

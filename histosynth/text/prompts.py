@@ -164,8 +164,8 @@ def morphology_prompts(ctx: PromptContext):
 
 def _report_inputs(config: dict) -> dict:
     inputs = {}
-    if config["reports"]["path"]:
-        inputs["summaries"] = "results/reports/summaries.tsv"
+    if config["pathology_reports"]["path"]:
+        inputs["summaries"] = "results/pathology_reports/summaries.tsv"
     if config["prompts"]["patch_scores"]:
         inputs["patch_scores"] = config["prompts"]["patch_scores"]
     return inputs

@@ -40,14 +40,14 @@ def read_reports(path: str | os.PathLike, id_column: str, text_column: str) -> l
     """Reports from a CSV (or TSV) or a folder of ``<case_id>.txt``; errors name file, row or id."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"reports: {p} (config key reports.path) does not exist")
+        raise InputError(f"reports: {p} (config key pathology_reports.path) does not exist")
     if p.is_dir():
         reports = []
         for f in sorted(p.glob("*.txt")):
             raw = f.read_bytes()
             text = raw.decode("utf-8", errors="replace")
             if "\ufffd" in text:
-                log.warning("reports: %s is not valid UTF-8; undecodable bytes replaced", f)
+                log.warning("pathology_reports: %s is not valid UTF-8; undecodable bytes replaced", f)
             reports.append(Report(f.stem, text))
         if not reports:
             raise InputError(f"reports: no .txt files in {p}")
@@ -56,10 +56,10 @@ def read_reports(path: str | os.PathLike, id_column: str, text_column: str) -> l
                          encoding="utf-8", encoding_errors="replace", keep_default_na=False, index_col=False)
         missing = [c for c in (id_column, text_column) if c not in df.columns]
         if missing:
-            raise InputError(f"reports: {p} lacks column(s) {missing} (reports.id_column / reports.text_column); has {list(df.columns)}")
+            raise InputError(f"reports: {p} lacks column(s) {missing} (pathology_reports.id_column / pathology_reports.text_column); has {list(df.columns)}")
         bad = df.index[df[text_column].str.contains("\ufffd", regex=False)].tolist()
         if bad:
-            log.warning("reports: %s rows %s are not valid UTF-8; undecodable bytes replaced", p, [i + 2 for i in bad])
+            log.warning("pathology_reports: %s rows %s are not valid UTF-8; undecodable bytes replaced", p, [i + 2 for i in bad])
         no_id = df.index[df[id_column].str.strip() == ""].tolist()
         if no_id:
             raise InputError(f"reports: {p} has rows without {id_column!r} (lines {[i + 2 for i in no_id]})")
@@ -106,7 +106,7 @@ def openai_client(cfg: dict):
     env = cfg.get("api_key_env")
     key = os.environ.get(env) if env else "not-needed"
     if not key:
-        raise InputError(f"reports.openai: environment variable {env!r} (reports.openai.api_key_env) is not set; "
+        raise InputError(f"pathology_reports.openai: environment variable {env!r} (pathology_reports.openai.api_key_env) is not set; "
                          "export the API key there (it is never read from the config)")
     return OpenAI(api_key=key, base_url=cfg.get("base_url") or None, max_retries=cfg["max_retries"], timeout=cfg["timeout_s"])
 
@@ -115,23 +115,23 @@ def _openai_error(e: Exception, cfg: dict, case_id: str) -> Exception:
     """The client's error, restated with the config key to check (summaries already received stay cached)."""
     import openai
 
-    url = cfg.get("base_url") or "https://api.openai.com/v1 (the default; reports.openai.base_url is empty)"
+    url = cfg.get("base_url") or "https://api.openai.com/v1 (the default; pathology_reports.openai.base_url is empty)"
     where = f"reports: summarising case {case_id!r} with model {cfg['model']!r}"
     if isinstance(e, openai.APITimeoutError):
-        return ResourceError(f"{where}: the server at reports.openai.base_url = {url} did not answer within "
-                             f"reports.openai.timeout_s = {cfg['timeout_s']} s ({cfg['max_retries']} retries)")
+        return ResourceError(f"{where}: the server at pathology_reports.openai.base_url = {url} did not answer within "
+                             f"pathology_reports.openai.timeout_s = {cfg['timeout_s']} s ({cfg['max_retries']} retries)")
     if isinstance(e, openai.APIConnectionError):
-        return ResourceError(f"{where}: cannot connect to reports.openai.base_url = {url} ({e.__cause__ or e}); "
+        return ResourceError(f"{where}: cannot connect to pathology_reports.openai.base_url = {url} ({e.__cause__ or e}); "
                              "is the server running and reachable from this machine?")
     if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return InputError(f"{where}: the server at reports.openai.base_url = {url} refused the API key read from "
-                          f"${cfg.get('api_key_env')} (reports.openai.api_key_env): {e.status_code}")
+        return InputError(f"{where}: the server at pathology_reports.openai.base_url = {url} refused the API key read from "
+                          f"${cfg.get('api_key_env')} (pathology_reports.openai.api_key_env): {e.status_code}")
     if isinstance(e, openai.NotFoundError):
-        return InputError(f"{where}: the server at reports.openai.base_url = {url} has no model {cfg['model']!r} "
-                          f"(reports.openai.model) or no chat-completions endpoint there: {e.status_code}")
+        return InputError(f"{where}: the server at pathology_reports.openai.base_url = {url} has no model {cfg['model']!r} "
+                          f"(pathology_reports.openai.model) or no chat-completions endpoint there: {e.status_code}")
     if isinstance(e, openai.APIStatusError):
-        return ResourceError(f"{where}: the server at reports.openai.base_url = {url} answered "
-                             f"{e.status_code} after {cfg['max_retries']} retries (reports.openai.max_retries): {e.message}")
+        return ResourceError(f"{where}: the server at pathology_reports.openai.base_url = {url} answered "
+                             f"{e.status_code} after {cfg['max_retries']} retries (pathology_reports.openai.max_retries): {e.message}")
     return e
 
 
@@ -155,7 +155,7 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
     """case_id -> (summary, status) with status cached / requested / truncated / empty."""
     model, template = cfg["model"], cfg["prompt_template"]
     if "{report}" not in template:
-        raise InputError("reports.openai.prompt_template must contain '{report}'")
+        raise InputError("pathology_reports.openai.prompt_template must contain '{report}'")
     results: dict[str, tuple[str, str]] = {}
     todo = []
     for r in reports:
@@ -167,7 +167,7 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
             results[r.case_id] = (*_fit(hit, count_tokens, max_tokens)[:1], "cached")
         else:
             todo.append(r)
-    log.info("reports: %d cached, %d to request from %s (model %s)", len(results), len(todo), cfg.get("base_url") or "OpenAI", model)
+    log.info("pathology_reports: %d cached, %d to request from %s (model %s)", len(results), len(todo), cfg.get("base_url") or "OpenAI", model)
     if todo:
         client = client or openai_client(cfg)
 
@@ -225,11 +225,11 @@ def summarize_reports(reports_path, out_tsv, cfg: dict, count_tokens: Callable[[
     df = pd.DataFrame([{"case_id": r.case_id, "summary": res[r.case_id][0], "n_tokens": count_tokens(res[r.case_id][0]),
                         "status": res[r.case_id][1], "backend": backend} for r in reports])
     counts = df["status"].value_counts().to_dict()
-    log.info("reports: %d summaries (%s)", len(df), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    log.info("pathology_reports: %d summaries (%s)", len(df), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if counts.get("empty"):
-        log.warning("reports: %d report(s) have empty text: %s", counts["empty"], df.loc[df.status == "empty", "case_id"].tolist()[:10])
+        log.warning("pathology_reports: %d report(s) have empty text: %s", counts["empty"], df.loc[df.status == "empty", "case_id"].tolist()[:10])
     if counts.get("no fields"):  # e.g. a clinical history only, no diagnosis, or only conflicting statements
-        log.warning("reports: %d report(s) state no field with certainty; their summary is empty (they use the label prompt): %s",
+        log.warning("pathology_reports: %d report(s) state no field with certainty; their summary is empty (they use the label prompt): %s",
                     counts["no fields"], df.loc[df.status == "no fields", "case_id"].tolist()[:10])
     with atomic_path(out_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)

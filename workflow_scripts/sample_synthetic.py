@@ -10,7 +10,7 @@ def main(sm):
         train_h5=sm.input.patches,
         out_h5=sm.output.raw,
         grid_png=None,  # the gathered set's grid is drawn by gather_samples
-        cfg=sm.params.sample,
+        cfg=sm.params.sampling,
         resolution=sm.params.resolution,
         experiment=sm.wildcards.experiment,
         shard=int(sm.wildcards.shard),
