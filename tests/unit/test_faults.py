@@ -24,7 +24,7 @@ from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
 from histosynth.tiling import TilingParams, tile_slide
 from histosynth.wsi import open_slide
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 120  # generous: the machine may be busy; a passing test never waits this long
 
 

@@ -8,13 +8,15 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_diffusion import train_cfg
+from _diffusion_setup import train_cfg
 
 from histosynth.diffusion.latents import cache_latents
 from histosynth.diffusion.launch import launch_fine_tune
 from histosynth.diffusion.trained import LORA_FILE
 from histosynth.models.base_model import prepare_base_model
 from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
+
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import yaml
 
 from histosynth.patchfile import check_patch_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "slurm" / "slurm_local.sh"
 pytestmark = pytest.mark.slurm
 pytest.importorskip("snakemake_executor_plugin_slurm", reason="the SLURM executor is an extra: pip install 'histosynth[slurm]'")

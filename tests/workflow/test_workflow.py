@@ -19,7 +19,7 @@ import yaml
 from histosynth.patchfile import PatchFile, check_patch_file
 
 pytestmark = pytest.mark.workflow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(workdir, samples_rows, datasets=(), **extra):

@@ -16,6 +16,8 @@ import pytest
 import histosynth.embed as embed_mod
 from histosynth.models.embedder import Embedder
 from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
+from histosynth.embed import embed_patches, load_embeddings
+from histosynth.errors import InputError
 
 torch = pytest.importorskip("torch")
 TOKENS, DIM = 50, 16
@@ -62,3 +64,21 @@ def test_pooled_rows_own_their_memory():
     hidden = torch.ones(4, TOKENS, DIM)
     rows = embed_mod.pooled_rows(hidden[:, 0])
     assert rows.base is None and rows.flags.owndata and rows.nbytes == 4 * DIM * 4
+
+
+def test_embeddings_are_aligned_and_deterministic(patches, embedder, tmp_path):
+    out1, out2 = tmp_path / "e1.h5", tmp_path / "e2.h5"
+    assert embed_patches(patches["train"], embedder, out1, "cls", 16, 0, progress=False) == 40
+    embed_patches(patches["train"], embedder, out2, "cls", 7, 2, progress=False)  # other batching, 2 workers
+    f1, attrs = load_embeddings(out1, patches["train"])
+    f2, _ = load_embeddings(out2, patches["train"])
+    assert f1.shape == (40, 64) and np.allclose(f1, f2, atol=1e-5)
+    assert attrs["backbone"] == "tiny" and attrs["pooling"] == "cls" and "image_mean" in attrs["preprocessing"]
+    embed_patches(patches["train"], embedder, tmp_path / "m.h5", "mean", 16, 0, progress=False)
+    assert not np.allclose(load_embeddings(tmp_path / "m.h5", patches["train"])[0], f1)
+
+
+def test_misaligned_embeddings_are_refused(patches, embedder, tmp_path):
+    embed_patches(patches["val"], embedder, tmp_path / "v.h5", "cls", 16, 0, progress=False)
+    with pytest.raises(InputError, match="do not line up"):
+        load_embeddings(tmp_path / "v.h5", patches["test"])

@@ -13,7 +13,7 @@ from histosynth.labels import DabParams, batch_dab_density, dab_labels, dab_posi
 from histosynth.patchfile import PAD_FRACTION, PatchFile, check_patch_file
 from histosynth.tiling import TilingParams, four_point_hits, keep_patches, pad_outside, tile_slide
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dab_density_lookup_equals_rgb2hed():

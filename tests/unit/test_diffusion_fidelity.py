@@ -17,13 +17,14 @@ texture scale; it is not a substitute for Inception/domain features on real data
 
 import numpy as np
 import pytest
-from test_diffusion import setup  # noqa: F401  (fixture: demo slide -> 32 px DAB-labelled patches)
 
 from histosynth.config import default_config
 from histosynth.diffusion.sample import generate, load_pipeline
 from histosynth.evaluation.metrics import frechet
 from histosynth.models.pretrain import pretrain_base
 from histosynth.patchfile import PatchFile
+
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
 
 N_SAMPLES = 24
 

@@ -8,13 +8,14 @@ import shutil
 
 import h5py
 import pytest
-from test_diffusion import setup  # noqa: F401  (fixture: demo slide -> 32 px DAB-labelled patches, tiny base)
 
 from histosynth.config import default_config
 from histosynth.diffusion.trained import META_FILE, base_fingerprint, load_trained_pipeline
 from histosynth.errors import InputError
 from histosynth.models.pretrain import SOURCE_FILE, pretrain_base
 from histosynth.text.prompts import strategy_settings
+
+pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
 
 
 def short(**kw):

@@ -12,7 +12,7 @@ import pytest
 from histosynth.text.extract import compose, extract_fields
 from histosynth.text.summarize import Report, summarize_extractive
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 import score_summaries  # noqa: E402
 

@@ -106,11 +106,13 @@ def pathldm_train_cfg(**kw):
                                  "prompt_dropout": 1.0, "prompt_dropout_low_til_only": True, **kw})["train"]
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_prompts_carry_til_levels(pathldm):
     df = pd.read_csv(pathldm["prompts"], sep="\t")
     assert df["til_level"].tolist() == pathldm["til_level"].tolist()
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_cache_holds_every_flip_and_whole_patches_for_cropping(pathldm):
     import h5py
 
@@ -125,6 +127,7 @@ def test_cache_holds_every_flip_and_whole_patches_for_cropping(pathldm):
         assert cache.views == ["", "_flip", "_vflip", "_hvflip"] and cache.til_level.tolist() == pathldm["til_level"].tolist()
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_flip_and_crop_settings_key_the_cache(pathldm, tmp_path):
     from histosynth.diffusion.latents import LatentCache, cache_latents
 
@@ -136,6 +139,7 @@ def test_flip_and_crop_settings_key_the_cache(pathldm, tmp_path):
         cache_latents(p["train"], p["prompts"], p["base"], tmp_path / "x.h5", 32, True, progress=False, crop=40)
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_batches_use_every_flip_random_crops_and_drop_only_low_til_prompts(pathldm):
     from histosynth.diffusion.latents import LatentCache
     from histosynth.diffusion.train import draw_batch
@@ -168,6 +172,7 @@ def test_batches_use_every_flip_random_crops_and_drop_only_low_til_prompts(pathl
         assert (draw_batch(cache, plain, 0, 1000)[3].numpy() == cache.uncond).all()  # dropout 1.0 drops every prompt
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_two_chunk_encoding_reads_154_tokens_and_matches_one_chunk_on_short_prompts(pathldm):
     import torch
     from transformers import AutoTokenizer, CLIPTextModel
@@ -190,6 +195,7 @@ def test_two_chunk_encoding_reads_154_tokens_and_matches_one_chunk_on_short_prom
         assert not torch.allclose(a, b) and torch.allclose(a1, b1)  # words past token 77 count only with two chunks
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
     from histosynth.diffusion.sample import generate, load_pipeline, synthetic_spec
     from histosynth.diffusion.train import fine_tune
@@ -210,6 +216,7 @@ def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
                   pathldm_train_cfg(text_chunks=1), progress=False)
 
 
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
 def test_til_aware_dropout_needs_til_levels(pathldm, tmp_path):
     from histosynth.diffusion.latents import cache_latents
     from histosynth.diffusion.train import fine_tune

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_diffusion import checkpoint_steps, run_training, setup, train_cfg  # noqa: F401  (setup is a fixture)
+from _diffusion_setup import checkpoint_steps, run_training, train_cfg
 
 from histosynth.config import default_config, validate_config
 from histosynth.diffusion import train
@@ -20,6 +20,15 @@ from histosynth.diffusion.trained import META_FILE, trained_method
 from histosynth.errors import InputError
 from histosynth.models.clip_tokenizer import load_tokenizer
 from histosynth.text.prompts import build_prompts, token_counter
+import json
+import pandas as pd
+from histosynth.classifier import train_classifier
+from histosynth.diffusion.filtering import filter_shard, filter_synthetic, gather_filtered
+from histosynth.diffusion.latents import cache_image_latents, cache_prompt_latents
+from histosynth.diffusion.sample import gather_samples, sample
+from histosynth.diffusion.train import fine_tune
+from histosynth.diffusion.trained import LORA_FILE
+from histosynth.patchfile import PatchFile
 
 pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
 
@@ -203,3 +212,146 @@ def test_trained_folder_records_its_method(setup, full_ema):  # noqa: F811
 
     meta = json.loads((full_ema[1] / "model" / META_FILE).read_text())
     assert meta["method"] == "full" and meta["settings"]["use_ema"] is True
+
+
+def test_experiments_share_one_image_latent_file(setup, tmp_path):
+    """The workflow's pair (shared image latents + per-experiment prompts) reads like the self-contained cache,
+    with the same fingerprint; another prompt file shares the image latents and changes the fingerprint."""
+    d = tmp_path / "latents"
+    img = d / "images" / "train.h5"
+    cache_image_latents(setup["split"]["train"], setup["base"], img, 32, True, progress=False)
+    cache_prompt_latents(img, setup["prompts"], setup["base"], d / "a.h5")
+    other = tmp_path / "other.tsv"
+    prompts = pd.read_csv(setup["prompts"], sep="\t", keep_default_na=False)
+    prompts.assign(prompt="an H&E patch").to_csv(other, sep="\t", index=False)
+    cache_prompt_latents(img, other, setup["base"], d / "b.h5")
+    with LatentCache(setup["latents"]) as whole, LatentCache(d / "a.h5") as a, LatentCache(d / "b.h5") as b:
+        assert a.fingerprint == whole.fingerprint != b.fingerprint
+        rows, flipped = np.array([3, 0, 3]), np.array([False, True, True])
+        # the same VAE on the same pixels, possibly another thread count: close, not bit-equal
+        for x, y in zip(a.read(rows, flipped), whole.read(rows, flipped)):
+            np.testing.assert_allclose(x, y, atol=1e-2)
+        assert np.array_equal(a.read(rows, flipped)[0], b.read(rows, flipped)[0])
+        assert a.prompts != b.prompts and a.labels.tolist() == whole.labels.tolist()
+    with h5py.File(d / "a.h5", "r") as h:
+        assert h["latent_mean"].is_virtual and not h["prompt_embeds"].is_virtual
+    # each experiment's file holds prompts only: far smaller than the image latents
+    assert (d / "a.h5").stat().st_size < img.stat().st_size / 2
+    # moved without its image file, the cache is refused instead of read as zeros
+    (d / "a.h5").rename(tmp_path / "a.h5")
+    with pytest.raises(InputError, match="images/train.h5.*missing"):
+        LatentCache(tmp_path / "a.h5")
+
+
+def test_lora_training_lowers_the_loss(setup, trained):
+    summary, d = trained
+    before = fixed_batch_loss(setup["latents"], setup["base"])
+    after = fixed_batch_loss(setup["latents"], setup["base"], d / "model")
+    assert after < before
+    assert (d / "model" / LORA_FILE).is_file() and (d / "loss.png").stat().st_size > 0
+    assert len(pd.read_csv(d / "loss.tsv", sep="\t")) == 30
+    assert list((d / "val").glob("step-*.png"))
+
+
+def test_lora_loads_into_plain_diffusers_and_changes_output(setup, trained):
+    from diffusers import StableDiffusionPipeline
+
+    _, d = trained
+    prompt = pd.read_csv(setup["prompts"], sep="\t")["prompt"][0]
+
+    def image(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(prompt, num_inference_steps=5, generator=torch.Generator().manual_seed(0), height=32, width=32, output_type="np").images[0]
+
+    plain = StableDiffusionPipeline.from_pretrained(setup["base"])
+    adapted = StableDiffusionPipeline.from_pretrained(setup["base"])
+    adapted.load_lora_weights(d / "model")
+    assert np.abs(image(plain) - image(adapted)).mean() > 1e-4
+
+
+def test_killed_training_resumes_from_its_checkpoint_exactly(setup, trained):
+    cfg = train_cfg()
+    stopped, d = run_training(setup, "resumed", cfg, stop_after_step=20)
+    assert stopped == {"stopped_at": 20} and checkpoint_steps(d) == [10, 20]
+    assert not (d / "model").exists()
+    summary, _ = run_training(setup, "resumed", cfg)
+    assert summary["resumed_from"] == 20
+    from safetensors.torch import load_file
+
+    a = load_file(trained[1] / "model" / LORA_FILE)
+    b = load_file(d / "model" / LORA_FILE)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert pd.read_csv(d / "loss.tsv", sep="\t")["step"].tolist() == list(range(1, 31))
+
+
+def test_nan_loss_stops_without_saving(setup, tmp_path):
+    bad = tmp_path / "nan.h5"
+    bad.write_bytes(setup["latents"].read_bytes())
+    with h5py.File(bad, "r+") as h:
+        h["latent_mean"][...] = np.nan
+        h["latent_mean_flip"][...] = np.nan
+    d = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        fine_tune(bad, setup["base"], d / "model", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False)
+    assert not (d / "model").exists()
+
+
+def test_empty_training_set_is_refused(setup, tmp_path):
+    from histosynth.patchfile import PatchFileSpec, PatchWriter
+
+    with PatchWriter(tmp_path / "empty.h5", PatchFileSpec(32, ["a"], {})):
+        pass
+    (tmp_path / "p.tsv").write_text("index\tlabel\tlabel_name\tprompt\n")
+    with pytest.raises(InputError, match="empty"):
+        cache_latents(tmp_path / "empty.h5", tmp_path / "p.tsv", setup["base"], tmp_path / "l.h5", 32, True, progress=False)
+
+
+def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
+    meta = json.loads((trained[1] / "model" / META_FILE).read_text())
+    other = tmp_path / "lora"
+    other.mkdir()
+    (other / LORA_FILE).write_bytes((trained[1] / "model" / LORA_FILE).read_bytes())
+    meta["base_model"]["cross_attention_dim"] = 768
+    (other / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="was trained on base model"):
+        load_pipeline(setup["base"], other, "ddim", "cpu")
+
+
+def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, tmp_path):
+    """3 shards (one empty-ish, uneven batch shapes) gathered give the unsharded raw and filtered sets: the same
+    seeds, prompts, labels and rounds in the same order, pixels equal up to batch-shape rounding (<= 2 of 255)."""
+    cfg = default_config(sampling={"steps": 3, "per_class": 4, "batch_size": 3}, filter={"max_rounds": 1, "min_confidence": 0.0},
+                         classifier={"epochs": 1})
+    model, base, train_h5 = trained[1] / "model", setup["base"], setup["split"]["train"]
+    whole = sample(base, model, setup["prompts"], train_h5, tmp_path / "raw.h5", tmp_path / "raw.png", cfg["sampling"], 32, "e",
+                   progress=False)
+    shards = [tmp_path / "shards" / f"raw.{k}.h5" for k in range(3)]
+    for k, out in enumerate(shards):
+        sample(base, model, setup["prompts"], train_h5, out, None, cfg["sampling"], 32, "e", progress=False, shard=k, shards=3)
+    gathered = gather_samples(shards, tmp_path / "shards" / "raw.h5", tmp_path / "g.png")
+    assert gathered["n"] == whole["n"] and gathered["shards"] == 3
+
+    def same_sets(a, b):
+        with PatchFile(a) as x, PatchFile(b) as y:
+            assert len(x) == len(y) > 0
+            for col in ("seeds", "prompts", "round"):
+                assert list(x.column(col)) == list(y.column(col)), col
+            assert np.array_equal(x.labels, y.labels)
+            diff = np.abs(x.read(np.arange(len(x))).astype(int) - y.read(np.arange(len(y))).astype(int))
+            assert diff.max() <= 2 and diff.mean() <= 0.05
+
+    same_sets(tmp_path / "raw.h5", tmp_path / "shards" / "raw.h5")
+    train_classifier(train_h5, setup["split"]["val"], setup["split"]["test"], tmp_path / "clf", tmp_path / "clf.json",
+                     cfg["classifier"], 32, progress=False)
+    # both filter the same raw pixels (the gathered shards), so round 0 decides identically
+    common = dict(classifier_dir=tmp_path / "clf", base_dir=base, model_dir=model, train_h5=train_h5, filter_cfg=cfg["filter"],
+                  classifier_cfg=cfg["classifier"], sample_cfg=cfg["sampling"], resolution=32, experiment="e")
+    res = filter_synthetic(raw_h5=tmp_path / "shards" / "raw.h5", out_h5=tmp_path / "f.h5", acceptance_tsv=tmp_path / "acc.tsv",
+                           plot_png=tmp_path / "acc.png", grid_png=tmp_path / "fgrid.png", **common)
+    tables = [filter_shard(raw_h5=raw, out_h5=raw.with_name(f"filtered.{k}.h5"), **common) for k, raw in enumerate(shards)]
+    res_sharded = gather_filtered([raw.with_name(f"filtered.{k}.h5") for k, raw in enumerate(shards)], tables,
+                                  tmp_path / "shards" / "f.h5", tmp_path / "sacc.tsv", tmp_path / "sacc.png", tmp_path / "sg.png",
+                                  cfg["filter"])
+    same_sets(tmp_path / "f.h5", tmp_path / "shards" / "f.h5")
+    assert {k: v for k, v in res_sharded.items() if k != "shards"} == {k: v for k, v in res.items() if k != "shards"}
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "acc.tsv", sep="\t"), pd.read_csv(tmp_path / "sacc.tsv", sep="\t"))

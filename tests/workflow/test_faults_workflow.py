@@ -18,7 +18,7 @@ from histosynth.demo import make_demo_slide
 from histosynth.patchfile import check_patch_file
 
 pytestmark = pytest.mark.workflow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 300  # generous: nothing here asserts how long anything takes
 TARGET = "results/slide_patches/s1.h5"
 
