@@ -42,12 +42,24 @@ sys.path.insert(0, str(REPO))
 DEFAULT_SLIDE = REPO.parent / "shared" / "data" / "wsi" / "cmu-1-small-region.svs"
 NEAR_EMPTY = 0.10
 VARIANTS = {  # row name -> tiling overrides
-    "histosynth fraction>=0.5, no padding (old default)": {"keep_rule": "fraction", "min_tissue_fraction": 0.5, "pad_edges": False},
+    "histosynth fraction>=0.5, no padding (old default)": {
+        "keep_rule": "fraction",
+        "min_tissue_fraction": 0.5,
+        "pad_edges": False,
+    },
     "histosynth fraction>=0.5, padded": {"keep_rule": "fraction", "min_tissue_fraction": 0.5, "pad_edges": True},
     "histosynth fraction>=0.25, padded": {"keep_rule": "fraction", "min_tissue_fraction": 0.25, "pad_edges": True},
     "histosynth four_points, padded": {"keep_rule": "four_points", "pad_edges": True},
-    "histosynth four_points & fraction>=0.1, padded": {"keep_rule": "both", "min_tissue_fraction": 0.1, "pad_edges": True},
-    "histosynth four_points & fraction>=0.25, padded": {"keep_rule": "both", "min_tissue_fraction": 0.25, "pad_edges": True},
+    "histosynth four_points & fraction>=0.1, padded": {
+        "keep_rule": "both",
+        "min_tissue_fraction": 0.1,
+        "pad_edges": True,
+    },
+    "histosynth four_points & fraction>=0.25, padded": {
+        "keep_rule": "both",
+        "min_tissue_fraction": 0.25,
+        "pad_edges": True,
+    },
 }
 
 TILE_ONE = """
@@ -80,20 +92,37 @@ def judge(coords: np.ndarray, footprint: int, tissue: np.ndarray, ds: float, siz
         covered[y0:y1, x0:x1] = True
         fractions.append(tissue[y0:y1, x0:x1].sum() / max(f * f, 1))  # outside the slide counts as empty
     fractions = np.array(fractions)
-    return {"patches": int(len(coords)), "tissue_covered": float((covered & tissue).sum() / max(tissue.sum(), 1)),
-            "near_empty_share": float((fractions < NEAR_EMPTY).mean()) if len(fractions) else 0.0,
-            "mean_tissue_fraction": float(fractions.mean()) if len(fractions) else 0.0,
-            # patches reaching past the slide: histosynth paints that part glass-coloured; read
-            # with OpenSlide + convert("RGB") as CLAM's feature extraction does, it is black
-            "past_edge": int(((coords[:, 0] + footprint > size[0]) | (coords[:, 1] + footprint > size[1])).sum())}
+    return {
+        "patches": int(len(coords)),
+        "tissue_covered": float((covered & tissue).sum() / max(tissue.sum(), 1)),
+        "near_empty_share": float((fractions < NEAR_EMPTY).mean()) if len(fractions) else 0.0,
+        "mean_tissue_fraction": float(fractions.mean()) if len(fractions) else 0.0,
+        # patches reaching past the slide: histosynth paints that part glass-coloured; read
+        # with OpenSlide + convert("RGB") as CLAM's feature extraction does, it is black
+        "past_edge": int(((coords[:, 0] + footprint > size[0]) | (coords[:, 1] + footprint > size[1])).sum()),
+    }
 
 
 def run_clam(clam_dir: Path, clam_python: str, slide: Path, preset: str, patch_size: int, work: Path):
     src = work / "clam_src"
     src.mkdir()
     (src / slide.name).symlink_to(slide.resolve())
-    cmd = [clam_python, "create_patches_fp.py", "--source", str(src), "--save_dir", str(work / "clam"),
-           "--patch_size", str(patch_size), "--step_size", str(patch_size), "--seg", "--patch", "--preset", preset]
+    cmd = [
+        clam_python,
+        "create_patches_fp.py",
+        "--source",
+        str(src),
+        "--save_dir",
+        str(work / "clam"),
+        "--patch_size",
+        str(patch_size),
+        "--step_size",
+        str(patch_size),
+        "--seg",
+        "--patch",
+        "--preset",
+        preset,
+    ]
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=clam_dir, capture_output=True, text=True, timeout=1800)
     sec = time.perf_counter() - t
@@ -109,8 +138,13 @@ def run_clam(clam_dir: Path, clam_python: str, slide: Path, preset: str, patch_s
 def run_ours(slide: Path, overrides: dict, work: Path, name: str):
     out = work / f"{abs(hash(name))}.h5"
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", TILE_ONE, str(slide), str(out), json.dumps(overrides)], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=1800)
+    r = subprocess.run(
+        [sys.executable, "-c", TILE_ONE, str(slide), str(out), json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=1800,
+    )
     sec = time.perf_counter() - t
     if r.returncode:
         raise SystemExit(f"tile_slide failed ({r.returncode}) for {name}: {r.stderr[-2000:]}")
@@ -121,8 +155,12 @@ def run_ours(slide: Path, overrides: dict, work: Path, name: str):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slide", default=str(DEFAULT_SLIDE))
-    ap.add_argument("--clam-dir", default=os.environ.get("CLAM_DIR"), help="checkout of github.com/mahmoodlab/CLAM (env CLAM_DIR)")
-    ap.add_argument("--clam-python", default=os.environ.get("CLAM_PYTHON"), help="python of CLAM's environment (env CLAM_PYTHON)")
+    ap.add_argument(
+        "--clam-dir", default=os.environ.get("CLAM_DIR"), help="checkout of github.com/mahmoodlab/CLAM (env CLAM_DIR)"
+    )
+    ap.add_argument(
+        "--clam-python", default=os.environ.get("CLAM_PYTHON"), help="python of CLAM's environment (env CLAM_PYTHON)"
+    )
     ap.add_argument("--preset", default="bwh_biopsy.csv")
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--judge-mpp", type=float, default=2.0)
@@ -138,31 +176,58 @@ def main(argv=None):
     rows, skipped = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        clam_ok = a.clam_dir and (Path(a.clam_dir) / "create_patches_fp.py").is_file() and a.clam_python \
+        clam_ok = (
+            a.clam_dir
+            and (Path(a.clam_dir) / "create_patches_fp.py").is_file()
+            and a.clam_python
             and shutil.which(a.clam_python)
+        )
         if clam_ok:
             coords, sec = run_clam(Path(a.clam_dir), a.clam_python, slide_path, a.preset, a.patch_size, work)
-            rows[f"CLAM create_patches_fp ({a.preset}, four_pt, padding)"] = {**judge(coords, a.patch_size, tissue, ds, slide.dimensions), "seconds": sec}
+            rows[f"CLAM create_patches_fp ({a.preset}, four_pt, padding)"] = {
+                **judge(coords, a.patch_size, tissue, ds, slide.dimensions),
+                "seconds": sec,
+            }
         else:
-            skipped = ("CLAM not compared: give --clam-dir (a checkout of mahmoodlab/CLAM with create_patches_fp.py) and "
-                       f"--clam-python (its environment's python); got {a.clam_dir!r}, {a.clam_python!r}")
+            skipped = (
+                "CLAM not compared: give --clam-dir (a checkout of mahmoodlab/CLAM with create_patches_fp.py) and "
+                f"--clam-python (its environment's python); got {a.clam_dir!r}, {a.clam_python!r}"
+            )
         for name, over in VARIANTS.items():
             # same grid as CLAM: level 0 (mpp = the scan's), patch_size px, no overlap
-            coords, footprint, sec = run_ours(slide_path, {"patch_size": a.patch_size, "mpp": base_mpp, **over}, work, name)
+            coords, footprint, sec = run_ours(
+                slide_path, {"patch_size": a.patch_size, "mpp": base_mpp, **over}, work, name
+            )
             rows[name] = {**judge(coords, footprint, tissue, ds, slide.dimensions), "seconds": sec}
     ref = next(iter(rows.values()))
-    print(f"slide {slide_path.name}: {slide.dimensions[0]}x{slide.dimensions[1]} px at {base_mpp} um/px; {a.patch_size} px "
-          f"patches at level 0; neutral tissue {tissue.mean():.1%} of the slide; {os.cpu_count()} CPUs")
+    print(
+        f"slide {slide_path.name}: {slide.dimensions[0]}x{slide.dimensions[1]} px at {base_mpp} um/px; {a.patch_size} px "
+        f"patches at level 0; neutral tissue {tissue.mean():.1%} of the slide; {os.cpu_count()} CPUs"
+    )
     if skipped:
         print(skipped)
-    print(f"{'tiler':58s} {'patches':>7s} {'tissue covered':>14s} {'near-empty':>10s} {'mean tissue':>11s} "
-          f"{'past edge':>9s} {'wall s':>7s} {'vs first':>8s}")
+    print(
+        f"{'tiler':58s} {'patches':>7s} {'tissue covered':>14s} {'near-empty':>10s} {'mean tissue':>11s} "
+        f"{'past edge':>9s} {'wall s':>7s} {'vs first':>8s}"
+    )
     for name, r in rows.items():
-        print(f"{name:58s} {r['patches']:7d} {r['tissue_covered']:14.1%} {r['near_empty_share']:10.1%} "
-              f"{r['mean_tissue_fraction']:11.1%} {r['past_edge']:9d} {r['seconds']:7.1f} {r['seconds'] / ref['seconds']:7.2f}x")
+        print(
+            f"{name:58s} {r['patches']:7d} {r['tissue_covered']:14.1%} {r['near_empty_share']:10.1%} "
+            f"{r['mean_tissue_fraction']:11.1%} {r['past_edge']:9d} {r['seconds']:7.1f} {r['seconds'] / ref['seconds']:7.2f}x"
+        )
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"slide": str(slide_path), "patch_size": a.patch_size, "preset": a.preset,
-                                        "skipped": skipped, "rows": rows}, indent=2))
+    Path(a.json).write_text(
+        json.dumps(
+            {
+                "slide": str(slide_path),
+                "patch_size": a.patch_size,
+                "preset": a.preset,
+                "skipped": skipped,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

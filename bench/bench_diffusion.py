@@ -52,7 +52,11 @@ def no_cache_steps(patch_h5, prompts_tsv, base, cfg, size, steps, device) -> flo
     sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     unet.requires_grad_(False)
     torch.manual_seed(0)
-    unet.add_adapter(LoraConfig(r=cfg["rank"], lora_alpha=cfg["rank"], init_lora_weights="gaussian", target_modules=cfg["target_modules"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=cfg["rank"], lora_alpha=cfg["rank"], init_lora_weights="gaussian", target_modules=cfg["target_modules"]
+        )
+    )
     opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg["learning_rate"])
     prompts = pd.read_csv(prompts_tsv, sep="\t")["prompt"].tolist()
     bs = cfg["batch_size"]
@@ -62,8 +66,17 @@ def no_cache_steps(patch_h5, prompts_tsv, base, cfg, size, steps, device) -> flo
         for _ in range(steps):
             rows = np.sort(rng.choice(len(pf), bs, replace=False))
             with torch.no_grad():
-                lat = vae.encode(to_model_input(pf.read(rows), size).to(device)).latent_dist.sample() * vae.config.scaling_factor
-                ids = tok([prompts[i] for i in rows], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+                lat = (
+                    vae.encode(to_model_input(pf.read(rows), size).to(device)).latent_dist.sample()
+                    * vae.config.scaling_factor
+                )
+                ids = tok(
+                    [prompts[i] for i in rows],
+                    padding="max_length",
+                    max_length=77,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids
                 hidden = te(ids.to(device))[0]
             noise = torch.randn_like(lat)
             t = torch.randint(0, sched.config.num_train_timesteps, (bs,), device=device)
@@ -89,9 +102,16 @@ def main(argv=None):
     device = pick_device(a.device)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        cfg = default_config(tiling={"patch_size": a.size, "mpp": 0.5, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
-                             train={"max_steps": a.steps, "batch_size": 8, "checkpoint_every": 10**6, "validation_every": 10**6,
-                                    "device": device})
+        cfg = default_config(
+            tiling={"patch_size": a.size, "mpp": 0.5, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
+            train={
+                "max_steps": a.steps,
+                "batch_size": 8,
+                "checkpoint_every": 10**6,
+                "validation_every": 10**6,
+                "device": device,
+            },
+        )
         slide = make_demo_slide(d / "s.tiff", 0, size=2048)
         tile_slide(slide, "s", "c", d / "p.h5", d / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False)
         base = prepare_base_model(a.base, d / "base")
@@ -101,7 +121,9 @@ def main(argv=None):
         cache_latents(d / "p.h5", d / "prompts.tsv", base, d / "lat.h5", a.size, True, device=device, progress=False)
         cache_s = time.perf_counter() - t0
         rate_nocache = no_cache_steps(d / "p.h5", d / "prompts.tsv", base, cfg["train"], a.size, a.steps, device)
-        s = fine_tune(d / "lat.h5", base, d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", cfg["train"], progress=False)
+        s = fine_tune(
+            d / "lat.h5", base, d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", cfg["train"], progress=False
+        )
         rates = {}
         pipe = None
         for name in ("ddim", "dpmsolver++", "euler", "unipc"):
@@ -109,11 +131,15 @@ def main(argv=None):
             scfg = default_config(sampling={"steps": a.sample_steps})["sampling"]
             generate(pipe, ["warm-up"], [0], scfg, a.size)
             t0 = time.perf_counter()
-            generate(pipe, ["Histology image of DAB-positive tissue"] * a.n_images, list(range(a.n_images)), scfg, a.size)
+            generate(
+                pipe, ["Histology image of DAB-positive tissue"] * a.n_images, list(range(a.n_images)), scfg, a.size
+            )
             rates[name] = a.n_images / (time.perf_counter() - t0)
         with PatchFile(d / "p.h5") as pf:
             n_patches = len(pf)
-    print(f"device {device}; base {a.base}; {a.size} px; batch 8; {n_patches} patches; caching them once took {cache_s:.1f} s")
+    print(
+        f"device {device}; base {a.base}; {a.size} px; batch 8; {n_patches} patches; caching them once took {cache_s:.1f} s"
+    )
     print(f"{'LoRA training':40s} {'steps/s':>9s} {'ratio':>7s}")
     print(f"{'no cache (VAE + text encoder each step)':40s} {rate_nocache:9.2f} {1.0:6.2f}x")
     print(f"{'latent cache (train_diffusion)':40s} {s['steps_per_s']:9.2f} {s['steps_per_s'] / rate_nocache:6.2f}x")
@@ -121,9 +147,20 @@ def main(argv=None):
     for name, r in rates.items():
         print(f"{name:40s} {r:9.2f} {r / rates['ddim']:6.2f}x")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"device": device, "size": a.size, "base": a.base, "lora_steps_per_s": {
-        "no_cache": rate_nocache, "latent_cache": s["steps_per_s"]}, "cache_seconds": cache_s, "sampling_images_per_s": rates,
-        "peak_gpu_mem_gb": s.get("peak_gpu_mem_gb")}, indent=2))
+    Path(a.json).write_text(
+        json.dumps(
+            {
+                "device": device,
+                "size": a.size,
+                "base": a.base,
+                "lora_steps_per_s": {"no_cache": rate_nocache, "latent_cache": s["steps_per_s"]},
+                "cache_seconds": cache_s,
+                "sampling_images_per_s": rates,
+                "peak_gpu_mem_gb": s.get("peak_gpu_mem_gb"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

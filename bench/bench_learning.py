@@ -37,14 +37,20 @@ from histosynth.text.prompts import label_text  # noqa: E402
 EXTRACTOR_MODEL = {"classifier": "results/eval/judge/model", "backbone": "results/models/embedder", "inception": None}
 
 
-def base_samples(base: Path, label_names: list[str], cfg: dict, prompts_cfg: dict, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+def base_samples(
+    base: Path, label_names: list[str], cfg: dict, prompts_cfg: dict, resolution: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` images per class from the label prompt, seeds ``sampling.seed + i`` as the workflow draws them."""
     labels = np.repeat(np.arange(len(label_names)), cfg["per_class"])
     prompts = [prompts_cfg["label_template"].format(label=label_text(label_names[c], prompts_cfg)) for c in labels]
     pipe = load_pipeline(base, None, cfg["scheduler"], "cpu")
     seeds = cfg["seed"] + np.arange(len(labels))
-    imgs = np.concatenate([generate(pipe, prompts[s : s + 8], seeds[s : s + 8].tolist(), cfg, resolution)
-                           for s in range(0, len(labels), 8)])
+    imgs = np.concatenate(
+        [
+            generate(pipe, prompts[s : s + 8], seeds[s : s + 8].tolist(), cfg, resolution)
+            for s in range(0, len(labels), 8)
+        ]
+    )
     return imgs, labels
 
 
@@ -61,7 +67,9 @@ def main() -> None:
     rf, _, rattrs = read_features(ref)
     kind = str(rattrs["kind"])
     model = EXTRACTOR_MODEL[kind]
-    extract, info = make_extractor(kind, {**ev, "device": "cpu"}, wd / model if model else None, cfg["embedding"]["pooling"])
+    extract, info = make_extractor(
+        kind, {**ev, "device": "cpu"}, wd / model if model else None, cfg["embedding"]["pooling"]
+    )
     px = rattrs["geometry"]["px"]
     with PatchFile(wd / "results/splits/train.h5") as pf:
         names = list(pf.label_names)
@@ -71,7 +79,10 @@ def main() -> None:
         return float(frechet(rf, extract(harmonise(imgs, px))))
 
     rows = []
-    for label, base in (("untrained tiny base", "results/models/base_untrained"), ("pretrained base", "results/models/base")):
+    for label, base in (
+        ("untrained tiny base", "results/models/base_untrained"),
+        ("pretrained base", "results/models/base"),
+    ):
         imgs, _ = base_samples(wd / base, names, cfg["sampling"], cfg["prompts"], resolution)
         rows.append({"model": label, "fd": fd_of(imgs)})
     for exp in cfg["experiments"]:
@@ -81,20 +92,30 @@ def main() -> None:
         raw_f1 = agreement["filter_classifier"]["sets"]["raw"].get("macro_f1")
         acc = pd.read_csv(wd / f"results/synthetic/{exp}/acceptance.tsv", sep="\t")
         down = json.loads((wd / f"results/eval/{exp}/downstream.json").read_text())["results"]
-        rows.append({"model": f"experiment {exp}", "fd": fd, "raw_macro_f1": raw_f1,
-                     "accepted_per_class": acceptance_per_class(acc, names),
-                     "auc_synthetic_only": down.get("synthetic_only", {}).get("macro_auc"),
-                     "auc_real_plus_synthetic": down.get("real_plus_synthetic", {}).get("macro_auc")})
+        rows.append(
+            {
+                "model": f"experiment {exp}",
+                "fd": fd,
+                "raw_macro_f1": raw_f1,
+                "accepted_per_class": acceptance_per_class(acc, names),
+                "auc_synthetic_only": down.get("synthetic_only", {}).get("macro_auc"),
+                "auc_real_plus_synthetic": down.get("real_plus_synthetic", {}).get("macro_auc"),
+            }
+        )
     untrained = rows[0]["fd"]
     for r in rows:
         r["fd_vs_untrained"] = r["fd"] / untrained
     doc = {"workdir": str(wd), "extractor": info, "reference": str(ref), "n_reference": int(len(rf)), "rows": rows}
     print(f"features: {info['name']}; real reference: {len(rf)} patches of {rattrs['split']}\n")
-    print("| model | FD to real test | FD / untrained | raw macro F1 (filter classifier) | accepted per class | AUC synthetic only | AUC real + synthetic |")
+    print(
+        "| model | FD to real test | FD / untrained | raw macro F1 (filter classifier) | accepted per class | AUC synthetic only | AUC real + synthetic |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['fd']:.1f} | {r['fd_vs_untrained']:.2f} | {fmt(r.get('raw_macro_f1'))} | "
-              f"{r.get('accepted_per_class', '')} | {fmt(r.get('auc_synthetic_only'))} | {fmt(r.get('auc_real_plus_synthetic'))} |")
+        print(
+            f"| {r['model']} | {r['fd']:.1f} | {r['fd_vs_untrained']:.2f} | {fmt(r.get('raw_macro_f1'))} | "
+            f"{r.get('accepted_per_class', '')} | {fmt(r.get('auc_synthetic_only'))} | {fmt(r.get('auc_real_plus_synthetic'))} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2, default=float))
 

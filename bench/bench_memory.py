@@ -48,7 +48,9 @@ def make_embedder(folder: Path, layers: int, patch: int) -> None:
     torch.manual_seed(0)
     model = ViTModel(ViTConfig(num_hidden_layers=layers, image_size=224, patch_size=patch))
     model.save_pretrained(folder, safe_serialization=True)
-    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 224, "width": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+    ).save_pretrained(folder)
     (folder / "histosynth_source.json").write_text(json.dumps({"backbone": f"random ViT-B/{patch}, {layers} layers"}))
 
 
@@ -60,8 +62,16 @@ def make_patches(path: Path, n: int, size: int = 32) -> None:
     with PatchWriter(path, PatchFileSpec(size, ["a"], {}), compression_level=1) as w:
         for start in range(0, n, 4096):
             m = min(4096, n - start)
-            w.append(PatchBatch(rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8), np.zeros((m, 2)), np.zeros(m),
-                                ["s"] * m, ["c"] * m, np.ones(m)))
+            w.append(
+                PatchBatch(
+                    rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8),
+                    np.zeros((m, 2)),
+                    np.zeros(m),
+                    ["s"] * m,
+                    ["c"] * m,
+                    np.ones(m),
+                )
+            )
 
 
 def child(patches: str, embedder: str, out: str, batch_size: int, workers: int) -> None:
@@ -81,8 +91,16 @@ def make_slide_files(folder: Path, n: int, per_file: int, size: int = 64) -> lis
         m = min(per_file, n - start)
         paths.append(folder / f"s{f}.h5")
         with PatchWriter(paths[-1], PatchFileSpec(size, ["a", "b"], {}), compression_level=1) as w:
-            w.append(PatchBatch(rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8), np.zeros((m, 2)),
-                                rng.integers(0, 2, m), [f"s{f}"] * m, [f"c{f}"] * m, np.ones(m)))
+            w.append(
+                PatchBatch(
+                    rng.integers(0, 255, (m, size, size, 3), dtype=np.uint8),
+                    np.zeros((m, 2)),
+                    rng.integers(0, 2, m),
+                    [f"s{f}"] * m,
+                    [f"c{f}"] * m,
+                    np.ones(m),
+                )
+            )
     return paths
 
 
@@ -91,8 +109,15 @@ def split_child(folder: str, out: str) -> None:
 
     o = Path(out)
     o.mkdir()
-    split_patches(sorted(Path(folder).glob("*.h5")), {s: o / f"{s}.h5" for s in ("train", "val", "test")},
-                  o / "manifest.tsv", o / "summary.tsv", val=0.15, test=0.15, seed=0)
+    split_patches(
+        sorted(Path(folder).glob("*.h5")),
+        {s: o / f"{s}.h5" for s in ("train", "val", "test")},
+        o / "manifest.tsv",
+        o / "summary.tsv",
+        val=0.15,
+        test=0.15,
+        seed=0,
+    )
 
 
 def cluster_child(patches: str, out: str) -> None:
@@ -110,8 +135,9 @@ def cluster_child(patches: str, out: str) -> None:
     o = Path(out)
     o.mkdir()
     names = {"assignments": "a.tsv", "centroids": "c.tsv", "sizes": "s.tsv", "sweep": "k.png", "examples": "e.png"}
-    cluster_morphology(feats["train"], feats, labels, default_config()["morphology"], {k: o / v for k, v in names.items()},
-                       patches)
+    cluster_morphology(
+        feats["train"], feats, labels, default_config()["morphology"], {k: o / v for k, v in names.items()}, patches
+    )
 
 
 def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
@@ -149,13 +175,18 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", default="results/bench/memory.json")
     ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster"])
-    ap.add_argument("--files", type=int, default=20, help="tile files (slides, one case each) the N patches come in (--stage split)")
+    ap.add_argument(
+        "--files", type=int, default=20, help="tile files (slides, one case each) the N patches come in (--stage split)"
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         kind, *args = a.child
-        return {"embed": lambda: child(*args, a.batch_size, a.workers), "split": lambda: split_child(*args),
-                "cluster": lambda: cluster_child(*args)}[kind]()
+        return {
+            "embed": lambda: child(*args, a.batch_size, a.workers),
+            "split": lambda: split_child(*args),
+            "cluster": lambda: cluster_child(*args),
+        }[kind]()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -171,7 +202,16 @@ def main(argv=None):
             else:
                 make_patches(d / f"p{n}.h5", n)
                 args = ["embed", str(d / f"p{n}.h5"), str(d / "emb"), str(d / f"e{n}.h5")]
-            cmd = [sys.executable, __file__, "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--child", *args]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--batch-size",
+                str(a.batch_size),
+                "--workers",
+                str(a.workers),
+                "--child",
+                *args,
+            ]
             mib, sec = peak_rss_of(cmd)
             rows.append({"patches": n, "peak_rss_mib": mib, "seconds": sec})
             print(f"N={n}: peak {mib:.0f} MiB in {sec:.0f} s", flush=True)
@@ -180,24 +220,41 @@ def main(argv=None):
         print(f"\nstage {a.stage}, {os.cpu_count()} CPUs")
         for r in rows:
             r["ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
-            print(f"{r['patches']:8d} patches: peak {r['peak_rss_mib']:.0f} MiB ({r['ratio']:.2f}x), {r['seconds']:.0f} s "
-                  f"({r['seconds'] / base['seconds']:.2f}x)")
+            print(
+                f"{r['patches']:8d} patches: peak {r['peak_rss_mib']:.0f} MiB ({r['ratio']:.2f}x), {r['seconds']:.0f} s "
+                f"({r['seconds'] / base['seconds']:.2f}x)"
+            )
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"stage": a.stage, "cpus": os.cpu_count(), "rows": rows}, indent=2))
         return
     tokens = (224 // a.patch) ** 2 + 1
-    print(f"\nViT-B/{a.patch} random weights, {a.layers} layers, 224 px ({tokens} tokens x 768), batch {a.batch_size}, "
-          f"{a.workers} DataLoader workers, {os.cpu_count()} CPUs")
+    print(
+        f"\nViT-B/{a.patch} random weights, {a.layers} layers, 224 px ({tokens} tokens x 768), batch {a.batch_size}, "
+        f"{a.workers} DataLoader workers, {os.cpu_count()} CPUs"
+    )
     print(f"{'patches':>8s} {'peak RSS MiB':>13s} {'vs first':>9s} {'KiB/patch growth':>17s} {'s':>6s}")
     for r in rows:
         growth = (r["peak_rss_mib"] - base["peak_rss_mib"]) * 1024 / max(r["patches"] - base["patches"], 1)
         r["ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
         r["kib_per_patch_growth"] = growth if r is not base else 0.0
-        print(f"{r['patches']:8d} {r['peak_rss_mib']:13.0f} {r['ratio']:8.2f}x {r['kib_per_patch_growth']:17.1f} {r['seconds']:6.0f}")
+        print(
+            f"{r['patches']:8d} {r['peak_rss_mib']:13.0f} {r['ratio']:8.2f}x {r['kib_per_patch_growth']:17.1f} {r['seconds']:6.0f}"
+        )
     print(f"(the hidden state alone is {tokens * 768 * 4 / 1024:.0f} KiB per patch: what the old code kept)")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"layers": a.layers, "patch": a.patch, "workers": a.workers, "batch_size": a.batch_size,
-                                        "cpus": os.cpu_count(), "rows": rows}, indent=2))
+    Path(a.json).write_text(
+        json.dumps(
+            {
+                "layers": a.layers,
+                "patch": a.patch,
+                "workers": a.workers,
+                "batch_size": a.batch_size,
+                "cpus": os.cpu_count(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

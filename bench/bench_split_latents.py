@@ -36,8 +36,11 @@ from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter  # noqa:
 
 def make_tiles(folder: Path, slides: int, patches: int, size: int, seed: int = 0) -> list[Path]:
     rng = np.random.default_rng(seed)
-    spec = PatchFileSpec(size, ["a", "b"], dict(patch_size=size, patch_level=0, downsample=np.array([1.0, 1.0]),
-                                                mpp=0.5, magnification=20.0))
+    spec = PatchFileSpec(
+        size,
+        ["a", "b"],
+        dict(patch_size=size, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0),
+    )
     files = []
     for i in range(slides):
         f = folder / f"slide{i}.h5"
@@ -45,8 +48,12 @@ def make_tiles(folder: Path, slides: int, patches: int, size: int, seed: int = 0
             for s in range(0, patches, 250):
                 m = min(250, patches - s)
                 coarse = rng.integers(60, 230, (m, size // 8, size // 8, 3), dtype=np.uint8)
-                imgs = np.repeat(np.repeat(coarse, 8, 1), 8, 2) + rng.integers(0, 12, (m, size, size, 3), dtype=np.uint8)
-                w.append(PatchBatch(imgs, np.zeros((m, 2)), [i % 2] * m, [f"s{i}"] * m, [f"case{i}"] * m, np.full(m, 0.5)))
+                imgs = np.repeat(np.repeat(coarse, 8, 1), 8, 2) + rng.integers(
+                    0, 12, (m, size, size, 3), dtype=np.uint8
+                )
+                w.append(
+                    PatchBatch(imgs, np.zeros((m, 2)), [i % 2] * m, [f"s{i}"] * m, [f"case{i}"] * m, np.full(m, 0.5))
+                )
         files.append(f)
     return files
 
@@ -85,9 +92,18 @@ def main() -> None:
             outs = {s: out / f"{s}.h5" for s in split_mod.SPLITS}
             split_mod.MIN_VIEW_RUN = min_run
             _, wall, cpu = timed(lambda: split_mod.split_patches(tiles, outs, out / "m.tsv", None, 0.15, 0.15, 0))
-            report(rows, dict(step="split", variant=name, patches=args.slides * args.patches, wall_s=round(wall, 2),
-                             cpu_s=round(cpu, 2), disk_mib=round(size_of(outs.values()) / 2**20, 2),
-                             vs_tiles=round(size_of(outs.values()) / tile_bytes, 4)))
+            report(
+                rows,
+                dict(
+                    step="split",
+                    variant=name,
+                    patches=args.slides * args.patches,
+                    wall_s=round(wall, 2),
+                    cpu_s=round(cpu, 2),
+                    disk_mib=round(size_of(outs.values()) / 2**20, 2),
+                    vs_tiles=round(size_of(outs.values()) / tile_bytes, 4),
+                ),
+            )
         train = tmp / "virtual" / "train.h5"
         if not args.experiments:  # --experiments 0: the split only
             print(pd.DataFrame(rows).to_string(index=False))
@@ -101,12 +117,25 @@ def main() -> None:
         prompts = []
         for e in range(args.experiments):
             p = tmp / f"prompts{e}.tsv"
-            pd.DataFrame({"index": range(n), "prompt": [f"experiment {e}, class {i % 2}" for i in range(n)]}).to_csv(p, sep="\t", index=False)
+            pd.DataFrame({"index": range(n), "prompt": [f"experiment {e}, class {i % 2}" for i in range(n)]}).to_csv(
+                p, sep="\t", index=False
+            )
             prompts.append(p)
         before = [tmp / "before" / f"lat{e}.h5" for e in range(args.experiments)]
-        _, wall, cpu = timed(lambda: [cache_latents(train, p, base, o, args.size, True, progress=False) for p, o in zip(prompts, before)])
-        report(rows, dict(step=f"latents x{args.experiments} experiments", variant="cache_latents per experiment (before)",
-                         patches=n, wall_s=round(wall, 2), cpu_s=round(cpu, 2), disk_mib=round(size_of(before) / 2**20, 2)))
+        _, wall, cpu = timed(
+            lambda: [cache_latents(train, p, base, o, args.size, True, progress=False) for p, o in zip(prompts, before)]
+        )
+        report(
+            rows,
+            dict(
+                step=f"latents x{args.experiments} experiments",
+                variant="cache_latents per experiment (before)",
+                patches=n,
+                wall_s=round(wall, 2),
+                cpu_s=round(cpu, 2),
+                disk_mib=round(size_of(before) / 2**20, 2),
+            ),
+        )
         img = tmp / "now" / "images" / "train.h5"
         now = [tmp / "now" / f"lat{e}.h5" for e in range(args.experiments)]
 
@@ -116,8 +145,17 @@ def main() -> None:
                 cache_prompt_latents(img, p, base, o)
 
         _, wall, cpu = timed(shared)
-        report(rows, dict(step=f"latents x{args.experiments} experiments", variant="image latents once + prompts (now)",
-                         patches=n, wall_s=round(wall, 2), cpu_s=round(cpu, 2), disk_mib=round(size_of([img, *now]) / 2**20, 2)))
+        report(
+            rows,
+            dict(
+                step=f"latents x{args.experiments} experiments",
+                variant="image latents once + prompts (now)",
+                patches=n,
+                wall_s=round(wall, 2),
+                cpu_s=round(cpu, 2),
+                disk_mib=round(size_of([img, *now]) / 2**20, 2),
+            ),
+        )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
 

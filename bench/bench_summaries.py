@@ -37,8 +37,18 @@ def extractive_summaries(data: Path, facts: pd.DataFrame, count, max_tokens: int
     t0 = time.perf_counter()
     res = summarize_extractive([Report(str(r), reports.at[r, "text"]) for r in rows], count, max_tokens)
     seconds = time.perf_counter() - t0
-    return pd.DataFrame([{"row": r, "bcr_patient_barcode": reports.at[r, "bcr_patient_barcode"], "summary": res[str(r)][0],
-                          "n_tokens": count(res[str(r)][0]), "status": res[str(r)][1]} for r in rows]), seconds
+    return pd.DataFrame(
+        [
+            {
+                "row": r,
+                "bcr_patient_barcode": reports.at[r, "bcr_patient_barcode"],
+                "summary": res[str(r)][0],
+                "n_tokens": count(res[str(r)][0]),
+                "status": res[str(r)][1],
+            }
+            for r in rows
+        ]
+    ), seconds
 
 
 def main(argv=None):
@@ -62,20 +72,39 @@ def main(argv=None):
     ours.to_csv(a.out, sep="\t", index=False)
     refs = pd.read_csv(data / "pathrepbench_test_summaries_gpt4omini.csv", dtype=str, keep_default_na=False)
     ref_text = dict(zip(refs["slno"], refs["preds"]))
-    tables = {"extractive": score(pd.Series(ours["summary"].tolist(), index=facts.index), facts)[0],
-              "gpt-4o-mini": score(pd.Series([ref_text.get(r, "") for r in facts["row"]], index=facts.index), facts)[0]}
+    tables = {
+        "extractive": score(pd.Series(ours["summary"].tolist(), index=facts.index), facts)[0],
+        "gpt-4o-mini": score(pd.Series([ref_text.get(r, "") for r in facts["row"]], index=facts.index), facts)[0],
+    }
     ref_tokens = [count(ref_text.get(r, "")) for r in facts["row"]]
-    print(f"{len(facts)} reports; extractive: {seconds:.2f} s, mean {ours.n_tokens.mean():.1f} CLIP tokens (max {ours.n_tokens.max()}, "
-          f"budget {max_tokens}), status {ours.status.value_counts().to_dict()}; GPT-4o-mini: mean {sum(ref_tokens) / len(ref_tokens):.0f} tokens")
-    print(f"{'field':16s}{'known':>6s} | {'extractive right/wrong/n.s. %':>30s} | {'GPT-4o-mini right/wrong/n.s. %':>30s}")
+    print(
+        f"{len(facts)} reports; extractive: {seconds:.2f} s, mean {ours.n_tokens.mean():.1f} CLIP tokens (max {ours.n_tokens.max()}, "
+        f"budget {max_tokens}), status {ours.status.value_counts().to_dict()}; GPT-4o-mini: mean {sum(ref_tokens) / len(ref_tokens):.0f} tokens"
+    )
+    print(
+        f"{'field':16s}{'known':>6s} | {'extractive right/wrong/n.s. %':>30s} | {'GPT-4o-mini right/wrong/n.s. %':>30s}"
+    )
     for f in tables["extractive"].index:
-        cells = [f"{t.at[f, 'right %']:8.1f} {t.at[f, 'wrong %']:6.1f} {t.at[f, 'not stated %']:6.1f} ({int(t.at[f, 'unsupported'])})"
-                 for t in tables.values()]
+        cells = [
+            f"{t.at[f, 'right %']:8.1f} {t.at[f, 'wrong %']:6.1f} {t.at[f, 'not stated %']:6.1f} ({int(t.at[f, 'unsupported'])})"
+            for t in tables.values()
+        ]
         print(f"{f:16s}{int(tables['extractive'].at[f, 'known']):6d} | {cells[0]:>30s} | {cells[1]:>30s}")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"n_reports": len(facts), "seconds": seconds, "mean_tokens": float(ours.n_tokens.mean()),
-                                        "max_tokens": int(ours.n_tokens.max()), "budget": max_tokens,
-                                        **{k: t.reset_index().to_dict(orient="records") for k, t in tables.items()}}, indent=2, default=float))
+    Path(a.json).write_text(
+        json.dumps(
+            {
+                "n_reports": len(facts),
+                "seconds": seconds,
+                "mean_tokens": float(ours.n_tokens.mean()),
+                "max_tokens": int(ours.n_tokens.max()),
+                "budget": max_tokens,
+                **{k: t.reset_index().to_dict(orient="records") for k, t in tables.items()},
+            },
+            indent=2,
+            default=float,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--labels", nargs="+", default=["sample", "dab"], choices=["sample", "dab"])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                    help="extra tiling config, e.g. --set min_tissue_fraction=0.25 (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="extra tiling config, e.g. --set min_tissue_fraction=0.25 (repeatable)",
+    )
     ap.add_argument("--json", default="results/bench/tiling.json")
     a = ap.parse_args(argv)
     slide_path = Path(a.slide) if a.slide else big_demo_slide(Path(a.cache))
@@ -86,8 +91,17 @@ def main(argv=None):
             out = tmp / f"{method}{threads}.h5"
 
             def job(cfg=cfg, out=out, threads=threads, method=method):
-                return tile_slide(slide_path, "bench", "bench", out, tmp / "t.png", TilingParams.from_config(cfg),
-                                  sample_label="tumour" if method == "sample" else None, threads=threads, progress=False)
+                return tile_slide(
+                    slide_path,
+                    "bench",
+                    "bench",
+                    out,
+                    tmp / "t.png",
+                    TilingParams.from_config(cfg),
+                    sample_label="tumour" if method == "sample" else None,
+                    threads=threads,
+                    progress=False,
+                )
 
             jobs[f"tile_slide, {method} labels, {threads} thread(s)"] = (job, out, method)
     first = next(iter(jobs.values()))
@@ -100,8 +114,10 @@ def main(argv=None):
     best = {base_name: float("inf"), **{k: float("inf") for k in jobs}}
     cpu = dict.fromkeys(best, float("inf"))
     for _ in range(a.repeats):
-        for name, fn in ((base_name, lambda: bare_loop(slide_path, coords, plan.level, plan.read_size)),
-                         *((k, v[0]) for k, v in jobs.items())):
+        for name, fn in (
+            (base_name, lambda: bare_loop(slide_path, coords, plan.level, plan.read_size)),
+            *((k, v[0]) for k, v in jobs.items()),
+        ):
             wall, c = timed(fn)
             best[name], cpu[name] = min(best[name], wall), min(cpu[name], c)
         for name, (job, out, method) in jobs.items():
@@ -110,20 +126,38 @@ def main(argv=None):
     rates = {k: n / v for k, v in best.items()}
     base_rate = rates[base_name]
     s = openslide.OpenSlide(str(slide_path))
-    print(f"slide {slide_path.name}: {s.dimensions[0]}x{s.dimensions[1]} px, {slide_path.stat().st_size / 2**20:.0f} MiB; "
-          f"{n} patches of {a.patch_size} px at {a.mpp} um/px read at level {plan.level} ({plan.read_size} px); "
-          f"{os.cpu_count()} CPUs; overrides {overrides}")
+    print(
+        f"slide {slide_path.name}: {s.dimensions[0]}x{s.dimensions[1]} px, {slide_path.stat().st_size / 2**20:.0f} MiB; "
+        f"{n} patches of {a.patch_size} px at {a.mpp} um/px read at level {plan.level} ({plan.read_size} px); "
+        f"{os.cpu_count()} CPUs; overrides {overrides}"
+    )
     print(f"{'method':52s} {'patches/s':>10s} {'of limit':>9s} {'CPU ms/patch':>13s} {'CPU vs limit':>13s}")
     for name, rate in rates.items():
-        print(f"{name:52s} {rate:10.1f} {100 * rate / base_rate:8.0f}% {1000 * cpu[name] / n:13.1f} "
-              f"{cpu[name] / cpu[base_name]:12.2f}x")
+        print(
+            f"{name:52s} {rate:10.1f} {100 * rate / base_rate:8.0f}% {1000 * cpu[name] / n:13.1f} "
+            f"{cpu[name] / cpu[base_name]:12.2f}x"
+        )
     for method, size in sizes.items():
         print(f"patch file ({method}): {size / 2**20:.1f} MiB, {size / n / 1024:.1f} KiB/patch")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"slide": str(slide_path), "patches": n, "patch_size": a.patch_size, "mpp": a.mpp,
-                                        "level": plan.level, "cpus": os.cpu_count(), "overrides": overrides,
-                                        "patches_per_s": rates, "cpu_seconds": cpu, "fraction_of_decode_limit": {k: v / base_rate for k, v in rates.items()},
-                                        "patch_file_bytes": sizes}, indent=2))
+    Path(a.json).write_text(
+        json.dumps(
+            {
+                "slide": str(slide_path),
+                "patches": n,
+                "patch_size": a.patch_size,
+                "mpp": a.mpp,
+                "level": plan.level,
+                "cpus": os.cpu_count(),
+                "overrides": overrides,
+                "patches_per_s": rates,
+                "cpu_seconds": cpu,
+                "fraction_of_decode_limit": {k: v / base_rate for k, v in rates.items()},
+                "patch_file_bytes": sizes,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def case(name: str, expected: str, issue: bool = False, slow: bool = False):
     def deco(fn):
         CASES.append(Case(name, expected, fn, issue, slow))
         return fn
+
     return deco
 
 
@@ -142,7 +143,9 @@ def tiling_params(**over):
 def tile(tmp: Path, slide: Path, slide_id: str = "S1", **over):
     from histosynth.tiling import tile_slide
 
-    return tile_slide(slide, slide_id, "c1", tmp / f"{slide_id}.h5", tmp / f"{slide_id}.png", tiling_params(**over), progress=False)
+    return tile_slide(
+        slide, slide_id, "c1", tmp / f"{slide_id}.h5", tmp / f"{slide_id}.png", tiling_params(**over), progress=False
+    )
 
 
 def write_patch_file(path: Path, n: int = 8, labels=None, size: int = 16, cases=None):
@@ -150,11 +153,22 @@ def write_patch_file(path: Path, n: int = 8, labels=None, size: int = 16, cases=
 
     rng = np.random.default_rng(0)
     labels = np.arange(n) % 2 if labels is None else np.asarray(labels)
-    spec = PatchFileSpec(patch_size=size, label_names=["a", "b"],
-                         coords_attrs=dict(patch_size=size, patch_level=0, downsample=np.ones(2), mpp=1.0, magnification=10.0))
+    spec = PatchFileSpec(
+        patch_size=size,
+        label_names=["a", "b"],
+        coords_attrs=dict(patch_size=size, patch_level=0, downsample=np.ones(2), mpp=1.0, magnification=10.0),
+    )
     with PatchWriter(path, spec) as w:
-        w.append(PatchBatch(rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8), np.zeros((n, 2)), labels,
-                            ["s"] * n, cases or [f"c{i}" for i in range(n)], np.ones(n)))
+        w.append(
+            PatchBatch(
+                rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+                np.zeros((n, 2)),
+                labels,
+                ["s"] * n,
+                cases or [f"c{i}" for i in range(n)],
+                np.ones(n),
+            )
+        )
     return path
 
 
@@ -164,16 +178,19 @@ def import_ds(tmp: Path, path: Path, fmt: str = "medmnist", **extra):
     # the cases' .npz files hold a train part only: pooled, so each case reaches the check it is about
     # (a single official part is refused as an incomplete split, which has its own case)
     split = {"split": "resplit"} if fmt == "medmnist" else {}
-    return import_patches({"name": "ds", "format": fmt, "path": str(path), **split, **extra}, tmp / "ds.h5", 16,
-                          progress=False)
+    return import_patches(
+        {"name": "ds", "format": fmt, "path": str(path), **split, **extra}, tmp / "ds.h5", 16, progress=False
+    )
 
 
 def write_workflow(tmp: Path, rows=(("s1", "s1.tiff", "c1", ""),), sheet: str | None = None, **cfg) -> Path:
     if sheet is None:
         sheet = "slide_id\tslide_path\tcase_id\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows)
     (tmp / "slides.tsv").write_text(sheet)
-    base = {"slides": "slides.tsv", "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
-                                                 "tissue": {"max_saturation": 12}}}
+    base = {
+        "slides": "slides.tsv",
+        "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
+    }
     for k, v in cfg.items():
         base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     (tmp / "my.yaml").write_text(yaml.safe_dump(base))
@@ -181,10 +198,23 @@ def write_workflow(tmp: Path, rows=(("s1", "s1.tiff", "c1", ""),), sheet: str | 
 
 
 def snakemake(tmp: Path, *args: str, configfile: str = "my.yaml", timeout: int = 900) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp),
-           "--cores", "2", *args, "--configfile", configfile]
-    res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp),
+        "--cores",
+        "2",
+        *args,
+        "--configfile",
+        configfile,
+    ]
+    res = subprocess.run(
+        cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     return res.returncode, res.stdout + res.stderr
 
 
@@ -220,18 +250,30 @@ def expect_workflow_error(tmp: Path, *patterns: str, args=("-n",), max_lines: in
 # ============================================================================================
 
 
-@case("stale_checkpoint_after_prompt_change", "changing a prompt template after a finished run retrains from step 0, "
-      "never resumes the old checkpoint", issue=True, slow=True)
+@case(
+    "stale_checkpoint_after_prompt_change",
+    "changing a prompt template after a finished run retrains from step 0, never resumes the old checkpoint",
+    issue=True,
+    slow=True,
+)
 def _(tmp):
     rng = np.random.default_rng(0)
-    np.savez(tmp / "mini.npz", train_images=rng.integers(0, 255, (8, 28, 28, 3), dtype=np.uint8),
-             train_labels=(np.arange(8) % 2).reshape(8, 1))
+    np.savez(
+        tmp / "mini.npz",
+        train_images=rng.integers(0, 255, (8, 28, 28, 3), dtype=np.uint8),
+        train_labels=(np.arange(8) % 2).reshape(8, 1),
+    )
     run_cfg = dict(
         # a train part only: pooled (a single official part is refused as an incomplete split)
         patch_datasets=[{"name": "mini", "format": "medmnist", "path": "mini.npz", "split": "resplit"}],
         split={"val": 0.25, "test": 0.25, "seed": 0},
-        train={"max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "validation_every": 100,
-               "validation_images_per_class": 1},
+        train={
+            "max_steps": 4,
+            "batch_size": 4,
+            "checkpoint_every": 2,
+            "validation_every": 100,
+            "validation_images_per_class": 1,
+        },
         experiments={"e": {"prompts": "label"}},
     )
     write_workflow(tmp, rows=(), **run_cfg)
@@ -251,8 +293,11 @@ def _(tmp):
 
 def _npz_labels(tmp, n_labels):
     rng = np.random.default_rng(0)
-    np.savez(tmp / "bad.npz", train_images=rng.integers(0, 255, (6, 28, 28, 3), dtype=np.uint8),
-             train_labels=np.arange(n_labels).reshape(-1, 1) % 3)
+    np.savez(
+        tmp / "bad.npz",
+        train_images=rng.integers(0, 255, (6, 28, 28, 3), dtype=np.uint8),
+        train_labels=np.arange(n_labels).reshape(-1, 1) % 3,
+    )
     return tmp / "bad.npz"
 
 
@@ -293,18 +338,28 @@ def _(tmp):
     return df.loc["s1", "slide_path"] == "scans/run#3/a.svs", f"slide_path = {df.loc['s1', 'slide_path']!r}"
 
 
-@case("repeated_lymph_node_counts", "'2 of 14 lymph nodes positive' stated twice: positive, and never summed to 4/28", issue=True)
+@case(
+    "repeated_lymph_node_counts",
+    "'2 of 14 lymph nodes positive' stated twice: positive, and never summed to 4/28",
+    issue=True,
+)
 def _(tmp):
     from histosynth.text.summarize import Report, summarize_extractive
 
-    text = ("DIAGNOSIS: Invasive ductal carcinoma, grade 2. Lymph nodes: 2 of 14 positive. "
-            "SYNOPTIC REPORT: Regional lymph nodes: 2 of 14 positive for metastatic carcinoma.")
+    text = (
+        "DIAGNOSIS: Invasive ductal carcinoma, grade 2. Lymph nodes: 2 of 14 positive. "
+        "SYNOPTIC REPORT: Regional lymph nodes: 2 of 14 positive for metastatic carcinoma."
+    )
     res = summarize_extractive([Report("c1", text)], lambda t: len(t.split()), 60)
     s = res["c1"][0]
     return "positive" in s and "4/28" not in s and "28" not in s, f"summary: {s!r}"
 
 
-@case("sixteen_bit_images", "16-bit images are rescaled (or refused naming the file), not silently saturated at 255", issue=True)
+@case(
+    "sixteen_bit_images",
+    "16-bit images are rescaled (or refused naming the file), not silently saturated at 255",
+    issue=True,
+)
 def _(tmp):
     from PIL import Image
 
@@ -326,10 +381,16 @@ def _(tmp):
     with PatchFile(tmp / "ds.h5") as pf:
         sat = float((pf.read(np.arange(len(pf))) == 255).mean())
     note = [w for w in warned if "16" in w or "bit" in w]
-    return sat < 0.5 or bool(note), f"{100 * sat:.1f} % of pixels at 255" + (f"; warned: {one_line(note[0], 80)}" if note else "; no warning")
+    return sat < 0.5 or bool(note), f"{100 * sat:.1f} % of pixels at 255" + (
+        f"; warned: {one_line(note[0], 80)}" if note else "; no warning"
+    )
 
 
-@case("duplicate_slide_path", "a slide_path listed under two slide ids stops the run naming the path and both ids", issue=True)
+@case(
+    "duplicate_slide_path",
+    "a slide_path listed under two slide ids stops the run naming the path and both ids",
+    issue=True,
+)
 def _(tmp):
     write_workflow(tmp, rows=(("s1", "same.svs", "c1", ""), ("s2", "same.svs", "c2", "")))
     (tmp / "same.svs").write_text("x")
@@ -351,8 +412,11 @@ WRITER = textwrap.dedent("""
 
 def _start_writer(tmp: Path) -> tuple[subprocess.Popen, Path]:
     ready = tmp / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=str(REPO), out=str(tmp / "out.h5"), ready=str(ready))],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(repo=str(REPO), out=str(tmp / "out.h5"), ready=str(ready))],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + WAIT_S
     while not (ready.exists() and ready.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -370,7 +434,11 @@ def _(tmp):
     return rc == 143 and not left, f"exit {rc}; leftover {left or 'none'}"
 
 
-@case("sigkill_leaves_partial", "the *.partial of a SIGKILLed writer is removed by the next write into its folder", issue=True)
+@case(
+    "sigkill_leaves_partial",
+    "the *.partial of a SIGKILLed writer is removed by the next write into its folder",
+    issue=True,
+)
 def _(tmp):
     from histosynth import atomic
 
@@ -381,18 +449,38 @@ def _(tmp):
     atomic._swept.discard(tmp.resolve())
     with atomic.atomic_path(tmp / "other.tsv") as t:
         t.write_text("x")
-    return before and not part.exists(), f"after kill: {'present' if before else 'absent'}; after next write: " \
-                                         f"{'present' if part.exists() else 'removed'}"
+    return (
+        before and not part.exists(),
+        f"after kill: {'present' if before else 'absent'}; after next write: "
+        f"{'present' if part.exists() else 'removed'}",
+    )
 
 
-@case("killed_snakemake_orphans_its_job", "SIGKILL of snakemake alone: its tiling job stops and removes its temporary file",
-      issue=True, slow=True)
+@case(
+    "killed_snakemake_orphans_its_job",
+    "SIGKILL of snakemake alone: its tiling job stops and removes its temporary file",
+    issue=True,
+    slow=True,
+)
 def _(tmp):
     demo_slide(tmp, size=2048, variant=1)
-    write_workflow(tmp, rows=(("s1", "demo_1.tiff", "c1", ""),),
-                   tiling={"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "labels": {"method": "sample"}})
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "2",
-           "results/slide_patches/s1.h5", "--configfile", "my.yaml"]
+    write_workflow(
+        tmp,
+        rows=(("s1", "demo_1.tiff", "c1", ""),),
+        tiling={"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "labels": {"method": "sample"}},
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--cores",
+        "2",
+        "results/slide_patches/s1.h5",
+        "--configfile",
+        "my.yaml",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + WAIT_S
@@ -407,8 +495,10 @@ def _(tmp):
         deadline = time.monotonic() + 60
         while (part.exists() or _alive(pid)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        return not part.exists() and not _alive(pid), \
-            f"job {'still running' if _alive(pid) else 'stopped'}; temporary file {'left' if part.exists() else 'removed'}"
+        return (
+            not part.exists() and not _alive(pid),
+            f"job {'still running' if _alive(pid) else 'stopped'}; temporary file {'left' if part.exists() else 'removed'}",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -428,8 +518,11 @@ def _(tmp):
     return expect_error(lambda: tile(tmp, slide, mpp=0.001), r"tiling\.mpp", r"0\.5 um/px", "'S1'")
 
 
-@case("split_fractions_sum_to_one", "split.val 0.5 + test 0.5: error quoting the values as given; old split files kept",
-      issue=True)
+@case(
+    "split_fractions_sum_to_one",
+    "split.val 0.5 + test 0.5: error quoting the values as given; old split files kept",
+    issue=True,
+)
 def _(tmp):
     from histosynth.split import split_patches
 
@@ -444,8 +537,12 @@ def _(tmp):
     for p in outs.values():
         write_patch_file(p, n=2)
     stamp = {s: p.read_bytes() for s, p in outs.items()}
-    ok, observed = expect_error(lambda: split_patches([src], outs, tmp / "m.tsv", None, val=0.5, test=0.5, seed=0),
-                                r"split\.val", r"0\.5", r"split\.test")
+    ok, observed = expect_error(
+        lambda: split_patches([src], outs, tmp / "m.tsv", None, val=0.5, test=0.5, seed=0),
+        r"split\.val",
+        r"0\.5",
+        r"split\.test",
+    )
     kept = all(p.exists() and p.read_bytes() == stamp[s] for s, p in outs.items())
     ok = ok and "=1.0" not in observed and kept
     return ok, observed + ("" if kept else " [previous split files deleted]")
@@ -457,8 +554,11 @@ def _truncate(src: Path, dst: Path, fraction: float) -> Path:
     return dst
 
 
-@case("truncated_svs", "a real SVS cut at 80 %: 'slide X looks truncated or corrupt' naming the file, not missing MPP",
-      issue=True)
+@case(
+    "truncated_svs",
+    "a real SVS cut at 80 %: 'slide X looks truncated or corrupt' naming the file, not missing MPP",
+    issue=True,
+)
 def _(tmp):
     if not SHARED_SVS.exists():
         return None, f"skipped: {SHARED_SVS} not found"
@@ -466,28 +566,37 @@ def _(tmp):
     return expect_error(lambda: tile(tmp, bad), "'S1' looks truncated or corrupt", re.escape(str(bad)))
 
 
-@case("truncated_tiff", "a demo pyramidal TIFF cut at 80 %: 'slide X looks truncated or corrupt' naming the file",
-      issue=True)
+@case(
+    "truncated_tiff",
+    "a demo pyramidal TIFF cut at 80 %: 'slide X looks truncated or corrupt' naming the file",
+    issue=True,
+)
 def _(tmp):
     bad = _truncate(demo_slide(tmp), tmp / "cut.tiff", 0.8)
     return expect_error(lambda: tile(tmp, bad), "'S1' looks truncated or corrupt", re.escape(str(bad)))
 
 
-@case("disk_full", "ENOSPC while writing a patch file: one line naming the file and 'no space left on device'", issue=True)
+@case(
+    "disk_full", "ENOSPC while writing a patch file: one line naming the file and 'no space left on device'", issue=True
+)
 def _(tmp):
     import h5py
 
     out = tmp / "S1.h5"
 
     def full(self, *a, **k):
-        raise OSError(f"Can't write data (file write failed: filename = '{out}', errno = 28, "
-                      "error message = 'No space left on device', total write size = 4096)")
+        raise OSError(
+            f"Can't write data (file write failed: filename = '{out}', errno = 28, "
+            "error message = 'No space left on device', total write size = 4096)"
+        )
 
     slide = demo_slide(tmp)
     with mock.patch.object(h5py.Dataset, "__setitem__", full):
         ok, observed = expect_error(lambda: tile(tmp, slide), re.escape(str(out)), "no space left on device")
     left = list(tmp.glob(".*.partial"))
-    return ok and not left and "\n" not in observed, observed + (f" [left {len(left)} temporary file(s)]" if left else "")
+    return ok and not left and "\n" not in observed, observed + (
+        f" [left {len(left)} temporary file(s)]" if left else ""
+    )
 
 
 @case("unreachable_llm_server", "error naming pathology_reports.openai.base_url and its value", issue=True)
@@ -504,8 +613,11 @@ def _(tmp):
     cfg = default_config()["pathology_reports"]
     cfg.update(path=str(tmp / "r.csv"), backend="openai", cache_dir=str(tmp / "cache"))
     cfg["openai"].update(base_url=url, api_key_env=None, max_retries=0, timeout_s=10)
-    return expect_error(lambda: summarize_reports(cfg["path"], tmp / "s.tsv", cfg, lambda t: 1, progress=False),
-                        r"pathology_reports\.openai\.base_url", re.escape(url))
+    return expect_error(
+        lambda: summarize_reports(cfg["path"], tmp / "s.tsv", cfg, lambda t: 1, progress=False),
+        r"pathology_reports\.openai\.base_url",
+        re.escape(url),
+    )
 
 
 @case("npz_float_images", "an .npz with float images: error naming the dataset and the file", issue=True)
@@ -523,11 +635,16 @@ def _faults_section() -> str:
 def _(tmp):
     sec = _faults_section()
     ok = "snakemake --unlock" in sec and "--rerun-incomplete" in sec
-    return ok, "README Faults: " + ("--unlock and --rerun-incomplete given" if ok else "missing" if not sec else "incomplete")
+    return ok, "README Faults: " + (
+        "--unlock and --rerun-incomplete given" if ok else "missing" if not sec else "incomplete"
+    )
 
 
-@case("missing_slide_with_keep_going", "a missing slide stops the run before any job even with --keep-going (as the README "
-      "now says), naming the file", issue=True)
+@case(
+    "missing_slide_with_keep_going",
+    "a missing slide stops the run before any job even with --keep-going (as the README now says), naming the file",
+    issue=True,
+)
 def _(tmp):
     write_workflow(tmp, rows=(("s1", "nowhere/gone.svs", "c1", ""),))
     ok, observed = expect_workflow_error(tmp, "nowhere/gone.svs", args=("--keep-going", "results/slide_patches/s1.h5"))
@@ -570,8 +687,11 @@ def _(tmp):
     return expect_workflow_error(tmp, r"experiments\.x\.train", "max_stepz")
 
 
-@case("config_not_yaml", "a config file that is not YAML stops the run before any job, saying so (Snakemake's own "
-      "message, which does not name the file)")
+@case(
+    "config_not_yaml",
+    "a config file that is not YAML stops the run before any job, saying so (Snakemake's own "
+    "message, which does not name the file)",
+)
 def _(tmp):
     write_workflow(tmp)
     (tmp / "my.yaml").write_text("tiling: {patch_size: 32\nsplit: [\n")
@@ -584,7 +704,10 @@ def _(tmp):
     return expect_workflow_error(tmp, "nowhere.tsv", "slides")
 
 
-@case("empty_sample_sheet_and_no_datasets", "a header-only sheet and no patch_datasets: error saying there is nothing to split")
+@case(
+    "empty_sample_sheet_and_no_datasets",
+    "a header-only sheet and no patch_datasets: error saying there is nothing to split",
+)
 def _(tmp):
     from histosynth.split import split_patches
 
@@ -593,7 +716,9 @@ def _(tmp):
     if rc != 0:
         return bool(re.search(r"no (slides|patch)", out, re.I)), relevant(out, "no slides", "no patch")
     outs = {s: tmp / f"{s}.h5" for s in ("train", "val", "test")}
-    return expect_error(lambda: split_patches([], outs, tmp / "m.tsv", None, 0.2, 0.2, 0), "no patch files", "slide sheet")
+    return expect_error(
+        lambda: split_patches([], outs, tmp / "m.tsv", None, 0.2, 0.2, 0), "no patch files", "slide sheet"
+    )
 
 
 @case("comma_separated_sample_sheet", "a CSV instead of a TSV: error naming the missing columns ('tab-separated?')")
@@ -623,7 +748,9 @@ def _(tmp):
 @case("dataset_name_equals_slide_id", "a patch dataset named like a slide: error asking to rename one")
 def _(tmp):
     np.savez(tmp / "m.npz", train_images=np.zeros((2, 8, 8, 3), np.uint8), train_labels=np.zeros((2, 1)))
-    write_workflow(tmp, rows=(("s1", "a.svs", "c1", ""),), patch_datasets=[{"name": "s1", "format": "medmnist", "path": "m.npz"}])
+    write_workflow(
+        tmp, rows=(("s1", "a.svs", "c1", ""),), patch_datasets=[{"name": "s1", "format": "medmnist", "path": "m.npz"}]
+    )
     return expect_workflow_error(tmp, r"\['s1'\]", "rename")
 
 
@@ -678,7 +805,9 @@ def _(tmp):
         res = tile(tmp, tmp / "blank.tiff")
     n = check_patch_file(tmp / "S1.h5")
     note = [w for w in warned if "no tissue" in w]
-    return res.n_patches == 0 and n == 0 and bool(note), f"{n} patches; warning: {one_line(note[0], 80) if note else 'none'}"
+    return res.n_patches == 0 and n == 0 and bool(
+        note
+    ), f"{n} patches; warning: {one_line(note[0], 80) if note else 'none'}"
 
 
 @case("mild_upsampling", "tiling.mpp 2x finer than the scan: allowed, with a logged warning")
@@ -687,10 +816,14 @@ def _(tmp):
     with warnings_logged() as warned:
         res = tile(tmp, slide, mpp=0.25, patch_size=128)
     note = [w for w in warned if "upsampled" in w]
-    return res.n_patches > 0 and bool(note), f"{res.n_patches} patches; warning: {one_line(note[0], 80) if note else 'none'}"
+    return res.n_patches > 0 and bool(
+        note
+    ), f"{res.n_patches} patches; warning: {one_line(note[0], 80) if note else 'none'}"
 
 
-@case("corrupt_slide_with_keep_going", "with --keep-going a corrupt slide fails alone; the good slide is tiled", slow=True)
+@case(
+    "corrupt_slide_with_keep_going", "with --keep-going a corrupt slide fails alone; the good slide is tiled", slow=True
+)
 def _(tmp):
     from histosynth.patchfile import check_patch_file
 
@@ -698,7 +831,9 @@ def _(tmp):
     (tmp / "broken.svs").write_text("not a slide at all\n")
     write_workflow(tmp, rows=(("good", "demo_0.tiff", "c1", ""), ("broken", "broken.svs", "c2", "")))
     rc, out = snakemake(tmp, "--keep-going", "results/slide_patches/good.h5", "results/slide_patches/broken.h5")
-    good = (tmp / "results/slide_patches/good.h5").exists() and check_patch_file(tmp / "results/slide_patches/good.h5") > 0
+    good = (tmp / "results/slide_patches/good.h5").exists() and check_patch_file(
+        tmp / "results/slide_patches/good.h5"
+    ) > 0
     ok = rc != 0 and good and not (tmp / "results/slide_patches/broken.h5").exists() and "slide 'broken'" in out
     ok = ok and "Traceback (most recent call last)" not in out
     return ok, relevant(out, "histosynth: rule") + ("; good slide tiled" if good else "; good slide NOT tiled")
@@ -811,7 +946,9 @@ def _(tmp):
 def _(tmp):
     from histosynth.text.summarize import read_reports
 
-    return expect_error(lambda: read_reports(tmp / "gone.csv", "case_id", "text"), "gone.csv", r"pathology_reports\.path")
+    return expect_error(
+        lambda: read_reports(tmp / "gone.csv", "case_id", "text"), "gone.csv", r"pathology_reports\.path"
+    )
 
 
 @case("reports_missing_column", "a reports CSV without the text column: error naming it")
@@ -855,8 +992,11 @@ def _(tmp):
 
     env = "HISTOSYNTH_FAULTS_UNSET_KEY"
     os.environ.pop(env, None)
-    return expect_error(lambda: openai_client({"api_key_env": env, "base_url": None, "max_retries": 0, "timeout_s": 1}),
-                        env, r"pathology_reports\.openai\.api_key_env")
+    return expect_error(
+        lambda: openai_client({"api_key_env": env, "base_url": None, "max_retries": 0, "timeout_s": 1}),
+        env,
+        r"pathology_reports\.openai\.api_key_env",
+    )
 
 
 @case("llm_template_without_report", "pathology_reports.openai.prompt_template without {report}: error naming the key")
@@ -864,8 +1004,10 @@ def _(tmp):
     from histosynth.text.summarize import Report, SummaryCache, summarize_openai
 
     cfg = {"model": "m", "prompt_template": "summarise this"}
-    return expect_error(lambda: summarize_openai([Report("c1", "x")], cfg, SummaryCache(tmp / "c"), len, 10),
-                        r"pathology_reports\.openai\.prompt_template")
+    return expect_error(
+        lambda: summarize_openai([Report("c1", "x")], cfg, SummaryCache(tmp / "c"), len, 10),
+        r"pathology_reports\.openai\.prompt_template",
+    )
 
 
 @case("morphology_k_too_large", "morphology.k above the number of patches: error naming the key")
@@ -875,7 +1017,10 @@ def _(tmp):
     return expect_error(lambda: fit_clusters(np.zeros((3, 4)), 5, "standard", 1, 0), r"morphology\.k = 5", r"\(3\)")
 
 
-@case("embeddings_out_of_date", "embeddings that no longer line up with their patch file: error asking to rerun embed_patches")
+@case(
+    "embeddings_out_of_date",
+    "embeddings that no longer line up with their patch file: error asking to rerun embed_patches",
+)
 def _(tmp):
     import h5py
 
@@ -892,8 +1037,11 @@ def _(tmp):
     from histosynth.text.prompts import build_prompts
 
     p = write_patch_file(tmp / "p.h5", n=4, labels=[0, -1, 1, -1])
-    return expect_error(lambda: build_prompts("label", p, {"label_template": "{label}", "label_text": {}}, len, 77),
-                        "p.h5", "2 unlabelled")
+    return expect_error(
+        lambda: build_prompts("label", p, {"label_template": "{label}", "label_text": {}}, len, 77),
+        "p.h5",
+        "2 unlabelled",
+    )
 
 
 @case("base_model_missing_component", "a base model folder without unet/: error naming the missing component")
@@ -927,15 +1075,19 @@ def run_case(c: Case) -> tuple[bool | None, str, float]:
         try:
             verdict, observed = c.run(Path(d))
         except Exception as e:  # noqa: BLE001 - the harness itself must survive every case
-            verdict, observed = False, one_line(f"case crashed: {type(e).__name__}: {e} "
-                                                f"({traceback.extract_tb(e.__traceback__)[-1].lineno})")
+            verdict, observed = (
+                False,
+                one_line(f"case crashed: {type(e).__name__}: {e} ({traceback.extract_tb(e.__traceback__)[-1].lineno})"),
+            )
         finally:
             os.chdir(cwd)
     return verdict, observed, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", help="case name(s), comma-separated")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--skip-slow", action="store_true", help="leave out the cases that run real jobs")
@@ -980,8 +1132,10 @@ def print_table(rows) -> None:
     skipped = sum(v is None for _, v, _, _ in rows)
     issue = [(c, v) for c, v, _, _ in rows if c.issue]
     print("-" * (w + 80))
-    print(f"{passed} of {n} cases pass ({skipped} skipped, {n - passed - skipped} fail); "
-          f"issue-11 cases: {sum(v is True for _, v in issue)} of {len(issue)} pass")
+    print(
+        f"{passed} of {n} cases pass ({skipped} skipped, {n - passed - skipped} fail); "
+        f"issue-11 cases: {sum(v is True for _, v in issue)} of {len(issue)} pass"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ sys.path.insert(0, str(REPO))
 def run_json(script: str, *args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        subprocess.run([sys.executable, str(BENCH / script), "--json", str(out), *args], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, str(BENCH / script), "--json", str(out), *args], check=True, capture_output=True, text=True
+        )
         return json.loads(out.read_text())
 
 
@@ -45,8 +47,16 @@ def embedding_rate() -> float:
         d = Path(tmp)
         n = 512
         with PatchWriter(d / "p.h5", PatchFileSpec(64, ["a"], {})) as w:
-            w.append(PatchBatch(np.random.default_rng(0).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8), np.zeros((n, 2)),
-                                np.zeros(n), ["s"] * n, ["c"] * n, np.ones(n)))
+            w.append(
+                PatchBatch(
+                    np.random.default_rng(0).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8),
+                    np.zeros((n, 2)),
+                    np.zeros(n),
+                    ["s"] * n,
+                    ["c"] * n,
+                    np.ones(n),
+                )
+            )
         prepare_embedder("tiny", d / "e", image_size=64)
         t = time.perf_counter()
         embed_patches(d / "p.h5", d / "e", d / "o.h5", "cls", 64, 2, progress=False)
@@ -70,8 +80,17 @@ def e2e() -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         shutil.copytree(REPO / "config", wd / "config")
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd), "--cores",
-               str(os.cpu_count() or 2)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(wd),
+            "--cores",
+            str(os.cpu_count() or 2),
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         full = time.perf_counter() - t
@@ -100,18 +119,28 @@ def main(argv=None):
     s = diff["sampling_images_per_s"]
     rows += [("sampling", name, r, "images/s", r / s["ddim"]) for name, r in s.items()]
     t_fd, t_kid = fd_time()
-    rows += [("metrics", "Fréchet distance, 2048 x 768 features", t_fd, "s", None), ("metrics", "KID, same features", t_kid, "s", None)]
+    rows += [
+        ("metrics", "Fréchet distance, 2048 x 768 features", t_fd, "s", None),
+        ("metrics", "KID, same features", t_kid, "s", None),
+    ]
     if a.e2e:
         full, noop = e2e()
-        rows += [("workflow", "demo from scratch (make demo)", full, "s", None), ("workflow", "no-op rerun", noop, "s", None)]
+        rows += [
+            ("workflow", "demo from scratch (make demo)", full, "s", None),
+            ("workflow", "no-op rerun", noop, "s", None),
+        ]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {diff['device']}"
     print(f"histosynth benchmarks on {machine}")
     print(f"{'stage':10s} {'what':44s} {'value':>10s} {'unit':>9s} {'ratio':>7s}")
     for stage, what, value, unit, ratio in rows:
         print(f"{stage:10s} {what[:44]:44s} {value:10.2f} {unit:>9s} {'' if ratio is None else f'{ratio:6.2f}x':>7s}")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"machine": machine, "rows": [dict(zip(("stage", "what", "value", "unit", "ratio"), r))
-                                                                     for r in rows]}, indent=2))
+    Path(a.json).write_text(
+        json.dumps(
+            {"machine": machine, "rows": [dict(zip(("stage", "what", "value", "unit", "ratio"), r)) for r in rows]},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

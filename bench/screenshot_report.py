@@ -26,8 +26,18 @@ WIDTHS = {"laptop": (1366, 768), "fhd": (1920, 1080)}
 MAX_HEIGHT = 16000  # a taller window is cut here (Chromium's screenshot gets unreliable beyond ~16k px)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # a quiet, offline browser: no network, no first-run dialogs, a throw-away profile
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--virtual-time-budget=5000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=5000",
+)
 # prints the page's and every too-wide element's scroll width into the DOM, read back with --dump-dom
 PROBE = """<script>addEventListener('load',()=>{const W=document.documentElement.clientWidth,o=[];
 for(const e of document.querySelectorAll('body *')){const r=e.getBoundingClientRect();
@@ -43,8 +53,9 @@ def browser() -> str | None:
 
 def chrome(exe: str, args: list[str], timeout: int = 180) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+        )
 
 
 def overflow(exe: str, report: Path, width: int, height: int) -> str:
@@ -78,7 +89,9 @@ def main(argv=None) -> int:
         full = min(int(m.group(1)) + max(h - int(m.group(2)), 0) if m else a.max_height, a.max_height)
         for tag, height in (("view", h), ("full", full)):
             png = a.out / f"{name}-{w}-{tag}.png"
-            res = chrome(exe, [f"--window-size={w},{height}", f"--screenshot={png.resolve()}", a.report.resolve().as_uri()])
+            res = chrome(
+                exe, [f"--window-size={w},{height}", f"--screenshot={png.resolve()}", a.report.resolve().as_uri()]
+            )
             if res.returncode or not png.is_file():
                 sys.exit(f"{exe} failed for {png}: rc {res.returncode}\n{res.stderr[-2000:]}")
             print(f"{png}  ({w} x {height} px window, {os.path.getsize(png) // 1024} KiB)")

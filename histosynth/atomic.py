@@ -99,8 +99,12 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         text = str(exc)
-        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
-                "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+        if (
+            (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+            or "No space left on device" in text
+            or "errno = 28" in text
+            or "Disk quota exceeded" in text
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -111,8 +115,10 @@ def _disk_full_error(final: Path, exc: BaseException) -> ResourceError:
         free = f"{shutil.disk_usage(final.parent).free / 2**20:.0f} MiB free now"
     except OSError:
         free = "free space unknown"
-    return ResourceError(f"{final}: no space left on device while writing it ({free} on {final.parent}); "
-                         "free some space (or move results/ to a larger disk) and rerun: finished outputs are kept")
+    return ResourceError(
+        f"{final}: no space left on device while writing it ({free} on {final.parent}); "
+        "free some space (or move results/ to a larger disk) and rerun: finished outputs are kept"
+    )
 
 
 @contextlib.contextmanager
@@ -246,7 +252,9 @@ def watch_parents(interval_s: float = 1.0, signum: int = signal.SIGTERM) -> thre
     ``--rerun-incomplete`` would start a second writer beside them. Linux only (reads /proc);
     elsewhere only the direct parent is watched, through ``os.getppid()``.
     """
-    if os.getppid() == 1 and not _is_snakemake(1):  # orphaned before we looked (snakemake as a container's init is fine)
+    if os.getppid() == 1 and not _is_snakemake(
+        1
+    ):  # orphaned before we looked (snakemake as a container's init is fine)
 
         def gone() -> bool:
             return True

@@ -108,19 +108,31 @@ def evaluate(labels, probs, label_names) -> dict:
     present = sorted(set(np.asarray(labels).tolist()))
     absent = [label_names[c] for c in idx if c not in present]
     return {
-        "n": int(len(labels)), "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
         "macro_auc": macro_auc(labels, probs, len(label_names)),
-        "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)) if len(labels) else float("nan"),
+        "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0))
+        if len(labels)
+        else float("nan"),
         "macro_over": f"{len(present)} of {len(label_names)} classes",
         "classes_absent": absent,
-        "warnings": [f"no patches of {', '.join(absent)} in this split: macro F1 and AUC run over the other "
-                     f"{len(present)} class(es), not counting the absent ones as 0"] if absent else [],
-        "per_class": classification_report(labels, pred, labels=idx, target_names=label_names, output_dict=True, zero_division=0)
-        if len(labels) else {},
+        "warnings": [
+            f"no patches of {', '.join(absent)} in this split: macro F1 and AUC run over the other "
+            f"{len(present)} class(es), not counting the absent ones as 0"
+        ]
+        if absent
+        else [],
+        "per_class": classification_report(
+            labels, pred, labels=idx, target_names=label_names, output_dict=True, zero_division=0
+        )
+        if len(labels)
+        else {},
     }
 
 
-def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True) -> dict:
+def train_classifier(
+    train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True
+) -> dict:
     """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``.
 
     ``cfg`` is the ``classifier:`` section, ``image_size`` the input size. Writes the best model to
@@ -158,7 +170,9 @@ def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict
             net.train()
             order = rng.permutation(n)
             total = 0.0
-            for s in progress_bar(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
+            for s in progress_bar(
+                range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2
+            ):
                 batch = order[s : s + cfg["batch_size"]]
                 parts = []
                 for i, pf in enumerate(sources):  # read each file's rows together, resize to one size
@@ -188,14 +202,29 @@ def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict
     net.load_state_dict(best)
     seconds = time.perf_counter() - t0
     tprobs, tlabels = predict_file(net, test_h5, image_size, device)
-    metrics = {"test": evaluate(tlabels, tprobs, names), "history": history, "best_epoch": best_epoch, "image_size": image_size,
-               "weights": cfg["weights"] or "random init", "seconds": seconds, "device": device, "label_names": names,
-               "train_files": [str(p) for p in train_files], "n_train": int(n), "test_file": str(test_h5)}
+    metrics = {
+        "test": evaluate(tlabels, tprobs, names),
+        "history": history,
+        "best_epoch": best_epoch,
+        "image_size": image_size,
+        "weights": cfg["weights"] or "random init",
+        "seconds": seconds,
+        "device": device,
+        "label_names": names,
+        "train_files": [str(p) for p in train_files],
+        "n_train": int(n),
+        "test_file": str(test_h5),
+    }
     save_classifier(net, out_dir, names, image_size)
     with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
-    log.info("classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s", metrics["test"]["accuracy"],
-             metrics["test"]["macro_auc"], best_epoch, seconds)
+    log.info(
+        "classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s",
+        metrics["test"]["accuracy"],
+        metrics["test"]["macro_auc"],
+        best_epoch,
+        seconds,
+    )
     return metrics
 
 
@@ -204,8 +233,17 @@ def save_classifier(net, out_dir, names, image_size: int) -> None:
 
     with atomic_dir(out_dir) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp / MODEL_FILE)
-        (tmp / CONFIG_FILE).write_text(json.dumps({"architecture": "torchvision.resnet18", "label_names": names,
-                                                   "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}))
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    "architecture": "torchvision.resnet18",
+                    "label_names": names,
+                    "image_size": image_size,
+                    "mean": IMAGENET_MEAN,
+                    "std": IMAGENET_STD,
+                }
+            )
+        )
 
 
 def load_classifier(folder, device: str = "auto"):

@@ -109,16 +109,21 @@ def _check_schema(config: dict, sources: list[tuple[str, dict]]) -> None:
         key = sorted(set(e.instance) - set(allowed))[0]
         path.append(key)
         close = difflib.get_close_matches(key, allowed, n=1)
-        what = f"unknown key '{_key_name(path)}'" + (f" (did you mean '{close[0]}'?)" if close else
-                                                      f" (allowed here: {', '.join(allowed)})")
+        what = f"unknown key '{_key_name(path)}'" + (
+            f" (did you mean '{close[0]}'?)" if close else f" (allowed here: {', '.join(allowed)})"
+        )
     else:
         what = f"config key '{_key_name(path) or '<top level>'}': {e.message[:300]}"
     src = _source_of(path, sources)
     raise InputError(f"{what}{f' in {src}' if src else ''}; see config/README.md")
 
 
-def _check_renamed(config: dict, sources: list[tuple[str, dict]], renamed: dict | None = None,
-                   renamed_in_experiments: dict | None = None) -> None:
+def _check_renamed(
+    config: dict,
+    sources: list[tuple[str, dict]],
+    renamed: dict | None = None,
+    renamed_in_experiments: dict | None = None,
+) -> None:
     """An old key name stops with its new name and the file that set it (never silently ignored)."""
     renamed = RENAMED_KEYS if renamed is None else renamed
     renamed_in_experiments = RENAMED_EXPERIMENT_KEYS if renamed_in_experiments is None else renamed_in_experiments
@@ -128,20 +133,26 @@ def _check_renamed(config: dict, sources: list[tuple[str, dict]], renamed: dict 
     found = [([old], new) for old, new in renamed.items() if old in config and old not in known]
     for name, exp in (config.get("experiments") or {}).items():
         if isinstance(exp, dict):
-            found += [(["experiments", name, old], new) for old, new in renamed_in_experiments.items()
-                      if old in exp and old not in known_in_experiment]
+            found += [
+                (["experiments", name, old], new)
+                for old, new in renamed_in_experiments.items()
+                if old in exp and old not in known_in_experiment
+            ]
     if found:
         path, new = found[0]
         src = _source_of(path, sources)
-        raise InputError(f"config key '{path[-1]}' was renamed to '{new}': write '{_key_name(path[:-1] + [new])}'"
-                         f"{f' in {src}' if src else ''}; see config/README.md")
+        raise InputError(
+            f"config key '{path[-1]}' was renamed to '{new}': write '{_key_name(path[:-1] + [new])}'"
+            f"{f' in {src}' if src else ''}; see config/README.md"
+        )
 
 
 def _check_split(config: dict) -> None:
     s = config["split"]
     if s["val"] + s["test"] >= 1:
-        raise InputError(f"config split.val ({s['val']}) + split.test ({s['test']}) must be below 1, "
-                         "leaving groups for training")
+        raise InputError(
+            f"config split.val ({s['val']}) + split.test ({s['test']}) must be below 1, leaving groups for training"
+        )
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -183,16 +194,21 @@ def config_summary(config: dict, files: list[str]) -> str:
     """The short block logged at start: which files, experiments, data sources and models a run uses."""
     experiments = [f"{n} ({e['prompts']})" for n, e in config["experiments"].items()]
     datasets = [f"{d['name']} ({d['format']}: {d['path']})" for d in config["patch_datasets"]]
-    models = [f"base_model={config['base_model']}", f"embedding={config['embedding']['backbone']}",
-              f"classifier weights={config['classifier']['weights'] or 'random init'}"]
-    return "\n".join([
-        f"histosynth config: {', '.join(map(str, files))}",
-        f"  experiments: {', '.join(experiments) or 'none'}",
-        f"  slides: {config['slides'] or 'none'}",
-        f"  patch datasets: {', '.join(datasets) or 'none'}",
-        f"  reports: {config['pathology_reports']['path'] or 'none'}",
-        f"  models: {', '.join(models)}",
-    ])
+    models = [
+        f"base_model={config['base_model']}",
+        f"embedding={config['embedding']['backbone']}",
+        f"classifier weights={config['classifier']['weights'] or 'random init'}",
+    ]
+    return "\n".join(
+        [
+            f"histosynth config: {', '.join(map(str, files))}",
+            f"  experiments: {', '.join(experiments) or 'none'}",
+            f"  slides: {config['slides'] or 'none'}",
+            f"  patch datasets: {', '.join(datasets) or 'none'}",
+            f"  reports: {config['pathology_reports']['path'] or 'none'}",
+            f"  models: {', '.join(models)}",
+        ]
+    )
 
 
 def _without_defaults(schema: dict) -> dict:
@@ -212,7 +228,9 @@ def _check_experiment_overrides(config: dict) -> None:
     for name, exp in config.get("experiments", {}).items():
         for section in ("train", "sampling"):
             override = exp.get(section) or {}
-            errors = sorted(jsonschema.Draft202012Validator(_without_defaults(props[section])).iter_errors(override), key=str)
+            errors = sorted(
+                jsonschema.Draft202012Validator(_without_defaults(props[section])).iter_errors(override), key=str
+            )
             if errors:
                 e = errors[0]
                 where = ".".join(["experiments", name, section, *map(str, e.absolute_path)])
@@ -261,15 +279,18 @@ def load_slides(path: str | os.PathLike | None) -> pd.DataFrame:
     for col in SLIDE_COLUMNS:
         empty = df[df[col].isna() | (df[col].str.strip() == "")]
         if len(empty):
-            raise InputError(f"slide sheet {p}: empty {col!r} in row(s) {[int(i) + 2 for i in empty.index]} (line numbers)")
+            raise InputError(
+                f"slide sheet {p}: empty {col!r} in row(s) {[int(i) + 2 for i in empty.index]} (line numbers)"
+            )
     dup = df.loc[df["slide_id"].duplicated(keep=False), "slide_id"]
     if len(dup):
         raise InputError(f"slide sheet {p}: duplicate slide_id {sorted(set(dup))}")
     paths = df["slide_path"].map(lambda x: os.path.normpath(x.strip()))
     for path, ids in df.groupby(paths)["slide_id"]:
         if len(ids) > 1:
-            raise InputError(f"slide sheet {p}: slide_ids {sorted(ids)} all have slide_path {path}; "
-                             "one file must be one slide")
+            raise InputError(
+                f"slide sheet {p}: slide_ids {sorted(ids)} all have slide_path {path}; one file must be one slide"
+            )
     if "label" not in df.columns:
         df["label"] = pd.NA
     try:

@@ -56,7 +56,9 @@ def demo_slide_image(variant: int, size: int = 2048) -> np.ndarray:
     mask = _blob((piece_size, piece_size), rng, (piece_size / 2, piece_size / 2), piece_size * 0.46)
     mask = ndi.gaussian_filter(mask.astype(np.float32), 2.0)[..., None]
     region = canvas[off[0] : off[0] + piece_size, off[1] : off[1] + piece_size].astype(np.float32)
-    canvas[off[0] : off[0] + piece_size, off[1] : off[1] + piece_size] = (mask * piece + (1 - mask) * region).astype(np.uint8)
+    canvas[off[0] : off[0] + piece_size, off[1] : off[1] + piece_size] = (mask * piece + (1 - mask) * region).astype(
+        np.uint8
+    )
     # a few dust specks on the glass, which the tissue mask must ignore
     for _ in range(4):
         cy, cx = rng.integers(20, size - 20, size=2)
@@ -64,7 +66,9 @@ def demo_slide_image(variant: int, size: int = 2048) -> np.ndarray:
     return canvas
 
 
-def write_pyramidal_tiff(path: str | os.PathLike, level0: np.ndarray, mpp: float, n_levels: int = 4, tile: int = 256) -> None:
+def write_pyramidal_tiff(
+    path: str | os.PathLike, level0: np.ndarray, mpp: float, n_levels: int = 4, tile: int = 256
+) -> None:
     """Write ``level0`` as a tiled, JPEG-compressed pyramid that OpenSlide reads as generic-tiff."""
     levels = [level0]
     for _ in range(1, n_levels):

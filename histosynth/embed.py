@@ -62,8 +62,16 @@ def pooled_rows(pooled) -> np.ndarray:
     return np.array(pooled.detach().float().cpu().numpy(), dtype=np.float32, copy=True, order="C")
 
 
-def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int, num_workers: int, device: str = "auto",
-                  progress: bool = True) -> int:
+def embed_patches(
+    patch_h5,
+    embedder_dir,
+    out_h5,
+    pooling: str,
+    batch_size: int,
+    num_workers: int,
+    device: str = "auto",
+    progress: bool = True,
+) -> int:
     """One embedding per patch of ``patch_h5`` with the backbone saved in ``embedder_dir``, written to
     ``out_h5`` with the patch file's fingerprint (readers check it); returns the number of patches.
     ``pooling``: cls or mean; ``batch_size``, ``num_workers``, ``device``: the ``embedding:`` settings."""
@@ -75,19 +83,34 @@ def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int,
     with PatchFile(patch_h5) as pf:
         n, fingerprint = len(pf), patch_fingerprint(pf)
     ds = _PatchDataset(str(patch_h5))
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers if n else 0, collate_fn=emb.preprocess,
-                        persistent_workers=False)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=num_workers if n else 0,
+        collate_fn=emb.preprocess,
+        persistent_workers=False,
+    )
     t0 = time.perf_counter()
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
         d = None
         with torch.inference_mode():
-            for x in progress_bar(loader, desc=f"embed {os.path.basename(str(patch_h5))}", unit="batch", disable=not progress,
-                          mininterval=2):
+            for x in progress_bar(
+                loader,
+                desc=f"embed {os.path.basename(str(patch_h5))}",
+                unit="batch",
+                disable=not progress,
+                mininterval=2,
+            ):
                 rows = pooled_rows(emb.forward(x.to(device)))
                 if d is None:
                     # written batch by batch: memory stays one batch whatever the number of patches
-                    d = h.create_dataset("embeddings", (0, rows.shape[1]), np.float32, maxshape=(None, rows.shape[1]),
-                                         chunks=(max(1, min(batch_size, n)), rows.shape[1]))
+                    d = h.create_dataset(
+                        "embeddings",
+                        (0, rows.shape[1]),
+                        np.float32,
+                        maxshape=(None, rows.shape[1]),
+                        chunks=(max(1, min(batch_size, n)), rows.shape[1]),
+                    )
                 start = d.shape[0]
                 d.resize(start + len(rows), axis=0)
                 d[start:] = rows
@@ -96,10 +119,20 @@ def embed_patches(patch_h5, embedder_dir, out_h5, pooling: str, batch_size: int,
                 d = h.create_dataset("embeddings", (0, width), np.float32)
         dim = d.shape[1]
         d.attrs.update(emb.meta)
-        d.attrs.update(pooling=pooling, patch_file=str(patch_h5), patch_fingerprint=fingerprint, n_patches=n, device=device)
+        d.attrs.update(
+            pooling=pooling, patch_file=str(patch_h5), patch_fingerprint=fingerprint, n_patches=n, device=device
+        )
     rate = n / max(time.perf_counter() - t0, 1e-9)
-    log.info("embedded %d patches from %s with %s (%s pooling, dim %d) on %s: %.1f images/s", n, patch_h5,
-             emb.meta["backbone"], pooling, dim, device, rate)
+    log.info(
+        "embedded %d patches from %s with %s (%s pooling, dim %d) on %s: %.1f images/s",
+        n,
+        patch_h5,
+        emb.meta["backbone"],
+        pooling,
+        dim,
+        device,
+        rate,
+    )
     return n
 
 
@@ -110,6 +143,8 @@ def load_embeddings(emb_h5, patch_h5) -> tuple[np.ndarray, dict]:
     with PatchFile(patch_h5) as pf:
         fp, n = patch_fingerprint(pf), len(pf)
     if len(feats) != n or attrs.get("patch_fingerprint") != fp:
-        raise InputError(f"embeddings {emb_h5} do not line up with {patch_h5} ({len(feats)} rows vs {n} patches, "
-                         "or the patch file changed since embedding); rerun embed_patches")
+        raise InputError(
+            f"embeddings {emb_h5} do not line up with {patch_h5} ({len(feats)} rows vs {n} patches, "
+            "or the patch file changed since embedding); rerun embed_patches"
+        )
     return feats, attrs

@@ -74,8 +74,9 @@ def to_uint8(img: np.ndarray, what: str) -> np.ndarray:
             raise InputError(f"{what}: negative pixel values ({img.dtype}); expected unsigned 8- or 16-bit images")
         top = np.iinfo(img.dtype).max
         return np.round(img.astype(np.float64) * (255.0 / top)).astype(np.uint8)
-    raise InputError(f"{what}: {img.dtype} pixels; expected 8- or 16-bit integer images "
-                     "(convert float images to uint8 0-255 first)")
+    raise InputError(
+        f"{what}: {img.dtype} pixels; expected 8- or 16-bit integer images (convert float images to uint8 0-255 first)"
+    )
 
 
 def read_image(f: Path, what: str) -> np.ndarray:
@@ -148,7 +149,9 @@ def _labels_json(path: Path) -> list[str] | None:
     return [str(d[k]) for k in sorted(d, key=int)] if isinstance(d, dict) else [str(x) for x in d]
 
 
-def _check_complete(name: str, source: Path, present: list[str], official: dict, parts: list[str] | None, split: str) -> list[str]:
+def _check_complete(
+    name: str, source: Path, present: list[str], official: dict, parts: list[str] | None, split: str
+) -> list[str]:
     """Which parts to import; an official split must have all its parts (or the user names a subset)."""
     if parts is not None:
         missing = sorted(set(parts) - set(present))
@@ -158,9 +161,11 @@ def _check_complete(name: str, source: Path, present: list[str], official: dict,
     if split == "official":
         missing = [p for p in official if p not in present]
         if missing:
-            raise InputError(f"patch dataset {name!r}: incomplete official split in {source}: it has {present} but not "
-                             f"{missing}; add the missing files, name the parts to import (parts: {present}), "
-                             "or pool them (split: resplit)")
+            raise InputError(
+                f"patch dataset {name!r}: incomplete official split in {source}: it has {present} but not "
+                f"{missing}; add the missing files, name the parts to import (parts: {present}), "
+                "or pool them (split: resplit)"
+            )
     return [p for p in official if p in present]
 
 
@@ -171,26 +176,37 @@ def medmnist_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], int]:
         raise InputError(f"patch dataset {name!r}: {path} is not a readable .npz file ({e})") from e
     present = [p for p in MEDMNIST_PARTS if f"{p}_images" in npz.files]
     if not present:
-        raise InputError(f"patch dataset {name!r}: {path} holds no images; expected arrays like "
-                         f"'train_images'/'train_labels', found {npz.files}")
+        raise InputError(
+            f"patch dataset {name!r}: {path} holds no images; expected arrays like "
+            f"'train_images'/'train_labels', found {npz.files}"
+        )
     official = ds.get("split", "official") == "official"
     if not official:
-        log.warning("patch dataset %s: MedMNIST has no slide or patient ids, so pooled patches are split per image; "
-                    "patches of one slide may land in two splits (split: official avoids this)", name)
+        log.warning(
+            "patch dataset %s: MedMNIST has no slide or patient ids, so pooled patches are split per image; "
+            "patches of one slide may land in two splits (split: official avoids this)",
+            name,
+        )
     out, n_classes = [], 0
     for part in _check_complete(name, path, present, MEDMNIST_PARTS, ds.get("parts"), ds.get("split", "official")):
         if f"{part}_labels" not in npz.files:
             raise InputError(f"patch dataset {name!r}: {path} has '{part}_images' but no '{part}_labels'")
         imgs, labels = npz[f"{part}_images"], np.asarray(npz[f"{part}_labels"])
         if imgs.dtype.kind not in "uib":
-            raise InputError(f"patch dataset {name!r}: {path} '{part}_images' holds {imgs.dtype} pixels; "
-                             "expected 8- or 16-bit integer images (convert to uint8 0-255)")
+            raise InputError(
+                f"patch dataset {name!r}: {path} '{part}_images' holds {imgs.dtype} pixels; "
+                "expected 8- or 16-bit integer images (convert to uint8 0-255)"
+            )
         if imgs.ndim not in (3, 4):
-            raise InputError(f"patch dataset {name!r}: {path} '{part}_images' has shape {imgs.shape}, expected (N,H,W[,C])")
+            raise InputError(
+                f"patch dataset {name!r}: {path} '{part}_images' has shape {imgs.shape}, expected (N,H,W[,C])"
+            )
         if labels.ndim == 0 or labels.shape[0] != len(imgs) or labels.size != len(imgs):
-            raise InputError(f"patch dataset {name!r}: {path} '{part}_labels' has shape {labels.shape} but "
-                             f"'{part}_images' holds {len(imgs)} images; expected one label per image ({len(imgs)},) "
-                             "or (N,1) (multi-label arrays are not supported)")
+            raise InputError(
+                f"patch dataset {name!r}: {path} '{part}_labels' has shape {labels.shape} but "
+                f"'{part}_images' holds {len(imgs)} images; expected one label per image ({len(imgs)},) "
+                "or (N,1) (multi-label arrays are not supported)"
+            )
         labels = labels.reshape(-1)
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise InputError(f"patch dataset {name!r}: {path} '{part}_labels' holds non-integer values")
@@ -198,10 +214,18 @@ def medmnist_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], int]:
         if labels.size:
             n_classes = max(n_classes, int(labels.max()) + 1)
         ids = np.array([f"{name}:{part}:{i}" for i in range(len(imgs))], dtype=object)
-        out.append(Part(part, MEDMNIST_PARTS[part] if official else "", stratified_sample(labels, ds.get("limit"), ds.get("seed", 0)),
-                        # without slide ids a pooled image is its own slide; an official part is one "slide"
-                        labels, ids, np.full(len(imgs), f"{name}:{part}", dtype=object) if official else ids,
-                        lambda rows, imgs=imgs: imgs[rows]))
+        out.append(
+            Part(
+                part,
+                MEDMNIST_PARTS[part] if official else "",
+                stratified_sample(labels, ds.get("limit"), ds.get("seed", 0)),
+                # without slide ids a pooled image is its own slide; an official part is one "slide"
+                labels,
+                ids,
+                np.full(len(imgs), f"{name}:{part}", dtype=object) if official else ids,
+                lambda rows, imgs=imgs: imgs[rows],
+            )
+        )
     return out, n_classes
 
 
@@ -211,9 +235,13 @@ def _pcam_files(path: Path, name: str) -> dict[str, dict[str, Path]]:
         files = sorted(path.glob("*_x.h5")) + sorted(path.glob("*_y.h5")) + sorted(path.glob("*_meta.csv"))
     elif path.name.endswith("_x.h5"):
         stem = path.name[: -len("_x.h5")]
-        files = [path] + [f for f in (path.with_name(stem + "_y.h5"), path.with_name(stem + "_meta.csv")) if f.is_file()]
+        files = [path] + [
+            f for f in (path.with_name(stem + "_y.h5"), path.with_name(stem + "_meta.csv")) if f.is_file()
+        ]
     else:
-        raise InputError(f"patch dataset {name!r}: pcam path {path} must be a folder of *_x.h5/*_y.h5 pairs or one *_x.h5 file")
+        raise InputError(
+            f"patch dataset {name!r}: pcam path {path} must be a folder of *_x.h5/*_y.h5 pairs or one *_x.h5 file"
+        )
     out: dict[str, dict[str, Path]] = {}
     for f in files:
         stem, kind = f.stem.rsplit("_", 1)  # camelyonpatch_level_2_split_train_x -> (..._train, x)
@@ -222,7 +250,9 @@ def _pcam_files(path: Path, name: str) -> dict[str, dict[str, Path]]:
         for need, has in (("y", "x"), ("x", "y")):
             if has in fs and need not in fs:
                 want = fs[has].name[: -len(f"_{has}.h5")] + f"_{need}.h5"
-                raise InputError(f"patch dataset {name!r}: {fs[has].name} has no matching file {want} in {fs[has].parent}")
+                raise InputError(
+                    f"patch dataset {name!r}: {fs[has].name} has no matching file {want} in {fs[has].parent}"
+                )
     if not any("x" in v for v in out.values()):
         raise InputError(f"patch dataset {name!r}: no *_x.h5 files in {path}")
     return {p: fs for p, fs in out.items() if "x" in fs}
@@ -241,8 +271,10 @@ def pcam_parts(path: Path, name: str, ds: dict) -> list[Part]:
     with_meta = [p for p in wanted if "meta" in files[p]]
     if split == "resplit" and len(with_meta) < len(wanted):
         missing = [p for p in wanted if p not in with_meta]
-        raise InputError(f"patch dataset {name!r}: split: resplit groups PCam patches by slide, from the 'wsi' column of "
-                         f"*_meta.csv, but {path} has none for part(s) {missing}")
+        raise InputError(
+            f"patch dataset {name!r}: split: resplit groups PCam patches by slide, from the 'wsi' column of "
+            f"*_meta.csv, but {path} has none for part(s) {missing}"
+        )
     out = []
     for part in wanted:
         xf, yf = files[part]["x"], files[part]["y"]
@@ -256,8 +288,10 @@ def pcam_parts(path: Path, name: str, ds: dict) -> list[Part]:
         if part in with_meta:
             meta = pd.read_csv(files[part]["meta"])
             if "wsi" not in meta.columns or len(meta) != n:
-                raise InputError(f"patch dataset {name!r}: {files[part]['meta'].name} must have a 'wsi' column and "
-                                 f"{n} rows (one per patch of {xf.name}); it has {len(meta)} rows, columns {list(meta.columns)}")
+                raise InputError(
+                    f"patch dataset {name!r}: {files[part]['meta'].name} must have a 'wsi' column and "
+                    f"{n} rows (one per patch of {xf.name}); it has {len(meta)} rows, columns {list(meta.columns)}"
+                )
             slides = np.array([f"{name}:{w}" for w in meta["wsi"].astype(str)], dtype=object)
             cases = slides  # PCam: one slide per lymph node; the slide is the group
         else:  # official split without meta: each patch its own case, the part its "slide"
@@ -268,8 +302,17 @@ def pcam_parts(path: Path, name: str, ds: dict) -> list[Part]:
             with h5py.File(xf, "r") as hx:
                 return hx["x"][rows]
 
-        out.append(Part(part, PCAM_PARTS[part] if split == "official" else "",
-                        stratified_sample(labels, ds.get("limit"), ds.get("seed", 0)), labels, cases, slides, read))
+        out.append(
+            Part(
+                part,
+                PCAM_PARTS[part] if split == "official" else "",
+                stratified_sample(labels, ds.get("limit"), ds.get("seed", 0)),
+                labels,
+                cases,
+                slides,
+                read,
+            )
+        )
     return out
 
 
@@ -302,15 +345,19 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
         table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
         need = {"path"} | ({"label"} if label_from == "csv" else set()) | ({"case_id"} if case_from == "csv" else set())
         if need - set(table.columns):
-            raise InputError(f"patch dataset {name!r}: {path} lacks column(s) {sorted(need - set(table.columns))}; "
-                             f"has {list(table.columns)}")
+            raise InputError(
+                f"patch dataset {name!r}: {path} lacks column(s) {sorted(need - set(table.columns))}; "
+                f"has {list(table.columns)}"
+            )
         if case_from is None:
             case_from = "csv" if "case_id" in table.columns else "none"
         root = path.parent
         files = [root / p for p in table["path"]]
     else:
         if "csv" in (label_from, case_from):
-            raise InputError(f"patch dataset {name!r}: label_from/case_from 'csv' needs path to be a CSV, {path} is a folder")
+            raise InputError(
+                f"patch dataset {name!r}: label_from/case_from 'csv' needs path to be a CSV, {path} is a folder"
+            )
         case_from = case_from or "none"
         root = path
         files = []
@@ -327,13 +374,20 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
             else:
                 files.append(f)
     if case_from == "none" and ds.get("case_from") is None:
-        log.warning("patch dataset %s: no case ids (case_from not set), so every image is its own group; images of "
-                    "one patient may land in two splits. Set case_from (subfolder, filename or csv)", name)
+        log.warning(
+            "patch dataset %s: no case ids (case_from not set), so every image is its own group; images of "
+            "one patient may land in two splits. Set case_from (subfolder, filename or csv)",
+            name,
+        )
     patterns = {
         "label": re.compile(ds.get("label_pattern") or DEFAULT_LABEL_PATTERN) if label_from == "filename" else None,
         "case": re.compile(ds.get("case_pattern") or DEFAULT_CASE_PATTERN) if case_from == "filename" else None,
     }
-    columns = {w: table[c].tolist() for w, c in (("label", "label"), ("case", "case_id")) if table is not None and c in table.columns}
+    columns = {
+        w: table[c].tolist()
+        for w, c in (("label", "label"), ("case", "case_id"))
+        if table is not None and c in table.columns
+    }
     keep, labels, cases = [], [], []
     unmatched: dict[str, list[Path]] = {"label": [], "case": []}
     for i, f in enumerate(files):
@@ -363,24 +417,38 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
         miss = unmatched[what]
         if not miss:
             continue
-        how = {"filename": f"{what}_pattern '{patterns[what].pattern}' captures nothing in",
-               "subfolder": f"{what}_from: subfolder finds no {what} folder for" if what == "case" else "no class folder for",
-               "csv": f"empty {'label' if what == 'label' else 'case_id'} column for"}[source]
+        how = {
+            "filename": f"{what}_pattern '{patterns[what].pattern}' captures nothing in",
+            "subfolder": f"{what}_from: subfolder finds no {what} folder for"
+            if what == "case"
+            else "no class folder for",
+            "csv": f"empty {'label' if what == 'label' else 'case_id'} column for",
+        }[source]
         if len(miss) == len(files):
-            raise InputError(f"patch dataset {name!r}: {how} any of the {len(files)} files under {path} "
-                             f"(e.g. {miss[0].name})" + ("; case_from: subfolder needs <class>/<case>/<image> folders"
-                                                          if source == "subfolder" else ""))
+            raise InputError(
+                f"patch dataset {name!r}: {how} any of the {len(files)} files under {path} "
+                f"(e.g. {miss[0].name})"
+                + ("; case_from: subfolder needs <class>/<case>/<image> folders" if source == "subfolder" else "")
+            )
         if not skip_unmatched:
-            raise InputError(f"patch dataset {name!r}: {how} {len(miss)} file(s), e.g. {miss[0]}; fix the files or the "
-                             "pattern, or set skip_unmatched: true to skip them")
+            raise InputError(
+                f"patch dataset {name!r}: {how} {len(miss)} file(s), e.g. {miss[0]}; fix the files or the "
+                "pattern, or set skip_unmatched: true to skip them"
+            )
         skips[f"{how} the file" if source == "filename" else how] += len(miss)
     skips.log(name)
     if not keep:
         skipped = "; ".join(f"{n} {reason}" for reason, n in sorted(skips.items()))
-        hint = ("; put each class's images in its own sub-folder (path/<class>/...) or set label_from: filename with "
-                "a label_pattern" if skips.get("not inside a class sub-folder") else "")
-        raise InputError(f"patch dataset {name!r}: no images found under {path} with a recognisable label"
-                         + (f" (skipped: {skipped}){hint}" if skipped else ""))
+        hint = (
+            "; put each class's images in its own sub-folder (path/<class>/...) or set label_from: filename with "
+            "a label_pattern"
+            if skips.get("not inside a class sub-folder")
+            else ""
+        )
+        raise InputError(
+            f"patch dataset {name!r}: no images found under {path} with a recognisable label"
+            + (f" (skipped: {skipped}){hint}" if skipped else "")
+        )
     classes = sorted(set(labels))
     label_names = ds.get("label_names")
     if label_names:
@@ -398,7 +466,9 @@ def folder_parts(path: Path, name: str, ds: dict) -> tuple[list[Part], list[str]
     def read(rows):
         return [read_image(keep[r], f"patch dataset {name!r}") for r in rows]
 
-    return [Part("all", "", stratified_sample(lab, ds.get("limit"), ds.get("seed", 0)), lab, cases_arr, slides, read)], classes
+    return [
+        Part("all", "", stratified_sample(lab, ds.get("limit"), ds.get("seed", 0)), lab, cases_arr, slides, read)
+    ], classes
 
 
 def _warn_slide_like_classes(name: str, labels: list[str]) -> None:
@@ -407,10 +477,14 @@ def _warn_slide_like_classes(name: str, labels: list[str]) -> None:
     tcga = [c for c in counts if TCGA_LIKE.match(c)]
     few = len(counts) >= 10 and float(np.median(list(counts.values()))) <= 3
     if tcga or few:
-        log.warning("patch dataset %s: its %d classes look like slide or case ids (%s; e.g. %s), not tissue classes; "
-                    "set label_from / label_pattern, and case_from for the ids", name, len(counts),
-                    "TCGA barcodes" if tcga else f"median {np.median(list(counts.values())):.0f} files per class",
-                    ", ".join(sorted(counts)[:3]))
+        log.warning(
+            "patch dataset %s: its %d classes look like slide or case ids (%s; e.g. %s), not tissue classes; "
+            "set label_from / label_pattern, and case_from for the ids",
+            name,
+            len(counts),
+            "TCGA barcodes" if tcga else f"median {np.median(list(counts.values())):.0f} files per class",
+            ", ".join(sorted(counts)[:3]),
+        )
 
 
 def resamples(dataset: dict) -> bool:
@@ -421,8 +495,15 @@ def resamples(dataset: dict) -> bool:
     return bool(dataset.get("mpp")) if r is None else bool(r)
 
 
-def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, batch_size: int = 256,
-                   progress: bool = True, target_mpp: float | None = None, qc: dict | None = None) -> int:
+def import_patches(
+    dataset: dict,
+    out_h5: str | os.PathLike,
+    patch_size: int,
+    batch_size: int = 256,
+    progress: bool = True,
+    target_mpp: float | None = None,
+    qc: dict | None = None,
+) -> int:
     """Import one ``patch_datasets`` entry into ``out_h5``; returns the number of patches.
 
     ``target_mpp`` (``tiling.mpp``) is needed when the dataset resamples (see :func:`resamples`);
@@ -450,11 +531,22 @@ def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, ba
     spec = PatchFileSpec(
         patch_size=patch_size,
         label_names=label_names,
-        coords_attrs=dict(patch_size=patch_size, patch_level=-1, downsample=np.array([1.0, 1.0]), name=name,
-                          mpp=float("nan"), magnification=float("nan")),
-        root_attrs=dict(source=fmt, dataset=name, source_path=str(path), source_mpp=mpp,
-                        split_mode="official" if any(p.split for p in parts) else "resplit",
-                        parts=",".join(p.name for p in parts)),
+        coords_attrs=dict(
+            patch_size=patch_size,
+            patch_level=-1,
+            downsample=np.array([1.0, 1.0]),
+            name=name,
+            mpp=float("nan"),
+            magnification=float("nan"),
+        ),
+        root_attrs=dict(
+            source=fmt,
+            dataset=name,
+            source_path=str(path),
+            source_mpp=mpp,
+            split_mode="official" if any(p.split for p in parts) else "resplit",
+            parts=",".join(p.name for p in parts),
+        ),
         extra={"official_split": "str"},
     )
     stored_mpps: Counter = Counter()
@@ -466,26 +558,46 @@ def import_patches(dataset: dict, out_h5: str | os.PathLike, patch_size: int, ba
                 rows = part.rows[s : s + batch_size]
                 labels = part.labels[rows]
                 if len(labels) and (labels.max() >= len(label_names) or labels.min() < 0):
-                    raise InputError(f"patch dataset {name!r}: label {int(labels.max())} outside label_names {label_names}")
+                    raise InputError(
+                        f"patch dataset {name!r}: label {int(labels.max())} outside label_names {label_names}"
+                    )
                 imgs = [to_uint8(im, f"patch dataset {name!r} part {part.name}") for im in part.read(rows)]
                 arr, stored = _to_patches(imgs, name, patch_size, mpp, target_mpp if resample else None)
                 stored_mpps.update(np.round(stored[np.isfinite(stored)], 4).tolist())
-                writer.append(patch_qc.apply(PatchBatch(arr, np.full((len(arr), 2), NO_COORD), labels, part.slides[rows],
-                                                        part.cases[rows], stored,
-                                                        extra={"official_split": [part.split] * len(arr)})))
+                writer.append(
+                    patch_qc.apply(
+                        PatchBatch(
+                            arr,
+                            np.full((len(arr), 2), NO_COORD),
+                            labels,
+                            part.slides[rows],
+                            part.cases[rows],
+                            stored,
+                            extra={"official_split": [part.split] * len(arr)},
+                        )
+                    )
+                )
                 bar.update(len(arr))
         bar.close()
         patch_qc.finish(writer)
         uniform = next(iter(stored_mpps)) if len(stored_mpps) == 1 else float("nan")
         writer.set_coords_attrs(mpp=uniform, magnification=magnification_for_mpp(uniform))
-    log.info("patch dataset %s: imported %d patches (%s) from %s, %d classes, %s split%s", name, writer.n,
-             ", ".join(f"{p.name}={len(p.rows)}" for p in parts), path, len(label_names),
-             "official" if any(p.split for p in parts) else "pooled",
-             f", resampled to {target_mpp} um/px" if resample else "")
+    log.info(
+        "patch dataset %s: imported %d patches (%s) from %s, %d classes, %s split%s",
+        name,
+        writer.n,
+        ", ".join(f"{p.name}={len(p.rows)}" for p in parts),
+        path,
+        len(label_names),
+        "official" if any(p.split for p in parts) else "pooled",
+        f", resampled to {target_mpp} um/px" if resample else "",
+    )
     return writer.n
 
 
-def _to_patches(imgs: list, name: str, patch_size: int, mpp: float, target_mpp: float | None) -> tuple[np.ndarray, np.ndarray]:
+def _to_patches(
+    imgs: list, name: str, patch_size: int, mpp: float, target_mpp: float | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Resized patches and their um per pixel (NaN when the source's is unknown)."""
     if target_mpp is None:
         # resizing changes the pixel size: record it per patch when the source's is known
@@ -495,7 +607,11 @@ def _to_patches(imgs: list, name: str, patch_size: int, mpp: float, target_mpp: 
     for im in imgs:
         side = min(np.asarray(im).shape[:2])
         if side < fov_px * (1 - FOV_TOLERANCE):
-            raise InputError(f"patch dataset {name!r}: its images are {side} px at {mpp} um/px ({side * mpp:.0f} um), "
-                             f"smaller than a slide patch's field of view ({patch_size} px at tiling.mpp {target_mpp} = "
-                             f"{patch_size * target_mpp:.0f} um); lower tiling.mpp or tiling.patch_size, or set resample: false")
-    return np.stack([resize_image(im, patch_size, crop_px=fov_px) for im in imgs]), np.full(len(imgs), target_mpp, np.float32)
+            raise InputError(
+                f"patch dataset {name!r}: its images are {side} px at {mpp} um/px ({side * mpp:.0f} um), "
+                f"smaller than a slide patch's field of view ({patch_size} px at tiling.mpp {target_mpp} = "
+                f"{patch_size * target_mpp:.0f} um); lower tiling.mpp or tiling.patch_size, or set resample: false"
+            )
+    return np.stack([resize_image(im, patch_size, crop_px=fov_px) for im in imgs]), np.full(
+        len(imgs), target_mpp, np.float32
+    )

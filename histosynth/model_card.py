@@ -26,8 +26,16 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 # the tags diffusers' train_text_to_image_lora.py gives its cards, plus ours
-TAGS = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "diffusers-training",
-        "histopathology", "synthetic-data", "histosynth"]
+TAGS = [
+    "stable-diffusion",
+    "stable-diffusion-diffusers",
+    "text-to-image",
+    "diffusers",
+    "diffusers-training",
+    "histopathology",
+    "synthetic-data",
+    "histosynth",
+]
 METRIC_FILES = ("fd", "kid", "prdc", "agreement", "downstream")
 MAX_PROMPT_ROWS = 15
 SETS = ("raw", "filtered")
@@ -113,7 +121,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _settings_table(settings: dict) -> str:
     # JSON spelling (null, true, 1e-04), as the values read in config.yaml
-    return _table(["setting", "value"], [[f"`{k}`", v if isinstance(v, str) else json.dumps(v)] for k, v in settings.items()])
+    return _table(
+        ["setting", "value"], [[f"`{k}`", v if isinstance(v, str) else json.dumps(v)] for k, v in settings.items()]
+    )
 
 
 def metrics_markdown(metrics: dict[str, dict]) -> str:
@@ -121,28 +131,65 @@ def metrics_markdown(metrics: dict[str, dict]) -> str:
     fd, kid, prdc, agree, down = (metrics[k] for k in METRIC_FILES)
     ex = fd["extractor"]
     fd_name = "FID" if ex.get("kind") == "inception" else "FD"
-    out = [f"Real reference: the **{fd['reference']['split']}** split. Features: {ex.get('name', ex.get('kind'))}"
-           + (" — **a random network: these distances show mechanics only**" if ex.get("random_network") else "")
-           + ". Lower is better (↓) for distances; higher is better (↑) for the rest. The independent judge "
-           "classifier scores agreement; per-class values are in the JSON files."]
+    out = [
+        f"Real reference: the **{fd['reference']['split']}** split. Features: {ex.get('name', ex.get('kind'))}"
+        + (" — **a random network: these distances show mechanics only**" if ex.get("random_network") else "")
+        + ". Lower is better (↓) for distances; higher is better (↑) for the rest. The independent judge "
+        "classifier scores agreement; per-class values are in the JSON files."
+    ]
     rows, warnings = [], {}  # warning -> where it applies, so a caveat shared by every metric is listed once
     judge = agree.get("judge", {}).get("sets", {})
     for s in SETS:
         g = lambda doc, key="overall": doc["sets"].get(s, {}).get(key)  # noqa: E731
         p, a = g(prdc) or {}, judge.get(s, {})
-        rows.append([s, g(fd, "n_real"), g(fd, "n_synthetic"), g(fd), g(kid), p.get("precision"), p.get("recall"),
-                     p.get("density"), p.get("coverage"), a.get("macro_f1")])
+        rows.append(
+            [
+                s,
+                g(fd, "n_real"),
+                g(fd, "n_synthetic"),
+                g(fd),
+                g(kid),
+                p.get("precision"),
+                p.get("recall"),
+                p.get("density"),
+                p.get("coverage"),
+                a.get("macro_f1"),
+            ]
+        )
         for name, doc in ((fd_name, fd), ("KID", kid), ("PRDC", prdc)):
             for w in g(doc, "warnings") or []:
                 warnings.setdefault(w, []).append(f"{name} of the {s} set")
-    out.append(_table(["set", "n real", "n synthetic", f"{fd_name} ↓", "KID ↓", "precision ↑", "recall ↑", "density ↑",
-                       "coverage ↑", "judge agreement macro F1 ↑"], rows))
+    out.append(
+        _table(
+            [
+                "set",
+                "n real",
+                "n synthetic",
+                f"{fd_name} ↓",
+                "KID ↓",
+                "precision ↑",
+                "recall ↑",
+                "density ↑",
+                "coverage ↑",
+                "judge agreement macro F1 ↑",
+            ],
+            rows,
+        )
+    )
     res = down["results"]
-    out.append(f"Downstream classifiers (ResNet-18, {down['epochs']} epochs) tested on the real test split, trained with "
-               f"the **{down['synthetic_set']}** synthetic set:")
-    out.append(_table(["trained on", "n train", "accuracy ↑", "macro AUC ↑", "macro F1 ↑"],
-                      [[k.replace("_", " "), r.get("n_train", "—"), r.get("accuracy"), r.get("macro_auc"), r.get("macro_f1")]
-                       for k, r in res.items()]))
+    out.append(
+        f"Downstream classifiers (ResNet-18, {down['epochs']} epochs) tested on the real test split, trained with "
+        f"the **{down['synthetic_set']}** synthetic set:"
+    )
+    out.append(
+        _table(
+            ["trained on", "n train", "accuracy ↑", "macro AUC ↑", "macro F1 ↑"],
+            [
+                [k.replace("_", " "), r.get("n_train", "—"), r.get("accuracy"), r.get("macro_auc"), r.get("macro_f1")]
+                for k, r in res.items()
+            ],
+        )
+    )
     for w in down.get("warnings", []):
         warnings.setdefault(w, []).append("downstream")
     for k, r in res.items():
@@ -159,15 +206,20 @@ def prompts_markdown(freq: pd.DataFrame, strategy: str, settings: dict) -> str:
     out = [f"Strategy **{strategy}**: {len(freq)} distinct prompts for {n} training patches."]
     if settings:
         out.append(_settings_table(settings))
-    out.append(_table(["prompt", "class", "patches"], shown[["prompt", "label_name", "count"]].fillna("").values.tolist()))
+    out.append(
+        _table(["prompt", "class", "patches"], shown[["prompt", "label_name", "count"]].fillna("").values.tolist())
+    )
     if len(freq) > len(shown):
         out.append(f"… and {len(freq) - len(shown)} more (results/prompts/*.freq.tsv).")
     return "\n\n".join(out)
 
 
 def data_markdown(freq: pd.DataFrame, data: dict) -> str:
-    per_class = freq.assign(label_name=freq["label_name"].fillna("").replace("", "(unlabelled)")) \
-        .groupby("label_name")["count"].sum()
+    per_class = (
+        freq.assign(label_name=freq["label_name"].fillna("").replace("", "(unlabelled)"))
+        .groupby("label_name")["count"]
+        .sum()
+    )
     out = [_table(["class", "training patches"], [[c, int(k)] for c, k in per_class.items()])]
     out.append(_settings_table(data))
     return "\n\n".join(out)
@@ -227,14 +279,28 @@ def write_model_card(
     example = freq["prompt"].iloc[0] if len(freq) else ""
     train_rows = dict(train)
     card_data = ModelCardData(
-        base_model=hub_base, library_name="diffusers", pipeline_tag="text-to-image", model_name=f"histosynth-{experiment}",
+        base_model=hub_base,
+        library_name="diffusers",
+        pipeline_tag="text-to-image",
+        model_name=f"histosynth-{experiment}",
         # the Hub's gallery widget, as diffusers' LoRA script writes it for its validation images
         widget=[{"text": example, "output": {"url": card_grids[n]}} for n in card_grids][:1] or None,
     )
     card = ModelCard.from_template(
-        card_data, template_str=TEMPLATE, experiment=experiment, base_model=f"`{source}`", base_dir=str(base_dir),
-        method=method, model_dir=str(model_dir), n_patches=int(freq["count"].sum()), strategy=strategy, example_prompt=example,
-        sampling=sampling, grids=card_grids, metrics=metrics_markdown(docs), data=data_markdown(freq, data),
+        card_data,
+        template_str=TEMPLATE,
+        experiment=experiment,
+        base_model=f"`{source}`",
+        base_dir=str(base_dir),
+        method=method,
+        model_dir=str(model_dir),
+        n_patches=int(freq["count"].sum()),
+        strategy=strategy,
+        example_prompt=example,
+        sampling=sampling,
+        grids=card_grids,
+        metrics=metrics_markdown(docs),
+        data=data_markdown(freq, data),
         prompts=prompts_markdown(freq, strategy, prompt_settings),
         train=_settings_table(train_rows) + "\n\nRun: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()),
         sample_table=_settings_table(sampling),

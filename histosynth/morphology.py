@@ -34,8 +34,15 @@ def _scaler(kind: str):
 
 # Osorio et al.'s outlier features (rods-biogen extract_hsv_features / set_remove_label): a patch is an
 # outlier when any of them is below its threshold in morphology.outliers
-OUTLIER_FEATURES = {"min_mean_v": "mean_V", "min_mean_s": "mean_S", "min_std_v": "std_V", "min_std_s": "std_S",
-                    "min_std_h": "std_H", "min_laplacian_var": "var_L", "min_contours": "n_contour"}
+OUTLIER_FEATURES = {
+    "min_mean_v": "mean_V",
+    "min_mean_s": "mean_S",
+    "min_std_v": "std_V",
+    "min_std_s": "std_S",
+    "min_std_h": "std_H",
+    "min_laplacian_var": "var_L",
+    "min_contours": "n_contour",
+}
 
 
 def outlier_features(imgs: np.ndarray) -> pd.DataFrame:
@@ -55,10 +62,17 @@ def outlier_features(imgs: np.ndarray) -> pd.DataFrame:
         holes = label(~bright, connectivity=1)
         border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
         n_holes = len(set(np.unique(holes).tolist()) - set(border.tolist()) - {0})
-        rows.append({"mean_V": hsv[..., 2].mean(), "std_V": hsv[..., 2].std(), "mean_S": hsv[..., 1].mean(),
-                     "std_S": hsv[..., 1].std(), "std_H": hsv[..., 0].std(),
-                     "var_L": ndimage.laplace(grey.astype(np.float64), mode="mirror").var(),
-                     "n_contour": int(label(bright, connectivity=2).max()) + n_holes})
+        rows.append(
+            {
+                "mean_V": hsv[..., 2].mean(),
+                "std_V": hsv[..., 2].std(),
+                "mean_S": hsv[..., 1].mean(),
+                "std_S": hsv[..., 1].std(),
+                "std_H": hsv[..., 0].std(),
+                "var_L": ndimage.laplace(grey.astype(np.float64), mode="mirror").var(),
+                "n_contour": int(label(bright, connectivity=2).max()) + n_holes,
+            }
+        )
     return pd.DataFrame(rows, columns=list(OUTLIER_FEATURES.values()))
 
 
@@ -73,17 +87,26 @@ def train_outliers(train_patches, cfg: dict, batch: int = 256) -> np.ndarray:
     with PatchFile(train_patches) as pf:
         feats = pd.concat([outlier_features(imgs) for _, imgs in pf.iter_batches(batch)], ignore_index=True)
     mask, counts = outlier_mask(feats, cfg)
-    log.info("morphology outliers (Osorio et al.'s HSV / contour criteria): %d of %d training patches left out of the "
-             "clustering fit; per criterion: %s", mask.sum(), len(mask), counts)
+    log.info(
+        "morphology outliers (Osorio et al.'s HSV / contour criteria): %d of %d training patches left out of the "
+        "clustering fit; per criterion: %s",
+        mask.sum(),
+        len(mask),
+        counts,
+    )
     if mask.all():
-        raise InputError(f"morphology.outliers: every one of the {len(mask)} training patches of {train_patches} is an outlier "
-                         f"(per criterion: {counts}); lower the thresholds or set morphology.outliers.activate: false")
+        raise InputError(
+            f"morphology.outliers: every one of the {len(mask)} training patches of {train_patches} is an outlier "
+            f"(per criterion: {counts}); lower the thresholds or set morphology.outliers.activate: false"
+        )
     return mask
 
 
 def fit_clusters(feats: np.ndarray, k: int, scaler: str, n_init: int, seed: int):
     if k > len(feats):
-        raise InputError(f"morphology.k = {k} is larger than the number of training patches ({len(feats)}); lower morphology.k")
+        raise InputError(
+            f"morphology.k = {k} is larger than the number of training patches ({len(feats)}); lower morphology.k"
+        )
     sc = _scaler(scaler).fit(feats)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(sc.transform(feats))
     return sc, km
@@ -102,12 +125,26 @@ def k_sweep(feats: np.ndarray, ks: list[int], scaler: str, seed: int, out_png, c
     return df
 
 
-def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray], split_labels: dict[str, np.ndarray],
-                       cfg: dict, out: dict, train_patches: str | os.PathLike) -> pd.DataFrame:
+def cluster_morphology(
+    train_emb: np.ndarray,
+    split_embs: dict[str, np.ndarray],
+    split_labels: dict[str, np.ndarray],
+    cfg: dict,
+    out: dict,
+    train_patches: str | os.PathLike,
+) -> pd.DataFrame:
     """Fit on train, assign every split; write ``out['assignments'|'centroids'|'sizes'|'sweep'|'examples']``."""
     k, per_label = cfg["k"], cfg["per_label"]
-    outliers = train_outliers(train_patches, cfg["outliers"]) if cfg["outliers"]["activate"] else np.zeros(len(train_emb), bool)
-    groups = {None: np.ones(len(train_emb), bool)} if not per_label else {lab: split_labels["train"] == lab for lab in np.unique(split_labels["train"])}
+    outliers = (
+        train_outliers(train_patches, cfg["outliers"])
+        if cfg["outliers"]["activate"]
+        else np.zeros(len(train_emb), bool)
+    )
+    groups = (
+        {None: np.ones(len(train_emb), bool)}
+        if not per_label
+        else {lab: split_labels["train"] == lab for lab in np.unique(split_labels["train"])}
+    )
     rows, centroids = [], []
     for lab, sel in groups.items():
         sc, km = fit_clusters(train_emb[sel & ~outliers], k, cfg["scaler"], cfg["n_init"], cfg["seed"])
@@ -119,13 +156,26 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
             assign = km.predict(x)
             dist = km.transform(x)[np.arange(len(x)), assign]
             for idx, c, d, label in zip(np.flatnonzero(mask), assign, dist, split_labels[split][mask]):
-                rows.append({"split": split, "index": int(idx), "label": int(label), "cluster": int(c), "distance": float(d),
-                             "outlier": bool(split == "train" and outliers[idx])})
+                rows.append(
+                    {
+                        "split": split,
+                        "index": int(idx),
+                        "label": int(label),
+                        "cluster": int(c),
+                        "distance": float(d),
+                        "outlier": bool(split == "train" and outliers[idx]),
+                    }
+                )
         for c, center in enumerate(sc.inverse_transform(km.cluster_centers_)):
-            centroids.append({"label_group": "all" if lab is None else int(lab), "cluster": c,
-                              **{f"f{j}": float(v) for j, v in enumerate(center)}})
+            centroids.append(
+                {
+                    "label_group": "all" if lab is None else int(lab),
+                    "cluster": c,
+                    **{f"f{j}": float(v) for j, v in enumerate(center)},
+                }
+            )
     df = pd.DataFrame(rows)
-    sizes = (df[df.split == "train"].groupby(["label", "cluster"]).size().rename("n_train").reset_index())
+    sizes = df[df.split == "train"].groupby(["label", "cluster"]).size().rename("n_train").reset_index()
     for name, frame in (("assignments", df), ("centroids", pd.DataFrame(centroids)), ("sizes", sizes)):
         with atomic_path(out[name]) as tmp:
             frame.to_csv(tmp, sep="\t", index=False)
@@ -143,9 +193,16 @@ def cluster_morphology(train_emb: np.ndarray, split_embs: dict[str, np.ndarray],
             grid_rows.append((title, pf.read(idx)))
     image_grid(grid_rows, out["examples"], columns=cfg["examples_per_cluster"])
     # "label: n, n, ..." per label, so the counts read as label x cluster, not one flat list
-    by_label = "; ".join(f"{names[int(lab)] if 0 <= int(lab) < len(names) else lab}: "
-                         + ", ".join(f"cluster {int(c)}={int(n)}" for c, n in zip(g["cluster"], g["n_train"]))
-                         for lab, g in sizes.groupby("label"))
-    log.info("morphology: k=%d%s on %d training patches; training patches per label and cluster: %s", k,
-             " per label" if per_label else "", len(train_emb), by_label)
+    by_label = "; ".join(
+        f"{names[int(lab)] if 0 <= int(lab) < len(names) else lab}: "
+        + ", ".join(f"cluster {int(c)}={int(n)}" for c, n in zip(g["cluster"], g["n_train"]))
+        for lab, g in sizes.groupby("label")
+    )
+    log.info(
+        "morphology: k=%d%s on %d training patches; training patches per label and cluster: %s",
+        k,
+        " per label" if per_label else "",
+        len(train_emb),
+        by_label,
+    )
     return df

@@ -133,11 +133,15 @@ class PatchWriter:
             return
         s = self.spec.patch_size
         if batch.imgs.shape[1:] != (s, s, 3) or batch.imgs.dtype != np.uint8:
-            raise ValueError(f"{self.path}: patches must be uint8 ({s},{s},3), got {batch.imgs.dtype} {batch.imgs.shape[1:]}")
+            raise ValueError(
+                f"{self.path}: patches must be uint8 ({s},{s},3), got {batch.imgs.dtype} {batch.imgs.shape[1:]}"
+            )
         imgs = self._h5["imgs"]
         imgs.resize(self._copied + m, axis=0)
         for i, img in enumerate(batch.imgs):  # one patch per chunk (the contract)
-            imgs.id.write_direct_chunk((self._copied + i, 0, 0, 0), _deflate_lib.compress(np.ascontiguousarray(img), self._level))
+            imgs.id.write_direct_chunk(
+                (self._copied + i, 0, 0, 0), _deflate_lib.compress(np.ascontiguousarray(img), self._level)
+            )
         self._add_piece(None, self._copied, self._copied + m)
         self._copied += m
         self._append_columns(batch, m)
@@ -171,7 +175,10 @@ class PatchWriter:
             ("slide_ids", np.asarray(batch.slide_ids, dtype=object)),
             ("case_ids", np.asarray(batch.case_ids, dtype=object)),
             ("mpp", np.asarray(batch.mpp, np.float32)),
-            *((name, np.asarray(batch.extra[name], dtype=object if kind == "str" else None)) for name, kind in self.spec.extra.items()),
+            *(
+                (name, np.asarray(batch.extra[name], dtype=object if kind == "str" else None))
+                for name, kind in self.spec.extra.items()
+            ),
         ):
             ds = self._h5[name]
             ds.resize(end, axis=0)
@@ -201,7 +208,9 @@ class PatchWriter:
             if shape is None:
                 with h5py.File(p.source, "r") as src:
                     shape = src["imgs"].shape
-            layout[row : row + p.stop - p.start] = h5py.VirtualSource(name, "imgs" if p.source else COPIED_IMGS, shape=shape)[p.start : p.stop]
+            layout[row : row + p.stop - p.start] = h5py.VirtualSource(
+                name, "imgs" if p.source else COPIED_IMGS, shape=shape
+            )[p.start : p.stop]
             row += p.stop - p.start
         h.create_virtual_dataset("imgs", layout, fillvalue=0)
 
@@ -269,7 +278,9 @@ class PatchFile:
         out[order] = block[inverse]
         return out
 
-    def iter_batches(self, batch_size: int = 256, indices: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_batches(
+        self, batch_size: int = 256, indices: Sequence[int] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row_indices, pixels)`` in chunks of at most ``batch_size`` rows."""
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         for start in range(0, idx.size, batch_size):
@@ -296,8 +307,13 @@ def check_patch_file(path: str | os.PathLike) -> int:
             problems.append(f"imgs must be uint8 (N,S,S,3), is {pf.imgs.dtype} {pf.imgs.shape}")
         if pf.imgs.chunks is not None and pf.imgs.chunks[0] != 1:
             problems.append(f"imgs must be chunked one patch per chunk, chunks={pf.imgs.chunks}")
-        for name, arr in (("coords", pf.coords), ("labels", pf.labels), ("slide_ids", pf.slide_ids),
-                          ("case_ids", pf.case_ids), ("mpp", pf.mpp)):
+        for name, arr in (
+            ("coords", pf.coords),
+            ("labels", pf.labels),
+            ("slide_ids", pf.slide_ids),
+            ("case_ids", pf.case_ids),
+            ("mpp", pf.mpp),
+        ):
             if len(arr) != n:
                 problems.append(f"{name} has {len(arr)} rows, imgs has {n}")
         for key in ("patch_size", "patch_level", "downsample", "mpp", "magnification"):

@@ -58,7 +58,9 @@ def image_grid(rows: Sequence[tuple[str, np.ndarray]], out_png: str | os.PathLik
         canvas.save(tmp, format="PNG")
 
 
-def label_examples_grid(patch_h5: str | os.PathLike, out_png: str | os.PathLike, per_label: int = 8, seed: int = 0) -> None:
+def label_examples_grid(
+    patch_h5: str | os.PathLike, out_png: str | os.PathLike, per_label: int = 8, seed: int = 0
+) -> None:
     """One row per label: up to ``per_label`` random patches of that label, with its name and count."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -124,7 +126,9 @@ def acceptance_plot(df: pd.DataFrame, per_class: pd.DataFrame, out_png: str | os
     import matplotlib.pyplot as plt
 
     fig, ax = figure(figsize=(max(5, 0.9 * len(per_class) + 2), 3.5))
-    cum = df.pivot_table(index="label_name", columns="round", values="accepted", aggfunc="sum", fill_value=0).cumsum(axis=1)
+    cum = df.pivot_table(index="label_name", columns="round", values="accepted", aggfunc="sum", fill_value=0).cumsum(
+        axis=1
+    )
     req = per_class.set_index("label_name")["requested"]
     frac = cum.div(req, axis=0)
     bottom = np.zeros(len(frac))
@@ -149,8 +153,15 @@ def umap_projection(real: np.ndarray, seed: int):
     return umap.UMAP(n_components=2, n_neighbors=min(15, len(real) - 1), random_state=seed).fit(real)
 
 
-def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, experiment: str, note: str | None = None,
-                  umap: bool = False, seed: int = 0) -> None:
+def coverage_plot(
+    real: np.ndarray,
+    fakes: dict,
+    out_png: str | os.PathLike,
+    experiment: str,
+    note: str | None = None,
+    umap: bool = False,
+    seed: int = 0,
+) -> None:
     """Real vs synthetic features projected by a PCA fitted on the real ones (Osorio et al., Fig. 3-4) and,
     with ``umap``, a second row by a UMAP fitted on them: where the synthetic set covers the real one.
 
@@ -160,7 +171,9 @@ def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, exp
     projections = [("PC", PCA(n_components=2, random_state=0).fit(real) if len(real) >= 2 else None)]
     if umap:
         projections.append(("UMAP", umap_projection(real, seed) if len(real) >= 3 else None))
-    fig, axes = figure(len(fakes), figsize=(4.2 * len(fakes), 4 * len(projections)), squeeze=False, nrows=len(projections))
+    fig, axes = figure(
+        len(fakes), figsize=(4.2 * len(fakes), 4 * len(projections)), squeeze=False, nrows=len(projections)
+    )
     for row, (axis_name, proj) in zip(axes, projections):
         for ax, (name, ff) in zip(row, fakes.items()):
             if proj is not None:
@@ -168,7 +181,9 @@ def coverage_plot(real: np.ndarray, fakes: dict, out_png: str | os.PathLike, exp
                 ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, label=f"real ({len(real)})", color="tab:blue")
                 if len(ff):
                     f2 = proj.transform(ff)
-                    ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red")
+                    ax.scatter(
+                        f2[:, 0], f2[:, 1], s=6, alpha=0.5, label=f"synthetic {name} ({len(ff)})", color="tab:red"
+                    )
             ax.set_title(f"{experiment}: {name}" + (f"\n({note})" if note else ""), fontsize=9)
             ax.set_xlabel(f"{axis_name} 1 (fitted on real)")
             ax.set_ylabel(f"{axis_name} 2")

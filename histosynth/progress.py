@@ -27,8 +27,11 @@ class progress_bar(tqdm):  # noqa: N801  (used like tqdm itself)
 
     def display(self, *args, **kwargs):
         shown = super().display(*args, **kwargs)
-        if (_console is not None and not getattr(self, "_summarised_final", False)
-                and time.monotonic() - self._last_summary >= SUMMARY_EVERY_S):
+        if (
+            _console is not None
+            and not getattr(self, "_summarised_final", False)
+            and time.monotonic() - self._last_summary >= SUMMARY_EVERY_S
+        ):
             self._summarise()
         return shown
 

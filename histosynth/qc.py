@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 IO, BETA = 240, 0.15
 GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
 BLUR_COLOUR = (255, 140, 0)  # thumbnail outline of blur-rejected patches
-MOSTLY_BLURRY = 0.5  # warn when more than this fraction of a file is rejected: the threshold may not suit its pixel size
+MOSTLY_BLURRY = (
+    0.5  # warn when more than this fraction of a file is rejected: the threshold may not suit its pixel size
+)
 
 
 def blur_scores(imgs: np.ndarray) -> np.ndarray:
@@ -81,8 +83,13 @@ def _take(batch: PatchBatch, keep: np.ndarray) -> PatchBatch:
     """The rows of ``batch`` where ``keep`` is true."""
     pick = lambda v: np.asarray(v, dtype=object if not isinstance(v, np.ndarray) else None)[keep]  # noqa: E731
     return dataclasses.replace(
-        batch, imgs=batch.imgs[keep], coords=np.asarray(batch.coords)[keep], labels=np.asarray(batch.labels)[keep],
-        slide_ids=list(pick(batch.slide_ids)), case_ids=list(pick(batch.case_ids)), mpp=np.asarray(batch.mpp)[keep],
+        batch,
+        imgs=batch.imgs[keep],
+        coords=np.asarray(batch.coords)[keep],
+        labels=np.asarray(batch.labels)[keep],
+        slide_ids=list(pick(batch.slide_ids)),
+        case_ids=list(pick(batch.case_ids)),
+        mpp=np.asarray(batch.mpp)[keep],
         extra={k: pick(v) for k, v in batch.extra.items()},
     )
 
@@ -121,9 +128,11 @@ class PatchQC:
             raise InputError(f"{where}: cannot read the stain-normalisation reference image ({e})") from e
         frac = float(stained_fraction(ref))
         if frac < self.min_stained:
-            raise InputError(f"{where}: the stain-normalisation reference is blank (only {frac:.1%} of its pixels are "
-                             f"stained, qc.stain.min_stained_fraction is {self.min_stained:.0%}); give an image of "
-                             "well-stained tissue")
+            raise InputError(
+                f"{where}: the stain-normalisation reference is blank (only {frac:.1%} of its pixels are "
+                f"stained, qc.stain.min_stained_fraction is {self.min_stained:.0%}); give an image of "
+                "well-stained tissue"
+            )
         try:
             self._normaliser = self._fit(ref)
         except FAILURES as e:
@@ -183,19 +192,29 @@ class PatchQC:
 
     def attrs(self) -> dict:
         """What QC did, for the patch file's root attributes."""
-        return dict(qc_blur_threshold=float("nan") if self.blur_threshold is None else self.blur_threshold,
-                    qc_n_blurry=self.n_blurry, qc_stain_method=self.stain_method or "none",
-                    qc_stain_reference=self.reference_used, qc_n_normalised=self.n_normalised,
-                    qc_n_unnormalised=self.n_unnormalised)
+        return dict(
+            qc_blur_threshold=float("nan") if self.blur_threshold is None else self.blur_threshold,
+            qc_n_blurry=self.n_blurry,
+            qc_stain_method=self.stain_method or "none",
+            qc_stain_reference=self.reference_used,
+            qc_n_normalised=self.n_normalised,
+            qc_n_unnormalised=self.n_unnormalised,
+        )
 
     def legend(self) -> list[tuple[str, tuple[int, int, int] | None]]:
         """Thumbnail legend rows (text, outline colour or None) for the QC steps that ran."""
         out = []
         if self.blur_threshold is not None:
-            out.append((f"blurry, rejected: {self.n_blurry} (Laplacian variance < {self.blur_threshold:g})", BLUR_COLOUR))
+            out.append(
+                (f"blurry, rejected: {self.n_blurry} (Laplacian variance < {self.blur_threshold:g})", BLUR_COLOUR)
+            )
         if self.stain_method is not None:
-            out.append((f"stain-normalised ({self.stain_method}): {self.n_normalised}, too pale/failed: {self.n_unnormalised}",
-                        None))  # nothing to outline: normalised patches look like the others
+            out.append(
+                (
+                    f"stain-normalised ({self.stain_method}): {self.n_normalised}, too pale/failed: {self.n_unnormalised}",
+                    None,
+                )
+            )  # nothing to outline: normalised patches look like the others
         return out
 
     def finish(self, writer) -> None:
@@ -205,13 +224,31 @@ class PatchQC:
         writer.set_attrs(**self.attrs())
         if self.blur_threshold is not None:
             scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
-            log.info("%s: qc blur: %d of %d patches rejected (Laplacian variance < %g; median score %.4g)", self.source,
-                     self.n_blurry, self.n_in, self.blur_threshold, np.median(scores) if len(scores) else float("nan"))
+            log.info(
+                "%s: qc blur: %d of %d patches rejected (Laplacian variance < %g; median score %.4g)",
+                self.source,
+                self.n_blurry,
+                self.n_in,
+                self.blur_threshold,
+                np.median(scores) if len(scores) else float("nan"),
+            )
             if self.n_in and self.n_blurry > MOSTLY_BLURRY * self.n_in:
-                log.warning("%s: qc blur rejected %d of %d patches: check qc.blur.threshold (%g) for this pixel size "
-                            "(median score %.4g)", self.source, self.n_blurry, self.n_in, self.blur_threshold, np.median(scores))
+                log.warning(
+                    "%s: qc blur rejected %d of %d patches: check qc.blur.threshold (%g) for this pixel size "
+                    "(median score %.4g)",
+                    self.source,
+                    self.n_blurry,
+                    self.n_in,
+                    self.blur_threshold,
+                    np.median(scores),
+                )
         if self.stain_method is not None:
-            log.info("%s: qc stain (%s, reference: %s): %d patches normalised, %d kept unnormalised (too little stain "
-                     "or the normaliser failed)", self.source, self.stain_method, self.reference_used or "none found",
-                     self.n_normalised, self.n_unnormalised)
-
+            log.info(
+                "%s: qc stain (%s, reference: %s): %d patches normalised, %d kept unnormalised (too little stain "
+                "or the normaliser failed)",
+                self.source,
+                self.stain_method,
+                self.reference_used or "none found",
+                self.n_normalised,
+                self.n_unnormalised,
+            )

@@ -27,12 +27,16 @@ def read_scores(path: str | os.PathLike, slide_id: str | None = None) -> pd.Data
         raise InputError(f"patch scores {path}: cannot read it as a TSV ({e})") from e
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"patch scores {path}: missing column(s) {missing}; it has {list(df.columns)} "
-                         f"(expected tab-separated {', '.join(COLUMNS)})")
+        raise InputError(
+            f"patch scores {path}: missing column(s) {missing}; it has {list(df.columns)} "
+            f"(expected tab-separated {', '.join(COLUMNS)})"
+        )
     bad = df[~df["tumor"].between(0, 1) | ~df["til"].between(0, 1)]
     if len(bad):
-        raise InputError(f"patch scores {path}: tumor/til must be probabilities in [0, 1]; row {int(bad.index[0]) + 2} "
-                         f"has tumor={bad['tumor'].iloc[0]}, til={bad['til'].iloc[0]}")
+        raise InputError(
+            f"patch scores {path}: tumor/til must be probabilities in [0, 1]; row {int(bad.index[0]) + 2} "
+            f"has tumor={bad['tumor'].iloc[0]}, til={bad['til'].iloc[0]}"
+        )
     if slide_id is not None:
         df = df[df["slide_id"] == slide_id]
     return df.set_index(["slide_id", "x", "y"])[["tumor", "til"]]
@@ -40,18 +44,21 @@ def read_scores(path: str | os.PathLike, slide_id: str | None = None) -> pd.Data
 
 def lookup(scores: pd.DataFrame, slide_ids, coords: np.ndarray, path) -> pd.DataFrame:
     """The (tumor, til) row of every patch; a patch without one stops with the slide and corner named."""
-    key = pd.MultiIndex.from_arrays([np.asarray(slide_ids, dtype=object), np.asarray(coords)[:, 0], np.asarray(coords)[:, 1]])
+    key = pd.MultiIndex.from_arrays(
+        [np.asarray(slide_ids, dtype=object), np.asarray(coords)[:, 0], np.asarray(coords)[:, 1]]
+    )
     found = scores.reindex(key)
     absent = found["tumor"].isna().to_numpy()
     if absent.any():
         i = int(np.flatnonzero(absent)[0])
-        raise InputError(f"patch scores {path}: no row for {int(absent.sum())} patch(es), e.g. slide {key[i][0]} at "
-                         f"x={key[i][1]}, y={key[i][2]} (level-0 top-left corner); score the slides on the tiling grid "
-                         "(tiling.patch_size at tiling.mpp)")
+        raise InputError(
+            f"patch scores {path}: no row for {int(absent.sum())} patch(es), e.g. slide {key[i][0]} at "
+            f"x={key[i][1]}, y={key[i][2]} (level-0 top-left corner); score the slides on the tiling grid "
+            "(tiling.patch_size at tiling.mpp)"
+        )
     return found.reset_index(drop=True)
 
 
 def level(p) -> np.ndarray:
     """PathLDM's level, as ``prompts.pathldm_levels``: 0 (low) below 0.5, 1 (high) from 0.5."""
     return np.minimum((np.asarray(p, dtype=float) * 2).astype(int), 1)
-

@@ -53,8 +53,9 @@ def _pool_rare(strata: np.ndarray) -> np.ndarray:
     return np.array([common if s in rare else s for s in strata.tolist()])
 
 
-def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed: int, what: str,
-                  asked: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_groups(
+    groups: np.ndarray, strata: np.ndarray, fraction: float, seed: int, what: str, asked: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Split unique groups into (rest, taken) with ``fraction`` of them taken, stratified when possible.
 
     ``asked`` names the user's settings for error messages (``fraction`` may be a rescaled one)."""
@@ -62,8 +63,10 @@ def _split_groups(groups: np.ndarray, strata: np.ndarray, fraction: float, seed:
         return groups, groups[:0]
     n_take = int(np.ceil(fraction * len(groups)))
     if n_take >= len(groups):
-        raise InputError(f"split: only {len(groups)} group(s) left for {what} and train with {asked}; "
-                         f"add cases or lower split.{what}")
+        raise InputError(
+            f"split: only {len(groups)} group(s) left for {what} and train with {asked}; "
+            f"add cases or lower split.{what}"
+        )
     strata = _pool_rare(np.asarray(strata))
     try:
         rest, taken = train_test_split(groups, test_size=n_take, stratify=strata, random_state=seed)
@@ -100,17 +103,23 @@ def check_split(man: pd.DataFrame, group_by: str) -> None:
     leaking = spread[spread > 1].index.tolist()
     if leaking:
         where = man[man[group_by].isin(leaking[:3])].groupby(group_by)["split"].unique()
-        raise InputError(f"split: {len(leaking)} {group_by}(s) appear in two splits, e.g. "
-                         + "; ".join(f"{g} in {sorted(v)}" for g, v in where.items())
-                         + " (an official split that shares slides: use split: resplit for that dataset)")
+        raise InputError(
+            f"split: {len(leaking)} {group_by}(s) appear in two splits, e.g. "
+            + "; ".join(f"{g} in {sorted(v)}" for g, v in where.items())
+            + " (an official split that shares slides: use split: resplit for that dataset)"
+        )
     labelled = man[man["label"] >= 0]
     for name, rows in labelled.groupby("label_name"):
         if not (rows["split"] == "train").any():
-            raise InputError(f"split: class {name!r} has no training patches (its {rows[group_by].nunique()} "
-                             f"{group_by}(s) all went to {sorted(rows['split'].unique())}); add cases of it or drop it")
+            raise InputError(
+                f"split: class {name!r} has no training patches (its {rows[group_by].nunique()} "
+                f"{group_by}(s) all went to {sorted(rows['split'].unique())}); add cases of it or drop it"
+            )
         if rows[group_by].nunique() < 2 and len(man["split"].unique()) > 1:
-            raise InputError(f"split: class {name!r} comes from a single {group_by} ({rows[group_by].iloc[0]}), so it "
-                             "cannot be both trained on and evaluated; add cases of it or drop it")
+            raise InputError(
+                f"split: class {name!r} comes from a single {group_by} ({rows[group_by].iloc[0]}), so it "
+                "cannot be both trained on and evaluated; add cases of it or drop it"
+            )
 
 
 def _warn_mixed_mpp(man: pd.DataFrame) -> None:
@@ -119,8 +128,11 @@ def _warn_mixed_mpp(man: pd.DataFrame) -> None:
     mpp = pd.Series(np.where(np.isfinite(values), np.round(values, 3).astype(str), "unknown"), index=man.index)
     for split, counts in mpp.groupby(man["split"]).value_counts().groupby(level=0):
         if len(counts) > 1:
-            log.warning("split %s mixes pixel sizes (um/px: patches): %s", split,
-                        ", ".join(f"{k[1]}: {v}" for k, v in counts.items()))
+            log.warning(
+                "split %s mixes pixel sizes (um/px: patches): %s",
+                split,
+                ", ".join(f"{k[1]}: {v}" for k, v in counts.items()),
+            )
 
 
 def _merged_label_names(files: list[PatchFile]) -> list[str]:
@@ -136,9 +148,15 @@ def _merged_coords_attrs(files: list[PatchFile]) -> dict:
     out = {}
     for k in keys:
         vals = {repr(np.asarray(pf.coords_attrs.get(k, np.nan)).tolist()) for pf in files}
-        out[k] = files[0].coords_attrs.get(k, np.nan) if len(vals) == 1 else (np.nan if k in ("mpp", "magnification") else -1)
+        out[k] = (
+            files[0].coords_attrs.get(k, np.nan)
+            if len(vals) == 1
+            else (np.nan if k in ("mpp", "magnification") else -1)
+        )
     levels = {repr(np.asarray(pf.coords_attrs.get("downsample", [1.0, 1.0])).tolist()) for pf in files}
-    out["downsample"] = files[0].coords_attrs.get("downsample", np.array([1.0, 1.0])) if len(levels) == 1 else np.array([-1.0, -1.0])
+    out["downsample"] = (
+        files[0].coords_attrs.get("downsample", np.array([1.0, 1.0])) if len(levels) == 1 else np.array([-1.0, -1.0])
+    )
     if not np.isfinite(out["mpp"]):
         out["magnification"] = magnification_for_mpp(out["mpp"])
     return out
@@ -162,8 +180,10 @@ def split_patches(
     try:
         sizes = {pf.patch_size for pf in files}
         if len(sizes) > 1:
-            raise InputError(f"split: patch files have different patch sizes {sorted(sizes)}: "
-                             + ", ".join(f"{pf.path.name}={pf.patch_size}" for pf in files))
+            raise InputError(
+                f"split: patch files have different patch sizes {sorted(sizes)}: "
+                + ", ".join(f"{pf.path.name}={pf.patch_size}" for pf in files)
+            )
         names = _merged_label_names(files)
         rows = []
         for fi, pf in enumerate(files):
@@ -173,35 +193,58 @@ def split_patches(
                 official = pf.column("official_split")
             except InputError:
                 official = np.full(len(pf), "", dtype=object)
-            rows.append(pd.DataFrame({
-                "source_file": str(pf.path), "source_index": np.arange(len(pf)), "slide_id": pf.slide_ids,
-                "case_id": pf.case_ids, "label": lab, "mpp": pf.mpp, "official_split": official, "_file": fi,
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "source_file": str(pf.path),
+                        "source_index": np.arange(len(pf)),
+                        "slide_id": pf.slide_ids,
+                        "case_id": pf.case_ids,
+                        "label": lab,
+                        "mpp": pf.mpp,
+                        "official_split": official,
+                        "_file": fi,
+                    }
+                )
+            )
         man = pd.concat(rows, ignore_index=True)
         man["label_name"] = [names[i] if i >= 0 else "" for i in man["label"]]
         man["split"] = man["official_split"].to_numpy(dtype=object)
         free = (man["official_split"] == "").to_numpy()
-        man.loc[free, "split"] = assign_splits(man.loc[free, "label"].to_numpy(), man.loc[free, group_by].to_numpy(), val, test, seed)
+        man.loc[free, "split"] = assign_splits(
+            man.loc[free, "label"].to_numpy(), man.loc[free, group_by].to_numpy(), val, test, seed
+        )
         check_split(man, group_by)
         _warn_mixed_mpp(man)
-        spec = PatchFileSpec(patch_size=files[0].patch_size, label_names=names, coords_attrs=_merged_coords_attrs(files),
-                             root_attrs=dict(source="split", group_by=group_by, seed=seed))
+        spec = PatchFileSpec(
+            patch_size=files[0].patch_size,
+            label_names=names,
+            coords_attrs=_merged_coords_attrs(files),
+            root_attrs=dict(source="split", group_by=group_by, seed=seed),
+        )
         man["split_index"] = -1
         referenced = copied = 0
         for split in SPLITS:
             sel = man[man["split"] == split]
             man.loc[sel.index, "split_index"] = np.arange(len(sel))
-            with PatchWriter(outputs[split], PatchFileSpec(spec.patch_size, names, spec.coords_attrs,
-                                                           dict(spec.root_attrs, split=split))) as w:
+            with PatchWriter(
+                outputs[split],
+                PatchFileSpec(spec.patch_size, names, spec.coords_attrs, dict(spec.root_attrs, split=split)),
+            ) as w:
                 for fi, part in sel.groupby("_file", sort=True):
                     pf, src, labs = files[fi], part["source_index"].to_numpy(), part["label"].to_numpy()
                     for a, b in _runs(src):
                         view = b - a >= MIN_VIEW_RUN
                         for s in range(a, b, batch_size):
                             rows_idx = src[s : min(s + batch_size, b)]
-                            batch = PatchBatch(None if view else pf.read(rows_idx), pf.coords[rows_idx],
-                                               labs[s : s + len(rows_idx)], pf.slide_ids[rows_idx],
-                                               pf.case_ids[rows_idx], pf.mpp[rows_idx])
+                            batch = PatchBatch(
+                                None if view else pf.read(rows_idx),
+                                pf.coords[rows_idx],
+                                labs[s : s + len(rows_idx)],
+                                pf.slide_ids[rows_idx],
+                                pf.case_ids[rows_idx],
+                                pf.mpp[rows_idx],
+                            )
                             if view:
                                 w.append_view(pf.path, int(rows_idx[0]), batch)
                             else:

@@ -32,7 +32,9 @@ def _patches(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     out = np.empty((len(labels), size, size, 3), np.uint8)
     for i, lab in enumerate(labels):
         y, x = rng.integers(0, src.shape[0] - 128, size=2)
-        crop = np.asarray(Image.fromarray(src[y : y + 128, x : x + 128]).resize((size, size), Image.Resampling.BILINEAR))
+        crop = np.asarray(
+            Image.fromarray(src[y : y + 128, x : x + 128]).resize((size, size), Image.Resampling.BILINEAR)
+        )
         tint = np.roll(np.array([24, -12, -12]), int(lab)) * (1 + int(lab) // 3)
         out[i] = np.clip(crop.astype(np.int16) + tint, 0, 255)
     return out
@@ -53,8 +55,15 @@ def pcam(root: Path, per_part: dict[str, int] | None = None, slides_per_part: in
         with h5py.File(f"{stem}_y.h5", "w") as f:
             f.create_dataset("y", data=y.astype(np.uint8).reshape(n, 1, 1, 1))
         wsi = [f"{part}_node_{i % slides_per_part}" for i in range(n)]
-        pd.DataFrame({"coord_y": np.arange(n) * 96, "coord_x": 0, "tumor_patch": y.astype(bool),
-                      "center_tumor_patch": y.astype(bool), "wsi": wsi}).to_csv(f"{stem}_meta.csv")
+        pd.DataFrame(
+            {
+                "coord_y": np.arange(n) * 96,
+                "coord_x": 0,
+                "tumor_patch": y.astype(bool),
+                "center_tumor_patch": y.astype(bool),
+                "wsi": wsi,
+            }
+        ).to_csv(f"{stem}_meta.csv")
     return out
 
 
@@ -75,11 +84,11 @@ def pathmnist(root: Path, per_class: dict[str, int] | None = None, n_classes: in
 
 REPORTS = {
     "TCGA-A1-0001": "FINAL DIAGNOSIS: Left breast, mastectomy: Invasive ductal carcinoma, Nottingham grade 3. "
-                    "ER negative, PR negative, HER2 negative. Tumor size 2.5 cm. Lymph nodes 0/12 positive.",
+    "ER negative, PR negative, HER2 negative. Tumor size 2.5 cm. Lymph nodes 0/12 positive.",
     "TCGA-A1-0002": "FINAL DIAGNOSIS: Right breast, lumpectomy: Invasive lobular carcinoma, grade 2. "
-                    "ER positive, PR positive, HER2 negative. Tumor size 1.2 cm. Lymph nodes 1/3 positive.",
+    "ER positive, PR positive, HER2 negative. Tumor size 1.2 cm. Lymph nodes 1/3 positive.",
     "TCGA-A1-0003": "FINAL DIAGNOSIS: Breast, excision: Invasive ductal carcinoma, grade 1. ER positive. "
-                    "Tumor size 0.8 cm.",
+    "Tumor size 0.8 cm.",
     "TCGA-A1-0004": "FINAL DIAGNOSIS: Invasive ductal carcinoma, grade 2. HER2 positive. Lymph nodes 2/10 positive.",
     "TCGA-A1-0005": "FINAL DIAGNOSIS: Invasive lobular carcinoma, grade 2. ER positive, PR negative.",
     "TCGA-A1-0006": "FINAL DIAGNOSIS: Invasive ductal carcinoma, grade 3. Tumor size 3.1 cm. LVI present.",
@@ -105,8 +114,12 @@ def tcga_brca(root: Path, size: int = 1536) -> Path:
             for x in range(0, size, step):
                 scores.append((slide, x, y, round(float(rng.uniform()), 3), round(float(rng.uniform()), 3)))
     pd.DataFrame(rows, columns=["slide_id", "slide_path", "case_id"]).to_csv(out / "slides.tsv", sep="\t", index=False)
-    pd.DataFrame({"bcr_patient_barcode": list(REPORTS), "text": list(REPORTS.values())}).to_csv(out / "reports.csv", index=False)
-    pd.DataFrame(scores, columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(out / "patch_scores.tsv", sep="\t", index=False)
+    pd.DataFrame({"bcr_patient_barcode": list(REPORTS), "text": list(REPORTS.values())}).to_csv(
+        out / "reports.csv", index=False
+    )
+    pd.DataFrame(scores, columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(
+        out / "patch_scores.tsv", sep="\t", index=False
+    )
     return out
 
 

@@ -96,8 +96,9 @@ def four_point_hits(mask: np.ndarray, mask_downsample: float, coords: np.ndarray
     return hit
 
 
-def keep_patches(mask: np.ndarray, mask_downsample: float, coords: np.ndarray, footprint: int, rule: str,
-                 min_fraction: float) -> np.ndarray:
+def keep_patches(
+    mask: np.ndarray, mask_downsample: float, coords: np.ndarray, footprint: int, rule: str, min_fraction: float
+) -> np.ndarray:
     """Boolean keep flag per grid position under ``tiling.keep_rule``."""
     frac_ok = mask_fraction(mask, mask_downsample, coords, footprint) >= min_fraction
     if rule == "fraction":
@@ -113,16 +114,17 @@ def background_rgb(thumb_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.median(glass, axis=0).astype(np.uint8) if len(glass) else np.full(3, 255, np.uint8)
 
 
-def pad_outside(imgs: np.ndarray, coords: np.ndarray, size: tuple[int, int], downsample: float, footprint: int,
-                colour: np.ndarray) -> np.ndarray:
+def pad_outside(
+    imgs: np.ndarray, coords: np.ndarray, size: tuple[int, int], downsample: float, footprint: int, colour: np.ndarray
+) -> np.ndarray:
     """Paint the part of each patch beyond the slide's right/bottom edge with ``colour``; return
     the padded fraction of each patch (0 for patches inside the slide)."""
     width, height = size
     inside_x = np.clip(width - coords[:, 0], 0, footprint)
     inside_y = np.clip(height - coords[:, 1], 0, footprint)
     for i in np.flatnonzero((inside_x < footprint) | (inside_y < footprint)):
-        imgs[i, :, int(np.ceil(inside_x[i] / downsample)):] = colour
-        imgs[i, int(np.ceil(inside_y[i] / downsample)):, :] = colour
+        imgs[i, :, int(np.ceil(inside_x[i] / downsample)) :] = colour
+        imgs[i, int(np.ceil(inside_y[i] / downsample)) :, :] = colour
     return (1 - inside_x * inside_y / float(footprint * footprint)).astype(np.float32)
 
 
@@ -181,12 +183,27 @@ def tile_slide(
             f"{plan.read_size} px); set tiling.mpp >= {base_mpp / MAX_UPSAMPLING:g}"
         )
     if plan.downsample < 1:
-        log.warning("slide %s: target %.3f um/px is finer than the scan (%.3f um/px); patches are upsampled %.2fx",
-                    slide_id, tiling.mpp, base_mpp, 1 / plan.downsample)
+        log.warning(
+            "slide %s: target %.3f um/px is finer than the scan (%.3f um/px); patches are upsampled %.2fx",
+            slide_id,
+            tiling.mpp,
+            base_mpp,
+            1 / plan.downsample,
+        )
     width, height = slide.dimensions
-    log.info("slide %s: %dx%d px at %.4f um/px (%s), %d levels; reading level %d (downsample %.2f), %d px -> %d px",
-             slide_id, width, height, base_mpp, mpp_source, slide.level_count, plan.level, plan.level_downsample,
-             plan.read_size, tiling.patch_size)
+    log.info(
+        "slide %s: %dx%d px at %.4f um/px (%s), %d levels; reading level %d (downsample %.2f), %d px -> %d px",
+        slide_id,
+        width,
+        height,
+        base_mpp,
+        mpp_source,
+        slide.level_count,
+        plan.level,
+        plan.level_downsample,
+        plan.read_size,
+        tiling.patch_size,
+    )
 
     # tissue mask on a low-resolution image; openslide picks the best level for the thumbnail
     mask_ds_target = max(tissue.mask_mpp / base_mpp, 1.0)
@@ -197,11 +214,23 @@ def tile_slide(
     tissue_area_mm2 = float(mask.sum() * (mask_ds * base_mpp) ** 2 / 1e6)
 
     candidates = grid_coords(width, height, plan.footprint, plan.step, pad=tiling.pad_edges)
-    coords = candidates[keep_patches(mask, mask_ds, candidates, plan.footprint, tiling.keep_rule, tiling.min_tissue_fraction)]
+    coords = candidates[
+        keep_patches(mask, mask_ds, candidates, plan.footprint, tiling.keep_rule, tiling.min_tissue_fraction)
+    ]
     background = background_rgb(thumb_rgb, mask)
-    log.info("slide %s: tissue %.2f mm^2 (saturation threshold %.0f); kept %d of %d grid positions (keep_rule %s, "
-             "min_tissue_fraction %.2f, pad_edges %s, background %s)", slide_id, tissue_area_mm2, threshold, len(coords),
-             len(candidates), tiling.keep_rule, tiling.min_tissue_fraction, tiling.pad_edges, background.tolist())
+    log.info(
+        "slide %s: tissue %.2f mm^2 (saturation threshold %.0f); kept %d of %d grid positions (keep_rule %s, "
+        "min_tissue_fraction %.2f, pad_edges %s, background %s)",
+        slide_id,
+        tissue_area_mm2,
+        threshold,
+        len(coords),
+        len(candidates),
+        tiling.keep_rule,
+        tiling.min_tissue_fraction,
+        tiling.pad_edges,
+        background.tolist(),
+    )
     if len(coords) == 0:
         log.warning("slide %s: no tissue found; writing an empty patch file", slide_id)
 
@@ -209,22 +238,39 @@ def tile_slide(
     fixed_label = names.index(sample_label) if (dab is None and sample_label is not None) else UNLABELLED
     scores_tsv = tiling.labels.get("scores") if tiling.labels["method"] == "scores" else None
     if tiling.labels["method"] == "scores" and not scores_tsv:
-        raise InputError("tiling.labels.method 'scores' needs tiling.labels.scores (a TSV of slide_id, x, y, tumor, til)")
+        raise InputError(
+            "tiling.labels.method 'scores' needs tiling.labels.scores (a TSV of slide_id, x, y, tumor, til)"
+        )
     scores = read_scores(scores_tsv, slide_id) if scores_tsv else None
     spec = PatchFileSpec(
         patch_size=tiling.patch_size,
         label_names=names,
         coords_attrs=dict(
-            patch_size=plan.read_size, patch_level=plan.level,
-            downsample=np.array([plan.level_downsample] * 2), level_dim=np.array(slide.level_dimensions[plan.level]),
-            downsampled_level_dim=np.array(slide.level_dimensions[plan.level]), name=slide_id,
-            mpp=tiling.mpp, magnification=magnification_for_mpp(tiling.mpp), footprint_level0=plan.footprint,
+            patch_size=plan.read_size,
+            patch_level=plan.level,
+            downsample=np.array([plan.level_downsample] * 2),
+            level_dim=np.array(slide.level_dimensions[plan.level]),
+            downsampled_level_dim=np.array(slide.level_dimensions[plan.level]),
+            name=slide_id,
+            mpp=tiling.mpp,
+            magnification=magnification_for_mpp(tiling.mpp),
+            footprint_level0=plan.footprint,
         ),
         root_attrs=dict(
-            source="slide", slide_id=slide_id, case_id=case_id, slide_path=str(slide_path), base_mpp=base_mpp,
-            mpp_source=mpp_source, mpp=tiling.mpp, tissue_area_mm2=tissue_area_mm2,
-            saturation_threshold=threshold, label_method=tiling.labels["method"], n_candidates=len(candidates),
-            keep_rule=tiling.keep_rule, min_tissue_fraction=tiling.min_tissue_fraction, background_rgb=background,
+            source="slide",
+            slide_id=slide_id,
+            case_id=case_id,
+            slide_path=str(slide_path),
+            base_mpp=base_mpp,
+            mpp_source=mpp_source,
+            mpp=tiling.mpp,
+            tissue_area_mm2=tissue_area_mm2,
+            saturation_threshold=threshold,
+            label_method=tiling.labels["method"],
+            n_candidates=len(candidates),
+            keep_rule=tiling.keep_rule,
+            min_tissue_fraction=tiling.min_tissue_fraction,
+            background_rgb=background,
         ),
         extra={PAD_FRACTION: "float"},
     )
@@ -233,9 +279,13 @@ def tile_slide(
     # core, so `threads` counts it: threads - 1 decode threads (bench/bench_tiling.py).
     reader = PatchReader(slide_path, slide_id, plan, tiling.patch_size, max(1, threads - 1))
     patch_qc = PatchQC(qc, source=f"slide {slide_id}")  # optional blur filter / stain normalisation (histosynth.qc)
-    with PatchWriter(out_h5, spec, compression_level=COMPRESSION_LEVEL) as writer, \
-            ThreadPoolExecutor(1, thread_name_prefix="hdf5-writer") as write_pool:
-        bar = progress_bar(total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2)
+    with (
+        PatchWriter(out_h5, spec, compression_level=COMPRESSION_LEVEL) as writer,
+        ThreadPoolExecutor(1, thread_name_prefix="hdf5-writer") as write_pool,
+    ):
+        bar = progress_bar(
+            total=len(coords), desc=f"tile {slide_id}", unit="patch", disable=not progress, mininterval=2
+        )
         pending = None
         for xy, imgs in prefetch(reader.iter_batches(coords, tiling.batch_size)):
             pad = pad_outside(imgs, xy, (width, height), plan.downsample, plan.footprint, background)
@@ -246,8 +296,17 @@ def tile_slide(
                 labels = level(lookup(scores, [slide_id] * len(xy), xy, scores_tsv)["tumor"])
             else:
                 labels = np.full(len(imgs), fixed_label)
-            batch = patch_qc.apply(PatchBatch(imgs, xy, labels, [slide_id] * len(imgs), [case_id] * len(imgs),
-                                              np.full(len(imgs), tiling.mpp, np.float32), extra={PAD_FRACTION: pad}))
+            batch = patch_qc.apply(
+                PatchBatch(
+                    imgs,
+                    xy,
+                    labels,
+                    [slide_id] * len(imgs),
+                    [case_id] * len(imgs),
+                    np.full(len(imgs), tiling.mpp, np.float32),
+                    extra={PAD_FRACTION: pad},
+                )
+            )
             if pending is not None:
                 pending.result()  # keeps row order and surfaces write errors here
             pending = write_pool.submit(writer.append, batch)
@@ -256,17 +315,43 @@ def tile_slide(
             pending.result()
         bar.close()
         patch_qc.finish(writer)
-    write_thumbnail(slide, mask, coords, plan.footprint, out_thumbnail, title=f"{slide_id}: {writer.n} patches",
-                    rejected=patch_qc.rejected_coords, legend=patch_qc.legend())
+    write_thumbnail(
+        slide,
+        mask,
+        coords,
+        plan.footprint,
+        out_thumbnail,
+        title=f"{slide_id}: {writer.n} patches",
+        rejected=patch_qc.rejected_coords,
+        legend=patch_qc.legend(),
+    )
     slide.close()
-    result = SlideTiles(slide_id, writer.n, len(candidates), base_mpp, mpp_source, plan, tissue_area_mm2, threshold,
-                        time.perf_counter() - t0)
+    result = SlideTiles(
+        slide_id,
+        writer.n,
+        len(candidates),
+        base_mpp,
+        mpp_source,
+        plan,
+        tissue_area_mm2,
+        threshold,
+        time.perf_counter() - t0,
+    )
     log.info("slide %s: wrote %d patches to %s in %.1f s", slide_id, writer.n, out_h5, result.seconds)
     return result
 
 
-def write_thumbnail(slide, mask: np.ndarray, coords: np.ndarray, footprint: int, out_png: str | os.PathLike, title: str = "",
-                    mpp: float | None = None, rejected: np.ndarray = (), legend: list = ()) -> None:
+def write_thumbnail(
+    slide,
+    mask: np.ndarray,
+    coords: np.ndarray,
+    footprint: int,
+    out_png: str | os.PathLike,
+    title: str = "",
+    mpp: float | None = None,
+    rejected: np.ndarray = (),
+    legend: list = (),
+) -> None:
     """Slide preview: the tissue mask as a contour over the untinted stain, every kept patch
     outlined, QC-rejected patches (``rejected``, level-0 x, y) outlined in their own colour, and a legend
     band with a scale bar in µm (``mpp``: level-0 µm/px, else the slide's own) and one row per

@@ -65,7 +65,7 @@ def tiff_damage(path: Path) -> str | None:
         tlog.removeHandler(handler)
         tlog.setLevel(level)
     for m in problems:
-        if (hit := re.search(r"invalid (?:page offset|offset to first page) (\d+)", m)):
+        if hit := re.search(r"invalid (?:page offset|offset to first page) (\d+)", m):
             return f"an image directory at byte {hit[1]} lies beyond the end of the file ({size} bytes)"
         if "corrupt" in m.lower():
             return m
@@ -84,7 +84,9 @@ def open_slide(path: str | os.PathLike, slide_id: str) -> openslide.AbstractSlid
     if is_tiff:
         damage = tiff_damage(p)
         if damage:
-            raise InputError(f"slide {slide_id!r} looks truncated or corrupt: {p} ({damage}); copy it again from its source")
+            raise InputError(
+                f"slide {slide_id!r} looks truncated or corrupt: {p} ({damage}); copy it again from its source"
+            )
     try:
         slide = openslide.open_slide(str(p))
         if isinstance(slide, openslide.ImageSlide):  # PIL fallback: decode now so a damaged file fails here
@@ -143,7 +145,9 @@ def best_level(level_downsamples: Sequence[float], downsample: float, tolerance:
     return max(fits, key=lambda i: level_downsamples[i]) if fits else 0
 
 
-def plan_read(slide: openslide.AbstractSlide, base_mpp: float, target_mpp: float, patch_size: int, stride: int) -> ReadPlan:
+def plan_read(
+    slide: openslide.AbstractSlide, base_mpp: float, target_mpp: float, patch_size: int, stride: int
+) -> ReadPlan:
     """Choose the level and read size that give ``patch_size`` px at ``target_mpp``."""
     downsample = target_mpp / base_mpp
     level = best_level(slide.level_downsamples, downsample)
@@ -226,7 +230,9 @@ class PatchReader:
         try:
             region = self._slide().read_region((x, y), p.level, (p.read_size, p.read_size))
         except openslide.OpenSlideError as e:
-            raise InputError(f"slide {self.slide_id!r}: cannot read region at level-0 ({x}, {y}), level {p.level}: {e} (truncated or corrupt file?)") from e
+            raise InputError(
+                f"slide {self.slide_id!r}: cannot read region at level-0 ({x}, {y}), level {p.level}: {e} (truncated or corrupt file?)"
+            ) from e
         # PIL's C conversion drops alpha (a numpy pass cost half as much as the decode); only
         # fully transparent pixels (outside a sparse scan's tiles) need fixing, as white glass
         rgb = region.convert("RGB")

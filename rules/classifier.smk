@@ -13,15 +13,15 @@ rule train_classifier:
         "results/logs/train_classifier/classifier.log",
     benchmark:
         "results/benchmarks/train_classifier/classifier.tsv"
-    params:
-        classifier=config["classifier"],
-        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+    conda:
+        "../envs/diffusion.yaml"
     threads: 4
     resources:
         mem_mb=16000,
         runtime=6 * 60,
         gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        classifier=config["classifier"],
+        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
     script:
         "../workflow_scripts/train_classifier.py"

@@ -21,7 +21,6 @@ from histosynth.qc import active_settings
 from histosynth.text.prompts import strategy_inputs, strategy_settings
 from histosynth.importers import resamples
 
-
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
 # schema check + defaults; an unknown or mistyped key stops here, naming the key and its file
 validate_config(config, config_sources(CONFIG_FILES, dict(workflow.config_settings.config)))

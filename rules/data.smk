@@ -8,11 +8,11 @@ rule make_demo_slide:
         "results/logs/make_demo_slide/{demo_slide}.log",
     benchmark:
         "results/benchmarks/make_demo_slide/{demo_slide}.tsv"
+    conda:
+        "../envs/data.yaml"
     params:
         variant=lambda wc: int(wc.demo_slide.split("_")[1]),
         size=2048,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/make_demo_slide.py"
 
@@ -36,6 +36,14 @@ rule tile_slide:
         "results/logs/tile_slide/{slide}.log",
     benchmark:
         "results/benchmarks/tile_slide/{slide}.tsv"
+    conda:
+        "../envs/data.yaml"
+    # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        batch_size=config["tiling"]["batch_size"],
     params:
         # batch_size only trades memory for speed: it travels as a resource, so changing it reruns nothing
         tiling={k: v for k, v in config["tiling"].items() if k != "batch_size"},
@@ -44,14 +52,6 @@ rule tile_slide:
         # with a new class does not re-tile the others
         label=slide_value("label"),
         qc=qc_settings(),
-    # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        batch_size=config["tiling"]["batch_size"],
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/tile_slide.py"
 
@@ -66,17 +66,17 @@ rule import_patches:
         "results/logs/import_patches/{dataset}.log",
     benchmark:
         "results/benchmarks/import_patches/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         patch_size=config["tiling"]["patch_size"],
         qc=qc_settings(),
         # tiling.mpp matters only to datasets resampled to it
         target_mpp=lambda wc: config["tiling"]["mpp"] if resamples(DATASETS[wc.dataset]) else None,
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/import_patches.py"
 
@@ -107,12 +107,12 @@ rule split_patches:
         "results/logs/split_patches/split.log",
     benchmark:
         "results/benchmarks/split_patches/split.tsv"
-    params:
-        split=config["split"],
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        split=config["split"],
     script:
         "../workflow_scripts/split_patches.py"

@@ -3,7 +3,9 @@ from histosynth.diffusion.train import check_train_settings
 
 # method/option mismatches (e.g. train.rank with method full) stop here, before any job starts
 for _experiment in EXPERIMENTS:
-    check_train_settings(experiment_settings(config, _experiment, "train"), _experiment, config["experiments"][_experiment]["prompts"])
+    check_train_settings(
+        experiment_settings(config, _experiment, "train"), _experiment, config["experiments"][_experiment]["prompts"]
+    )
 
 
 IMAGE_VIEWS = {(False, False): "noflip", (True, False): "flip", (False, True): "vflip", (True, True): "hvflip"}
@@ -32,6 +34,12 @@ rule cache_image_latents:
         resolution=r"\d+",
         views="noflip|flip|vflip|hvflip",
         crop="|_crop",
+    conda:
+        "../envs/diffusion.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
     params:
         resolution=lambda wc: int(wc.resolution),
         random_flip=lambda wc: wc.views in ("flip", "hvflip"),
@@ -40,12 +48,6 @@ rule cache_image_latents:
         crop=lambda wc: int(wc.resolution) if wc.crop else None,
         # shared by all experiments: the default train.device (where to run, not what is computed)
         device=config["train"]["device"],
-    resources:
-        mem_mb=16000,
-        runtime=120,
-        gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/cache_image_latents.py"
 
@@ -62,16 +64,16 @@ rule cache_latents:
         "results/logs/cache_latents/{experiment}.log",
     benchmark:
         "results/benchmarks/cache_latents/{experiment}.tsv"
-    params:
-        # the tokens each prompt is read as; the image side is fixed by the shared file's name
-        text_chunks=lambda wc: train_settings(wc)["text_chunks"],
-        device=lambda wc: train_settings(wc)["device"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        # the tokens each prompt is read as; the image side is fixed by the shared file's name
+        text_chunks=lambda wc: train_settings(wc)["text_chunks"],
+        device=lambda wc: train_settings(wc)["device"],
     script:
         "../workflow_scripts/cache_latents.py"
 
@@ -96,19 +98,19 @@ rule train_diffusion:
         "results/logs/train_diffusion/{experiment}.log",
     benchmark:
         "results/benchmarks/train_diffusion/{experiment}.tsv"
-    params:
-        train=train_settings,
-        # checkpoints survive a failed job; training keys them below this folder by its settings and the
-        # latent cache's data fingerprint, so changed settings, data or prompts never resume a stale run
-        checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
+    conda:
+        "../envs/diffusion.yaml"
     # train.num_processes > 1: that many processes (accelerate launch), each with its GPU, 4 threads and memory
     threads: lambda wc: 4 * train_settings(wc)["num_processes"]
     resources:
         mem_mb=lambda wc: 32000 * train_settings(wc)["num_processes"],
         runtime=24 * 60,
         gpu=lambda wc: train_settings(wc)["num_processes"],
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        train=train_settings,
+        # checkpoints survive a failed job; training keys them below this folder by its settings and the
+        # latent cache's data fingerprint, so changed settings, data or prompts never resume a stale run
+        checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
     script:
         "../workflow_scripts/train_diffusion.py"
 
@@ -120,7 +122,9 @@ def sample_params(wildcards):
 
 def shard_files(pattern):
     """One file per shard of the experiment's sample.shards."""
-    return lambda wc: [pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])]
+    return lambda wc: [
+        pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])
+    ]
 
 
 # one job per seed range (sample.shards); a failed or killed shard reruns alone, the others are kept
@@ -138,17 +142,17 @@ rule sample_synthetic:
         "results/benchmarks/sample_synthetic/{experiment}.{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
-    params:
-        sample=sample_params,
-        shards=lambda wc: sampling_settings(wc)["shards"],
-        resolution=resolution,
+    conda:
+        "../envs/diffusion.yaml"
     threads: 4
     resources:
         mem_mb=16000,
         runtime=12 * 60,
         gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        sample=sample_params,
+        shards=lambda wc: sampling_settings(wc)["shards"],
+        resolution=resolution,
     script:
         "../workflow_scripts/sample_synthetic.py"
 
@@ -171,11 +175,11 @@ rule gather_samples:
         "results/logs/gather_samples/{experiment}.log",
     benchmark:
         "results/benchmarks/gather_samples/{experiment}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/gather_samples.py"
 
@@ -196,19 +200,19 @@ rule filter_synthetic:
         "results/benchmarks/filter_synthetic/{experiment}.{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
+    conda:
+        "../envs/diffusion.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=12 * 60,
+        gpu=1,
     params:
         filter=config["filter"],
         # the classifier scores where and in batches as its own section says; sample settings drive regeneration
         classifier={k: config["classifier"][k] for k in ("device", "batch_size")},
         sample=sample_params,
         resolution=resolution,
-    threads: 4
-    resources:
-        mem_mb=16000,
-        runtime=12 * 60,
-        gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/filter_synthetic.py"
 
@@ -239,12 +243,12 @@ rule gather_filtered:
         "results/logs/gather_filtered/{experiment}.log",
     benchmark:
         "results/benchmarks/gather_filtered/{experiment}.tsv"
-    params:
-        filter=config["filter"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        filter=config["filter"],
     script:
         "../workflow_scripts/gather_filtered.py"

@@ -9,14 +9,14 @@ rule prepare_metric_backbone:
         "results/logs/prepare_metric_backbone/backbone.log",
     benchmark:
         "results/benchmarks/prepare_metric_backbone/backbone.tsv"
-    params:
-        backbone=config["evaluation"]["backbone"],
-        image_size=config["tiling"]["patch_size"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        backbone=config["evaluation"]["backbone"],
+        image_size=config["tiling"]["patch_size"],
     script:
         "../workflow_scripts/prepare_embedder.py"
 
@@ -33,17 +33,17 @@ rule train_judge:
         "results/logs/train_judge/judge.log",
     benchmark:
         "results/benchmarks/train_judge/judge.tsv"
-    params:
-        evaluation=evaluation_settings("judge_seed", "judge_cases"),
-        classifier=config["classifier"],
-        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+    conda:
+        "../envs/diffusion.yaml"
     threads: 4
     resources:
         mem_mb=16000,
         runtime=6 * 60,
         gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        evaluation=evaluation_settings("judge_seed", "judge_cases"),
+        classifier=config["classifier"],
+        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
     script:
         "../workflow_scripts/train_judge.py"
 
@@ -58,14 +58,14 @@ rule reference_features:
         "results/logs/reference_features/{kind}.log",
     benchmark:
         "results/benchmarks/reference_features/{kind}.tsv"
-    params:
-        evaluation=evaluation_settings("reference_split", "inception_weights", "max_reference", "device", "seed"),
-        pooling=config["embedding"]["pooling"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=16000,
         runtime=120,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        evaluation=evaluation_settings("reference_split", "inception_weights", "max_reference", "device", "seed"),
+        pooling=config["embedding"]["pooling"],
     script:
         "../workflow_scripts/reference_features.py"
 
@@ -91,16 +91,16 @@ rule evaluate_generation:
         "results/logs/evaluate_generation/{experiment}.log",
     benchmark:
         "results/benchmarks/evaluate_generation/{experiment}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         evaluation=evaluation_settings(
             "inception_weights", "max_synthetic", "prdc_k", "match_classes", "umap", "device", "seed"
         ),
         pooling=config["embedding"]["pooling"],
-    resources:
-        mem_mb=16000,
-        runtime=120,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/evaluate_generation.py"
 
@@ -117,14 +117,14 @@ rule evaluate_agreement:
         "results/logs/evaluate_agreement/{experiment}.log",
     benchmark:
         "results/benchmarks/evaluate_agreement/{experiment}.tsv"
-    params:
-        evaluation=evaluation_settings("judge_seed", "judge_cases", "device"),
-        classifier_seed=config["classifier"]["seed"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        evaluation=evaluation_settings("judge_seed", "judge_cases", "device"),
+        classifier_seed=config["classifier"]["seed"],
     script:
         "../workflow_scripts/evaluate_agreement.py"
 
@@ -144,16 +144,16 @@ rule evaluate_downstream:
         "results/logs/evaluate_downstream/{experiment}.log",
     benchmark:
         "results/benchmarks/evaluate_downstream/{experiment}.tsv"
-    params:
-        evaluation=evaluation_settings("downstream_set", "downstream_epochs"),
-        classifier=config["classifier"],
-        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+    conda:
+        "../envs/diffusion.yaml"
     threads: 4
     resources:
         mem_mb=16000,
         runtime=6 * 60,
         gpu=1,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        evaluation=evaluation_settings("downstream_set", "downstream_epochs"),
+        classifier=config["classifier"],
+        image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
     script:
         "../workflow_scripts/evaluate_downstream.py"

@@ -30,6 +30,11 @@ rule model_card:
         "results/logs/model_card/{experiment}.log",
     benchmark:
         "results/benchmarks/model_card/{experiment}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         base_model=config["base_model"],
         strategy=strategy,
@@ -44,10 +49,5 @@ rule model_card:
             "split": config["split"],
             "qc": qc_settings(),
         },
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/model_card.py"

@@ -9,13 +9,13 @@ rule prepare_base_model:
         "results/logs/prepare_base_model/base.log",
     benchmark:
         "results/benchmarks/prepare_base_model/base.tsv"
-    params:
-        name=config["base_model"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        name=config["base_model"],
     script:
         "../workflow_scripts/prepare_base_model.py"
 
@@ -33,6 +33,13 @@ if BASE_SOURCE != BASE:
             "results/logs/pretrain_base/base.log",
         benchmark:
             "results/benchmarks/pretrain_base/base.tsv"
+        conda:
+            "../envs/diffusion.yaml"
+        threads: 4
+        resources:
+            mem_mb=16000,
+            runtime=4 * 60,
+            gpu=1,
         params:
             pretrain=config["pretrain"],
             prompts=pretrain_prompt_settings(),
@@ -40,13 +47,6 @@ if BASE_SOURCE != BASE:
             # each stage's result and the UNet's checkpoints survive a failed job, keyed below this folder by
             # the settings and the training patches' fingerprint, so other settings or data never reuse them
             work="results/checkpoints/pretrain_base",
-        threads: 4
-        resources:
-            mem_mb=16000,
-            runtime=4 * 60,
-            gpu=1,
-        conda:
-            "../envs/diffusion.yaml"
         script:
             "../workflow_scripts/pretrain_base.py"
 
@@ -58,13 +58,13 @@ rule prepare_embedder:
         "results/logs/prepare_embedder/embedder.log",
     benchmark:
         "results/benchmarks/prepare_embedder/embedder.tsv"
-    params:
-        backbone=config["embedding"]["backbone"],
-        image_size=config["tiling"]["patch_size"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        backbone=config["embedding"]["backbone"],
+        image_size=config["tiling"]["patch_size"],
     script:
         "../workflow_scripts/prepare_embedder.py"

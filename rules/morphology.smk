@@ -11,16 +11,16 @@ rule embed_patches:
         "results/logs/embed_patches/{split}.log",
     benchmark:
         "results/benchmarks/embed_patches/{split}.tsv"
-    params:
-        embedding=config["embedding"],
+    conda:
+        "../envs/diffusion.yaml"
     threads: 2
     # flat in the number of patches (bench/bench_memory.py): peak RSS with 2 DataLoader workers,
     # batch 64, 224 px was 2.6 GB for ViT-B/16 and 3.4 GB + ~0.3 GB of weights for ViT-B/8
     resources:
         mem_mb=5000,
         runtime=120,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        embedding=config["embedding"],
     script:
         "../workflow_scripts/embed_patches.py"
 
@@ -49,12 +49,12 @@ rule cluster_morphology:
         "results/logs/cluster_morphology/clusters.log",
     benchmark:
         "results/benchmarks/cluster_morphology/clusters.tsv"
-    params:
-        morphology=config["morphology"],
+    conda:
+        "../envs/data.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/data.yaml"
+    params:
+        morphology=config["morphology"],
     script:
         "../workflow_scripts/cluster_morphology.py"

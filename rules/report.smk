@@ -28,10 +28,10 @@ rule html_report:
         "results/logs/html_report/report.log",
     benchmark:
         "results/benchmarks/html_report/report.tsv"
+    conda:
+        "../envs/data.yaml"
     params:
         # the page prints the full configuration, so every key is a parameter
         config=config,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/html_report.py"

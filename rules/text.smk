@@ -11,13 +11,13 @@ rule summarize_reports:
         "results/logs/summarize_reports/summaries.log",
     benchmark:
         "results/benchmarks/summarize_reports/summaries.tsv"
-    params:
-        reports=config["pathology_reports"],
+    conda:
+        "../envs/diffusion.yaml"
     resources:
         mem_mb=4000,
         runtime=240,
-    conda:
-        "../envs/diffusion.yaml"
+    params:
+        reports=config["pathology_reports"],
     script:
         "../workflow_scripts/summarize_reports.py"
 
@@ -38,14 +38,14 @@ rule build_prompts:
         "results/logs/build_prompts/{experiment}.log",
     benchmark:
         "results/benchmarks/build_prompts/{experiment}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         strategy=lambda wc: config["experiments"][wc.experiment]["prompts"],
         prompts=prompt_params,
         text_chunks=lambda wc: train_settings(wc)["text_chunks"],
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/diffusion.yaml"
     script:
         "../workflow_scripts/build_prompts.py"

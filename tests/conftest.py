@@ -54,8 +54,18 @@ def cfg():
 
 def _run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
     """Run the real workflow in ``workdir`` with the repository's Snakefile."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 

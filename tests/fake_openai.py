@@ -74,8 +74,14 @@ class FakeOpenAI:
                     if first and ("RATE-LIMIT" in prompt or "SERVER-ERROR" in prompt):
                         fake._failed_once.add(case)
                         if "RATE-LIMIT" in prompt:
-                            return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("retry-after-ms", "5")])
-                        return self._send(500, {"error": {"message": "boom", "type": "server_error"}}, [("retry-after-ms", "5")])
+                            return self._send(
+                                429,
+                                {"error": {"message": "rate limited", "type": "rate_limit"}},
+                                [("retry-after-ms", "5")],
+                            )
+                        return self._send(
+                            500, {"error": {"message": "boom", "type": "server_error"}}, [("retry-after-ms", "5")]
+                        )
                     held = fake.hold_after is not None and len(fake.answered) >= fake.hold_after
                 if held:
                     fake._released.wait()
@@ -83,11 +89,25 @@ class FakeOpenAI:
                 time.sleep(fake.delay_s)
                 with fake._lock:
                     fake.answered.append(case)
-                self._send(200, {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": f"invasive ductal carcinoma; grade 2; case {case}"}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": f"invasive ductal carcinoma; grade 2; case {case}",
+                                },
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
         return Handler

@@ -31,8 +31,9 @@ def run(snakemake, main) -> None:
     sys.stderr = log_file  # progress bars and warnings end up in the log too
     if log_file is not console:
         set_console(console)  # ...and long steps print a one-line summary on the console now and then
-    logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=log_file, level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     log = logging.getLogger(f"histosynth.rule.{snakemake.rule}")
     # BLAS / torch threads follow the rule's `threads`, so parallel jobs do not oversubscribe cores
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -10,7 +10,10 @@ def main(sm):
         base_dir=sm.input.base,
         train_summary=sm.input.train_summary,
         prompt_frequencies=sm.input.prompt_frequencies,
-        grids={"raw": (sm.input.raw_grid, sm.output.raw_grid), "filtered": (sm.input.filtered_grid, sm.output.filtered_grid)},
+        grids={
+            "raw": (sm.input.raw_grid, sm.output.raw_grid),
+            "filtered": (sm.input.filtered_grid, sm.output.filtered_grid),
+        },
         metrics={name: sm.input[name] for name in METRIC_FILES},
         base_model=sm.params.base_model,
         strategy=sm.params.strategy,

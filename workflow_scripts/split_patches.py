@@ -10,7 +10,10 @@ def main(sm):
         outputs={s: sm.output[s] for s in ("train", "val", "test")},
         manifest=sm.output.manifest,
         summary=sm.output.summary,
-        val=p["val"], test=p["test"], seed=p["seed"], group_by=p["group_by"],
+        val=p["val"],
+        test=p["test"],
+        seed=p["seed"],
+        group_by=p["group_by"],
     )
     label_examples_grid(patch_h5=sm.output.train, out_png=sm.output.examples, per_label=8, seed=p["seed"])
 

@@ -34,8 +34,20 @@ def accept(probs: np.ndarray, labels: np.ndarray, min_confidence: float) -> np.n
     return (probs.argmax(1) == labels) & (probs[np.arange(len(labels)), labels] >= min_confidence)
 
 
-def filter_shard(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, filter_cfg: dict, classifier_cfg: dict,
-                 sample_cfg: dict, resolution: int, experiment: str) -> pd.DataFrame:
+def filter_shard(
+    *,
+    raw_h5,
+    classifier_dir,
+    base_dir,
+    model_dir,
+    train_h5,
+    out_h5,
+    filter_cfg: dict,
+    classifier_cfg: dict,
+    sample_cfg: dict,
+    resolution: int,
+    experiment: str,
+) -> pd.DataFrame:
     """Filter one (shard of a) raw set into ``out_h5``, rows ordered by round; return its tried/accepted
     counts per round and class (``round``, ``label``, ``label_name``, ``tried``, ``accepted``).
 
@@ -49,8 +61,10 @@ def filter_shard(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h
     with PatchFile(raw_h5) as raw:
         names = raw.label_names
         if ccfg["label_names"] != names:
-            raise InputError(f"classifier {classifier_dir} knows classes {ccfg['label_names']}, the synthetic set {raw_h5} "
-                             f"has {names}; rerun train_classifier")
+            raise InputError(
+                f"classifier {classifier_dir} knows classes {ccfg['label_names']}, the synthetic set {raw_h5} "
+                f"has {names}; rerun train_classifier"
+            )
         labels, prompts, seeds = raw.labels, raw.column("prompts"), raw.column("seeds")
         spec = synthetic_spec(train_h5, experiment, resolution, sample_cfg, model_dir)
         tried = {}  # round -> (indices tried, accepted mask)
@@ -77,18 +91,29 @@ def filter_shard(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h
                 for s in range(0, len(pending), sample_cfg["batch_size"]):
                     idx = pending[s : s + sample_cfg["batch_size"]]
                     new_seeds = seeds[idx] + rnd * SEED_STRIDE
-                    judge(rnd, idx, generate(pipe, list(prompts[idx]), list(new_seeds), sample_cfg, resolution), new_seeds)
+                    judge(
+                        rnd, idx, generate(pipe, list(prompts[idx]), list(new_seeds), sample_cfg, resolution), new_seeds
+                    )
     rows = []
     for rnd, (idx, ok) in sorted(tried.items()):
         for c, name in enumerate(names):
             sel = labels[idx] == c
             if sel.any():
-                rows.append({"round": rnd, "label": c, "label_name": name, "tried": int(sel.sum()), "accepted": int(ok[sel].sum())})
+                rows.append(
+                    {
+                        "round": rnd,
+                        "label": c,
+                        "label_name": name,
+                        "tried": int(sel.sum()),
+                        "accepted": int(ok[sel].sum()),
+                    }
+                )
     return pd.DataFrame(rows, columns=["round", "label", "label_name", "tried", "accepted"])
 
 
-def gather_filtered(shard_h5s: list, tables: list[pd.DataFrame], out_h5, acceptance_tsv, plot_png, grid_png,
-                    filter_cfg: dict) -> dict:
+def gather_filtered(
+    shard_h5s: list, tables: list[pd.DataFrame], out_h5, acceptance_tsv, plot_png, grid_png, filter_cfg: dict
+) -> dict:
     """``filtered.h5`` from the filter shards, round by round and within a round shard by shard (the
     unsharded order), with the acceptance table, plot, grid and summary over all shards."""
     pieces = []
@@ -96,34 +121,79 @@ def gather_filtered(shard_h5s: list, tables: list[pd.DataFrame], out_h5, accepta
         with PatchFile(path) as pf:
             rounds = pf.column("round")
         pieces.append((path, rounds))
-    order = [(path, np.flatnonzero(rounds == rnd)) for rnd in sorted(set().union(*(set(r.tolist()) for _, r in pieces)))
-             for path, rounds in pieces]
+    order = [
+        (path, np.flatnonzero(rounds == rnd))
+        for rnd in sorted(set().union(*(set(r.tolist()) for _, r in pieces)))
+        for path, rounds in pieces
+    ]
     gather_shards(order or [(shard_h5s[0], np.zeros(0, np.int64))], out_h5)
-    df = pd.concat(tables, ignore_index=True).groupby(["round", "label", "label_name"], as_index=False)[["tried", "accepted"]].sum()
+    df = (
+        pd.concat(tables, ignore_index=True)
+        .groupby(["round", "label", "label_name"], as_index=False)[["tried", "accepted"]]
+        .sum()
+    )
     first = df[df["round"] == 0].set_index("label")
     total = first["tried"].rename("requested")  # every raw image is tried in round 0
-    per_class = df.groupby(["label", "label_name"])["accepted"].sum().reset_index().merge(total, left_on="label", right_index=True)
+    per_class = (
+        df.groupby(["label", "label_name"])["accepted"]
+        .sum()
+        .reset_index()
+        .merge(total, left_on="label", right_index=True)
+    )
     per_class["acceptance"] = per_class["accepted"] / per_class["requested"]
     never = per_class.loc[per_class["accepted"] == 0, "label_name"].tolist()
     if never:
-        log.warning("filter: class(es) %s never passed the classifier in %d round(s)", never, filter_cfg["max_rounds"] + 1)
+        log.warning(
+            "filter: class(es) %s never passed the classifier in %d round(s)", never, filter_cfg["max_rounds"] + 1
+        )
     df["first_round_acceptance"] = df["label"].map(first["accepted"] / first["tried"])
     with atomic_path(acceptance_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     acceptance_plot(df, per_class, plot_png)
     class_grid(out_h5, grid_png)
-    summary = {"requested": int(total.sum()), "accepted": int(per_class["accepted"].sum()), "rounds_run": int(df["round"].max()) + 1,
-               "never_passed": never, "per_class": per_class.to_dict("records"), "shards": len(shard_h5s)}
+    summary = {
+        "requested": int(total.sum()),
+        "accepted": int(per_class["accepted"].sum()),
+        "rounds_run": int(df["round"].max()) + 1,
+        "never_passed": never,
+        "per_class": per_class.to_dict("records"),
+        "shards": len(shard_h5s),
+    }
     log.info("filter: %s", json.dumps({k: v for k, v in summary.items() if k != "per_class"}))
     return summary
 
 
-def filter_synthetic(*, raw_h5, classifier_dir, base_dir, model_dir, train_h5, out_h5, acceptance_tsv, plot_png, grid_png,
-                     filter_cfg: dict, classifier_cfg: dict, sample_cfg: dict, resolution: int, experiment: str) -> dict:
+def filter_synthetic(
+    *,
+    raw_h5,
+    classifier_dir,
+    base_dir,
+    model_dir,
+    train_h5,
+    out_h5,
+    acceptance_tsv,
+    plot_png,
+    grid_png,
+    filter_cfg: dict,
+    classifier_cfg: dict,
+    sample_cfg: dict,
+    resolution: int,
+    experiment: str,
+) -> dict:
     """The unsharded loop: one shard, gathered (arguments as ``filter_shard``; ``acceptance_tsv``,
     ``plot_png`` and ``grid_png`` as ``gather_filtered``). ``out_h5`` references ``<out_h5>.shard.h5`` beside it."""
     shard = Path(out_h5).with_suffix(".shard.h5")
-    table = filter_shard(raw_h5=raw_h5, classifier_dir=classifier_dir, base_dir=base_dir, model_dir=model_dir,
-                         train_h5=train_h5, out_h5=shard, filter_cfg=filter_cfg, classifier_cfg=classifier_cfg,
-                         sample_cfg=sample_cfg, resolution=resolution, experiment=experiment)
+    table = filter_shard(
+        raw_h5=raw_h5,
+        classifier_dir=classifier_dir,
+        base_dir=base_dir,
+        model_dir=model_dir,
+        train_h5=train_h5,
+        out_h5=shard,
+        filter_cfg=filter_cfg,
+        classifier_cfg=classifier_cfg,
+        sample_cfg=sample_cfg,
+        resolution=resolution,
+        experiment=experiment,
+    )
     return gather_filtered([shard], [table], out_h5, acceptance_tsv, plot_png, grid_png, filter_cfg)

@@ -53,7 +53,12 @@ log = logging.getLogger(__name__)
 
 # dataset and attribute names of the cache file
 MEAN, STD, FLIPPED = "latent_mean", "latent_std", "_flip"
-VIEWS = {(False, False): "", (True, False): FLIPPED, (False, True): "_vflip", (True, True): "_hvflip"}  # (h, v) flip -> suffix
+VIEWS = {
+    (False, False): "",
+    (True, False): FLIPPED,
+    (False, True): "_vflip",
+    (True, True): "_hvflip",
+}  # (h, v) flip -> suffix
 PROMPT_INDEX, PROMPT_EMBEDS, PROMPT_IDS, PROMPTS = "prompt_index", "prompt_embeds", "prompt_ids", "prompts"
 LABELS, LABEL_NAMES, TIL_LEVEL = "labels", "label_names", "til_level"
 SCALING_FACTOR, RESOLUTION, BASE_MODEL = "scaling_factor", "resolution", "base_model"
@@ -68,7 +73,9 @@ def to_model_input(imgs: np.ndarray, resolution: int):
     import torch
 
     if imgs.shape[1] != resolution:
-        imgs = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.Resampling.BICUBIC)) for im in imgs])
+        imgs = np.stack(
+            [np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.Resampling.BICUBIC)) for im in imgs]
+        )
     x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return x
 
@@ -86,9 +93,19 @@ def _open_models(base: Path, device: str, vae: bool, text: bool):
     return out
 
 
-def _write_image_latents(h: h5py.File, pf: PatchFile, vae, base: Path, resolution: int, random_flip: bool,
-                         batch_size: int, device: str, progress: bool, vertical_flip: bool = False,
-                         crop: int | None = None) -> str:
+def _write_image_latents(
+    h: h5py.File,
+    pf: PatchFile,
+    vae,
+    base: Path,
+    resolution: int,
+    random_flip: bool,
+    batch_size: int,
+    device: str,
+    progress: bool,
+    vertical_flip: bool = False,
+    crop: int | None = None,
+) -> str:
     """Every patch of ``pf`` through the VAE into ``h``, in every flipped view asked for; with ``crop`` the
     patches are encoded whole at their own size and ``resolution`` must be ``crop`` (the training and
     sampling size). Returns the image fingerprint (also an attribute)."""
@@ -105,29 +122,58 @@ def _write_image_latents(h: h5py.File, pf: PatchFile, vae, base: Path, resolutio
     if crop:
         encoded = pf.patch_size
         if crop != resolution:
-            raise InputError(f"train.crop {crop} and train.resolution {resolution} differ; set train.resolution to null "
-                             "(the crop is the training and sampling size)")
+            raise InputError(
+                f"train.crop {crop} and train.resolution {resolution} differ; set train.resolution to null "
+                "(the crop is the training and sampling size)"
+            )
         if crop > encoded or encoded % down:
-            raise InputError(f"train.crop {crop} needs patches of at least {crop} px whose size is a multiple of the "
-                             f"VAE's {down}; {pf.path} has {encoded} px patches (tiling.patch_size)")
+            raise InputError(
+                f"train.crop {crop} needs patches of at least {crop} px whose size is a multiple of the "
+                f"VAE's {down}; {pf.path} has {encoded} px patches (tiling.patch_size)"
+            )
     shape = (n, vae.config.latent_channels, encoded // down, encoded // down)
     # what the latents are made of; the pixels are hashed as they stream through the VAE below
-    digest = hashlib.sha256(json.dumps({"label_names": list(pf.label_names), "resolution": resolution,
-                                        "random_flip": random_flip, **({"vertical_flip": True} if vertical_flip else {}),
-                                        **({"crop": crop} if crop else {})}).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                "label_names": list(pf.label_names),
+                "resolution": resolution,
+                "random_flip": random_flip,
+                **({"vertical_flip": True} if vertical_flip else {}),
+                **({"crop": crop} if crop else {}),
+            }
+        ).encode()
+    )
     digest.update(np.ascontiguousarray(pf.labels, np.int64).tobytes())
-    flips = [(hf, vf) for hf in ((False, True) if random_flip else (False,)) for vf in ((False, True) if vertical_flip else (False,))]
+    flips = [
+        (hf, vf)
+        for hf in ((False, True) if random_flip else (False,))
+        for vf in ((False, True) if vertical_flip else (False,))
+    ]
     names = [k + VIEWS[f] for f in flips for k in (MEAN, STD)]
     dsets = {k: h.create_dataset(k, shape, np.float16, chunks=(1, *shape[1:])) for k in names}
     h[LABELS] = pf.labels
     h[LABELS].attrs[LABEL_NAMES] = np.array(pf.label_names, dtype=h5py.string_dtype("utf-8"))
-    h.attrs.update({SCALING_FACTOR: float(vae.config.scaling_factor), RESOLUTION: resolution, BASE_MODEL: str(base),
-                    RANDOM_FLIP: random_flip, VERTICAL_FLIP: vertical_flip, CROP: crop or 0,
-                    LATENT_CROP: (crop or 0) // down})
+    h.attrs.update(
+        {
+            SCALING_FACTOR: float(vae.config.scaling_factor),
+            RESOLUTION: resolution,
+            BASE_MODEL: str(base),
+            RANDOM_FLIP: random_flip,
+            VERTICAL_FLIP: vertical_flip,
+            CROP: crop or 0,
+            LATENT_CROP: (crop or 0) // down,
+        }
+    )
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for rows, imgs in progress_bar(pf.iter_batches(batch_size), total=-(-n // batch_size), desc="cache latents",
-                                     disable=not progress, mininterval=2):
+        for rows, imgs in progress_bar(
+            pf.iter_batches(batch_size),
+            total=-(-n // batch_size),
+            desc="cache latents",
+            disable=not progress,
+            mininterval=2,
+        ):
             digest.update(np.ascontiguousarray(imgs).tobytes())
             x = to_model_input(imgs, encoded).to(device)
             views = [(VIEWS[(hf, vf)], torch.flip(x, dims=[3] * hf + [2] * vf) if hf or vf else x) for hf, vf in flips]
@@ -136,21 +182,31 @@ def _write_image_latents(h: h5py.File, pf: PatchFile, vae, base: Path, resolutio
                 dsets[MEAN + suffix][rows[0] : rows[-1] + 1] = dist.mean.float().cpu().numpy()
                 dsets[STD + suffix][rows[0] : rows[-1] + 1] = dist.std.float().cpu().numpy()
     h.attrs[IMAGE_FINGERPRINT] = digest.hexdigest()
-    log.info("cached latents of %d patches (%s, %d flipped views%s) on %s in %.1f s; image fingerprint %s", n, shape[1:],
-             len(flips) - 1, f", cropped to {crop} px per step" if crop else "", device, time.perf_counter() - t0,
-             digest.hexdigest()[:12])
+    log.info(
+        "cached latents of %d patches (%s, %d flipped views%s) on %s in %.1f s; image fingerprint %s",
+        n,
+        shape[1:],
+        len(flips) - 1,
+        f", cropped to {crop} px per step" if crop else "",
+        device,
+        time.perf_counter() - t0,
+        digest.hexdigest()[:12],
+    )
     return digest.hexdigest()
 
 
 def _read_prompts(prompts_tsv, n: int) -> pd.DataFrame:
     prompts = pd.read_csv(prompts_tsv, sep="\t", keep_default_na=False)
     if len(prompts) != n:
-        raise InputError(f"{prompts_tsv} has {len(prompts)} prompts but the training split has {n} patches; rerun build_prompts")
+        raise InputError(
+            f"{prompts_tsv} has {len(prompts)} prompts but the training split has {n} patches; rerun build_prompts"
+        )
     return prompts
 
 
-def _write_prompts(h: h5py.File, prompts_tsv, n: int, image_fingerprint: str, tokenizer, text_encoder,
-                  text_chunks: int = 1) -> None:
+def _write_prompts(
+    h: h5py.File, prompts_tsv, n: int, image_fingerprint: str, tokenizer, text_encoder, text_chunks: int = 1
+) -> None:
     """Every distinct prompt through the text encoder once (``text_chunks`` x 77 tokens); the data
     fingerprint combines the images', the prompts' and their TIL levels'."""
     prompts = _read_prompts(prompts_tsv, n)
@@ -166,17 +222,37 @@ def _write_prompts(h: h5py.File, prompts_tsv, n: int, image_fingerprint: str, to
         h[TIL_LEVEL] = til
     h.attrs[UNCOND_INDEX] = len(distinct)
     h.attrs[TEXT_CHUNKS] = text_chunks
-    fingerprint = hashlib.sha256(json.dumps({"images": image_fingerprint, "prompts": prompts["prompt"].tolist(),
-                                             **({"text_chunks": text_chunks} if text_chunks != 1 else {}),
-                                             **({"til_level": til.tolist()} if til is not None else {})}).encode())
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "images": image_fingerprint,
+                "prompts": prompts["prompt"].tolist(),
+                **({"text_chunks": text_chunks} if text_chunks != 1 else {}),
+                **({"til_level": til.tolist()} if til is not None else {}),
+            }
+        ).encode()
+    )
     h.attrs[DATA_FINGERPRINT] = fingerprint.hexdigest()
-    log.info("encoded %d distinct prompts (%d tokens); data fingerprint %s", len(distinct), ids.shape[1],
-             fingerprint.hexdigest()[:12])
+    log.info(
+        "encoded %d distinct prompts (%d tokens); data fingerprint %s",
+        len(distinct),
+        ids.shape[1],
+        fingerprint.hexdigest()[:12],
+    )
 
 
-def cache_image_latents(patch_h5, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
-                        device: str = "auto", progress: bool = True, vertical_flip: bool = False,
-                        crop: int | None = None) -> int:
+def cache_image_latents(
+    patch_h5,
+    base_dir,
+    out_h5,
+    resolution: int,
+    random_flip: bool,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+    vertical_flip: bool = False,
+    crop: int | None = None,
+) -> int:
     """The image half of the cache, shared by every experiment on the same split, resolution and flips:
     every patch of ``patch_h5`` through the VAE of ``base_dir`` at ``resolution`` (and its mirror image
     when ``random_flip``, upside down when ``vertical_flip``; whole, for per-step crops, with ``crop``)
@@ -184,8 +260,19 @@ def cache_image_latents(patch_h5, base_dir, out_h5, resolution: int, random_flip
     device = pick_device(device)
     base = Path(base_dir)
     with PatchFile(patch_h5) as pf, atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
-        _write_image_latents(h, pf, _open_models(base, device, vae=True, text=False)["vae"], base, resolution,
-                             random_flip, batch_size, device, progress, vertical_flip=vertical_flip, crop=crop)
+        _write_image_latents(
+            h,
+            pf,
+            _open_models(base, device, vae=True, text=False)["vae"],
+            base,
+            resolution,
+            random_flip,
+            batch_size,
+            device,
+            progress,
+            vertical_flip=vertical_flip,
+            crop=crop,
+        )
         return len(pf)
 
 
@@ -208,17 +295,48 @@ def cache_prompt_latents(image_h5, prompts_tsv, base_dir, out_h5, device: str = 
                 h.create_virtual_dataset(name, layout)
         h[LABELS] = img[LABELS][:]
         h[LABELS].attrs[LABEL_NAMES] = img[LABELS].attrs[LABEL_NAMES]
-        h.attrs.update({k: img.attrs[k] for k in (SCALING_FACTOR, RESOLUTION, BASE_MODEL, RANDOM_FLIP, VERTICAL_FLIP, CROP,
-                                                  LATENT_CROP, IMAGE_FINGERPRINT)})
+        h.attrs.update(
+            {
+                k: img.attrs[k]
+                for k in (
+                    SCALING_FACTOR,
+                    RESOLUTION,
+                    BASE_MODEL,
+                    RANDOM_FLIP,
+                    VERTICAL_FLIP,
+                    CROP,
+                    LATENT_CROP,
+                    IMAGE_FINGERPRINT,
+                )
+            }
+        )
         n = int(img[MEAN].shape[0])
-        _write_prompts(h, prompts_tsv, n, str(img.attrs[IMAGE_FINGERPRINT]), models["tokenizer"], models["text_encoder"],
-                       text_chunks)
+        _write_prompts(
+            h,
+            prompts_tsv,
+            n,
+            str(img.attrs[IMAGE_FINGERPRINT]),
+            models["tokenizer"],
+            models["text_encoder"],
+            text_chunks,
+        )
     return n
 
 
-def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, random_flip: bool, batch_size: int = 32,
-                  device: str = "auto", progress: bool = True, vertical_flip: bool = False, crop: int | None = None,
-                  text_chunks: int = 1) -> int:
+def cache_latents(
+    patch_h5,
+    prompts_tsv,
+    base_dir,
+    out_h5,
+    resolution: int,
+    random_flip: bool,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+    vertical_flip: bool = False,
+    crop: int | None = None,
+    text_chunks: int = 1,
+) -> int:
     """A self-contained cache (image latents and prompts in one file), with the same fingerprint as the
     shared-image pair ``cache_image_latents`` + ``cache_prompt_latents`` over the same inputs."""
     device = pick_device(device)
@@ -229,8 +347,19 @@ def cache_latents(patch_h5, prompts_tsv, base_dir, out_h5, resolution: int, rand
             raise InputError(f"{patch_h5}: the training split is empty; nothing to fine-tune on")
         _read_prompts(prompts_tsv, len(pf))  # a stale prompt file fails before the VAE pass, not after
         with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
-            fp = _write_image_latents(h, pf, models["vae"], base, resolution, random_flip, batch_size, device, progress,
-                                      vertical_flip=vertical_flip, crop=crop)
+            fp = _write_image_latents(
+                h,
+                pf,
+                models["vae"],
+                base,
+                resolution,
+                random_flip,
+                batch_size,
+                device,
+                progress,
+                vertical_flip=vertical_flip,
+                crop=crop,
+            )
             _write_prompts(h, prompts_tsv, len(pf), fp, models["tokenizer"], models["text_encoder"], text_chunks)
         return len(pf)
 
@@ -243,16 +372,20 @@ class LatentCache:
         self.h5 = h5py.File(self.path, "r")
         if DATA_FINGERPRINT not in self.h5.attrs:
             self.h5.close()
-            raise InputError(f"latent cache {self.path} has no {DATA_FINGERPRINT} (written by an older histosynth); "
-                             "delete it and rerun cache_latents")
+            raise InputError(
+                f"latent cache {self.path} has no {DATA_FINGERPRINT} (written by an older histosynth); "
+                "delete it and rerun cache_latents"
+            )
         for name in LATENT_NAMES:
             # HDF5 reads a missing source of a virtual dataset as zeros: refuse instead of training on them
             if name in self.h5 and self.h5[name].is_virtual:
                 for src in {m.file_name for m in self.h5[name].virtual_sources()}:
                     if not (self.path.parent / src).is_file():
                         self.h5.close()
-                        raise InputError(f"latent cache {self.path}: its image latents {src} (relative to its folder) are "
-                                         "missing; the shared image-latent file must stay beside it (rerun cache_latents)")
+                        raise InputError(
+                            f"latent cache {self.path}: its image latents {src} (relative to its folder) are "
+                            "missing; the shared image-latent file must stay beside it (rerun cache_latents)"
+                        )
         self.n = int(self.h5[MEAN].shape[0])
         self.fingerprint = str(self.h5.attrs[DATA_FINGERPRINT])
         self.flip = bool(self.h5.attrs[RANDOM_FLIP])

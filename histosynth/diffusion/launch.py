@@ -32,13 +32,41 @@ def launch_command(num_processes: int, job_json, threads: int = 1) -> list[str]:
         port = s.getsockname()[1]
     # --multi_gpu is accelerate's torchrun launcher; on the CPU (``--cpu`` would start one process) each
     # process's Accelerator(cpu=True) joins over gloo. Precision is train.mixed_precision, set in code.
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--num_cpu_threads_per_process", str(max(1, threads // num_processes)), "-m", "histosynth.diffusion.launch", str(job_json)]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        str(max(1, threads // num_processes)),
+        "-m",
+        "histosynth.diffusion.launch",
+        str(job_json),
+    ]
 
 
-def launch_fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg: dict,
-                     progress: bool = True, threads: int = 1) -> dict:
+def launch_fine_tune(
+    latents_h5,
+    base_dir,
+    out_dir,
+    loss_tsv,
+    curve_png,
+    validation_dir,
+    checkpoint_root,
+    cfg: dict,
+    progress: bool = True,
+    threads: int = 1,
+) -> dict:
     """``fine_tune`` in ``cfg["num_processes"]`` processes; returns the main process's summary."""
     from .train import fine_tune
 
@@ -48,17 +76,29 @@ def launch_fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validat
         return fine_tune(*paths, cfg, progress=progress)
     device = pick_device(cfg["device"])
     if device == "mps":
-        raise InputError(f"train.num_processes = {n} needs CUDA GPUs or the CPU; this machine trains on mps: set it to 1")
+        raise InputError(
+            f"train.num_processes = {n} needs CUDA GPUs or the CPU; this machine trains on mps: set it to 1"
+        )
     if device == "cuda":
         import torch
 
         if torch.cuda.device_count() < n:
-            raise InputError(f"train.num_processes = {n} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                             f"lower it or request {n} GPUs")
+            raise InputError(
+                f"train.num_processes = {n} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                f"lower it or request {n} GPUs"
+            )
     with tempfile.TemporaryDirectory(prefix="histosynth-launch-") as tmp:
         job = Path(tmp) / "job.json"
-        job.write_text(json.dumps({"args": {k: str(Path(v).resolve()) for k, v in zip(ARGS, paths)}, "cfg": cfg,
-                                   "progress": progress, "summary": str(Path(tmp) / "summary.json")}))
+        job.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(Path(v).resolve()) for k, v in zip(ARGS, paths)},
+                    "cfg": cfg,
+                    "progress": progress,
+                    "summary": str(Path(tmp) / "summary.json"),
+                }
+            )
+        )
         # its own session, so that a stop of this job stops every process the launcher started
         proc = subprocess.Popen(launch_command(n, job, threads), start_new_session=True)
         try:
@@ -71,7 +111,9 @@ def launch_fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validat
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         if code != 0:
-            raise RuntimeError(f"accelerate launch of {n} training processes exited with status {code} (see the log above)")
+            raise RuntimeError(
+                f"accelerate launch of {n} training processes exited with status {code} (see the log above)"
+            )
         return json.loads((Path(tmp) / "summary.json").read_text())
 
 

@@ -36,11 +36,15 @@ def scheduler_class(name: str):
     import diffusers
 
     table = {
-        "ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}),
+        "ddim": ("DDIMScheduler", {}),
+        "ddpm": ("DDPMScheduler", {}),
         "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
         "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
-        "euler": ("EulerDiscreteScheduler", {}), "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-        "pndm": ("PNDMScheduler", {}), "unipc": ("UniPCMultistepScheduler", {}), "lms": ("LMSDiscreteScheduler", {}),
+        "euler": ("EulerDiscreteScheduler", {}),
+        "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+        "pndm": ("PNDMScheduler", {}),
+        "unipc": ("UniPCMultistepScheduler", {}),
+        "lms": ("LMSDiscreteScheduler", {}),
         "heun": ("HeunDiscreteScheduler", {}),
     }
     if name not in table:
@@ -95,12 +99,21 @@ def generate(pipe, prompts: list[str], seeds: list[int], cfg: dict, resolution: 
     import torch
 
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    kwargs = dict(num_inference_steps=cfg["steps"], guidance_scale=cfg["guidance_scale"], generator=gens, height=resolution,
-                  width=resolution, output_type="np", eta=cfg["eta"])
+    kwargs = dict(
+        num_inference_steps=cfg["steps"],
+        guidance_scale=cfg["guidance_scale"],
+        generator=gens,
+        height=resolution,
+        width=resolution,
+        output_type="np",
+        eta=cfg["eta"],
+    )
     negative = [cfg["negative_prompt"]] * len(prompts) if cfg["negative_prompt"] else None
     out = pipe(**pipeline_embeds(pipe, list(prompts), negative, getattr(pipe, "text_chunks", 1)), **kwargs).images
     if not np.isfinite(out).all():
-        raise FloatingPointError("sampling produced NaN pixels (fp16 overflow?); try sampling.device cpu or another scheduler")
+        raise FloatingPointError(
+            "sampling produced NaN pixels (fp16 overflow?); try sampling.device cpu or another scheduler"
+        )
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -111,18 +124,35 @@ def synthetic_spec(train_h5, experiment: str, resolution: int, sample_cfg: dict,
         names, mpp = pf.label_names, float(pf.coords_attrs.get("mpp", np.nan))
     field_px = trained_settings(model_dir).get("crop") or pf.patch_size
     stored = mpp * field_px / resolution if np.isfinite(mpp) else np.nan
-    return PatchFileSpec(resolution, names,
-                         coords_attrs=dict(patch_size=resolution, patch_level=-1, downsample=np.array([1.0, 1.0]),
-                                           mpp=stored, magnification=magnification_for_mpp(stored), name=experiment),
-                         root_attrs=dict(source="synthetic", experiment=experiment, sample_settings=json.dumps(sample_cfg)),
-                         extra=SYNTHETIC_COLUMNS)
+    return PatchFileSpec(
+        resolution,
+        names,
+        coords_attrs=dict(
+            patch_size=resolution,
+            patch_level=-1,
+            downsample=np.array([1.0, 1.0]),
+            mpp=stored,
+            magnification=magnification_for_mpp(stored),
+            name=experiment,
+        ),
+        root_attrs=dict(source="synthetic", experiment=experiment, sample_settings=json.dumps(sample_cfg)),
+        extra=SYNTHETIC_COLUMNS,
+    )
 
 
 def write_batches(writer: PatchWriter, imgs, labels, prompts, seeds, round_no: int, experiment: str) -> None:
     n = len(imgs)
-    writer.append(PatchBatch(imgs, np.full((n, 2), NO_COORD), labels, [f"synthetic:{experiment}"] * n,
-                             [f"synthetic:{experiment}:{s}" for s in seeds], np.full(n, writer.spec.coords_attrs["mpp"]),
-                             extra={"prompts": list(prompts), "seeds": list(seeds), "round": [round_no] * n}))
+    writer.append(
+        PatchBatch(
+            imgs,
+            np.full((n, 2), NO_COORD),
+            labels,
+            [f"synthetic:{experiment}"] * n,
+            [f"synthetic:{experiment}:{s}" for s in seeds],
+            np.full(n, writer.spec.coords_attrs["mpp"]),
+            extra={"prompts": list(prompts), "seeds": list(seeds), "round": [round_no] * n},
+        )
+    )
 
 
 def class_grid(h5, out_png, per_class: int = 8) -> None:
@@ -141,8 +171,20 @@ def shard_rows(n: int, shards: int, shard: int) -> np.ndarray:
     return np.array_split(np.arange(n), shards)[shard]
 
 
-def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: dict, resolution: int, experiment: str,
-           progress: bool = True, shard: int = 0, shards: int = 1) -> dict:
+def sample(
+    base_dir,
+    model_dir,
+    prompts_tsv,
+    train_h5,
+    out_h5,
+    grid_png,
+    cfg: dict,
+    resolution: int,
+    experiment: str,
+    progress: bool = True,
+    shard: int = 0,
+    shards: int = 1,
+) -> dict:
     """Generate (shard ``shard`` of ``shards`` of) the synthetic set with the trained model in ``model_dir`` on ``base_dir``.
 
     ``cfg`` is the experiment's ``sampling:`` settings: images are planned per class (or per prompt)
@@ -158,7 +200,13 @@ def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: di
     spec = synthetic_spec(train_h5, experiment, resolution, cfg, model_dir)
     t0 = time.perf_counter()
     with PatchWriter(out_h5, spec) as w:
-        for s in progress_bar(range(0, len(plan), cfg["batch_size"]), desc=f"sample {experiment}", unit="batch", disable=not progress, mininterval=2):
+        for s in progress_bar(
+            range(0, len(plan), cfg["batch_size"]),
+            desc=f"sample {experiment}",
+            unit="batch",
+            disable=not progress,
+            mininterval=2,
+        ):
             part = plan.iloc[s : s + cfg["batch_size"]]
             imgs = generate(pipe, part["prompt"].tolist(), part["seed"].tolist(), cfg, resolution)
             write_batches(w, imgs, part["label"].to_numpy(), part["prompt"], part["seed"].to_numpy(), 0, experiment)
@@ -167,9 +215,18 @@ def sample(base_dir, model_dir, prompts_tsv, train_h5, out_h5, grid_png, cfg: di
     if grid_png is not None:
         class_grid(out_h5, grid_png)
     rate = len(plan) / max(seconds, 1e-9)
-    log.info("sampled %d images (%d classes, %d distinct prompts) with %s, %d steps, CFG %.1f at %d px: %.2f images/s on %s",
-             len(plan), plan["label"].nunique(), plan["prompt"].nunique(), cfg["scheduler"], cfg["steps"], cfg["guidance_scale"],
-             resolution, rate, pipe.device if pipe else "-")
+    log.info(
+        "sampled %d images (%d classes, %d distinct prompts) with %s, %d steps, CFG %.1f at %d px: %.2f images/s on %s",
+        len(plan),
+        plan["label"].nunique(),
+        plan["prompt"].nunique(),
+        cfg["scheduler"],
+        cfg["steps"],
+        cfg["guidance_scale"],
+        resolution,
+        rate,
+        pipe.device if pipe else "-",
+    )
     return {"n": len(plan), "seconds": seconds, "images_per_s": rate, "device": str(pipe.device) if pipe else ""}
 
 
@@ -178,7 +235,9 @@ def gather_shards(pieces: list[tuple[str, np.ndarray]], out_h5) -> None:
     consecutive rows referenced (a virtual dataset over the shard's ``imgs``), not copied."""
     paths = [p for p, _ in pieces]
     with PatchFile(paths[0]) as first:
-        attrs = {k: v for k, v in first.attrs.items() if k not in ("n_patches", "output_patch_size", "seconds", "device")}
+        attrs = {
+            k: v for k, v in first.attrs.items() if k not in ("n_patches", "output_patch_size", "seconds", "device")
+        }
         spec = PatchFileSpec(first.patch_size, first.label_names, first.coords_attrs, attrs, extra=SYNTHETIC_COLUMNS)
     with PatchWriter(out_h5, spec) as w:
         for path, rows in pieces:
@@ -187,13 +246,25 @@ def gather_shards(pieces: list[tuple[str, np.ndarray]], out_h5) -> None:
                 continue
             with PatchFile(path) as pf:
                 if pf.label_names != spec.label_names:
-                    raise InputError(f"{path} has classes {pf.label_names}, {paths[0]} has {spec.label_names}; rerun its shard")
+                    raise InputError(
+                        f"{path} has classes {pf.label_names}, {paths[0]} has {spec.label_names}; rerun its shard"
+                    )
                 cols = {c: pf.column(c) for c in SYNTHETIC_COLUMNS}
                 breaks = np.flatnonzero(np.diff(rows) != 1) + 1
                 for run in np.split(rows, breaks):
-                    w.append_view(pf.path, int(run[0]), PatchBatch(None, pf.coords[run], pf.labels[run], pf.slide_ids[run],
-                                                                   pf.case_ids[run], pf.mpp[run],
-                                                                   extra={c: v[run] for c, v in cols.items()}))
+                    w.append_view(
+                        pf.path,
+                        int(run[0]),
+                        PatchBatch(
+                            None,
+                            pf.coords[run],
+                            pf.labels[run],
+                            pf.slide_ids[run],
+                            pf.case_ids[run],
+                            pf.mpp[run],
+                            extra={c: v[run] for c, v in cols.items()},
+                        ),
+                    )
 
 
 def gather_samples(shard_h5s: list, out_h5, grid_png) -> dict:
@@ -208,5 +279,10 @@ def gather_samples(shard_h5s: list, out_h5, grid_png) -> dict:
     gather_shards(pieces, out_h5)
     class_grid(out_h5, grid_png)
     # images per second of GPU time (summed over shards), comparable with an unsharded run
-    return {"n": n, "seconds": seconds, "images_per_s": n / max(seconds, 1e-9), "device": ",".join(sorted(devices)),
-            "shards": len(shard_h5s)}
+    return {
+        "n": n,
+        "seconds": seconds,
+        "images_per_s": n / max(seconds, 1e-9),
+        "device": ",".join(sorted(devices)),
+        "shards": len(shard_h5s),
+    }

@@ -25,8 +25,13 @@ def chunk_length(text_encoder) -> int:
 def tokenize(tokenizer, prompts: list[str], chunks: int):
     """Token ids (N, chunks x 77): BOS, the prompt, EOS, padding; longer prompts are truncated
     (``build_prompts`` counts and logs those beforehand)."""
-    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length * chunks, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length * chunks,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 def encode(text_encoder, ids, eos_token_id: int):
@@ -45,12 +50,16 @@ def encode(text_encoder, ids, eos_token_id: int):
     hidden = torch.cat([model.embeddings(input_ids=c) for c in ids.split(length, dim=1)], dim=1)
     is_eos = (ids == eos_token_id).int()
     padding = (torch.cumsum(is_eos, 1) - is_eos) == 0  # up to and including the first EOS
-    mask = create_causal_mask(config=model.config, inputs_embeds=hidden, attention_mask=padding.long(), past_key_values=None)
+    mask = create_causal_mask(
+        config=model.config, inputs_embeds=hidden, attention_mask=padding.long(), past_key_values=None
+    )
     out = model.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
     return model.final_layer_norm(out)
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], chunks: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def encode_prompts(
+    tokenizer, text_encoder, prompts: list[str], chunks: int, batch: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and float32 hidden states of ``prompts``, in batches (the latent cache)."""
     import torch
 

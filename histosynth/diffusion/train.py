@@ -54,8 +54,10 @@ CHECKPOINT_PREFIX = "checkpoint-"  # diffusers' examples name their save_state f
 CHECKPOINT_META = "histosynth_checkpoint.json"
 LOSS_FILE = "loss.tsv"
 # options that only one method reads: set away from their defaults under the other method, they are errors
-METHOD_OPTIONS = {"lora": ("rank", "alpha", "target_modules", "train_text_encoder", "text_encoder_target_modules"),
-                  "full": ("use_ema", "use_8bit_adam")}
+METHOD_OPTIONS = {
+    "lora": ("rank", "alpha", "target_modules", "train_text_encoder", "text_encoder_target_modules"),
+    "full": ("use_ema", "use_8bit_adam"),
+}
 WARM_RESTARTS = "cosine_annealing_warm_restarts"
 
 
@@ -68,15 +70,21 @@ def check_train_settings(cfg: dict, experiment: str | None = None, strategy: str
     for method, keys in METHOD_OPTIONS.items():
         for key in keys:
             if cfg["method"] != method and cfg[key] != defaults[key]:
-                raise InputError(f"train.{key} = {cfg[key]!r} applies to train.method {method!r} only, but train.method is "
-                                 f"{cfg['method']!r}{where}; remove train.{key} or change train.method")
+                raise InputError(
+                    f"train.{key} = {cfg[key]!r} applies to train.method {method!r} only, but train.method is "
+                    f"{cfg['method']!r}{where}; remove train.{key} or change train.method"
+                )
     if cfg["prompt_dropout_low_til_only"] and strategy not in (None, "report"):
-        raise InputError(f"train.prompt_dropout_low_til_only needs the TIL levels of the 'report' prompt strategy, but "
-                         f"the prompts are {strategy!r}{where}; set it for report experiments only "
-                         "(experiments.<name>.train)")
+        raise InputError(
+            f"train.prompt_dropout_low_til_only needs the TIL levels of the 'report' prompt strategy, but "
+            f"the prompts are {strategy!r}{where}; set it for report experiments only "
+            "(experiments.<name>.train)"
+        )
     if cfg["lr_scheduler"] == WARM_RESTARTS and cfg["lr_warmup_steps"]:
-        raise InputError(f"train.lr_warmup_steps = {cfg['lr_warmup_steps']} cannot be combined with train.lr_scheduler "
-                         f"{WARM_RESTARTS!r}{where} (torch's CosineAnnealingWarmRestarts has no warm-up); set it to 0")
+        raise InputError(
+            f"train.lr_warmup_steps = {cfg['lr_warmup_steps']} cannot be combined with train.lr_scheduler "
+            f"{WARM_RESTARTS!r}{where} (torch's CosineAnnealingWarmRestarts has no warm-up); set it to 0"
+        )
 
 
 # ----- set-up ---------------------------------------------------------------------------------------
@@ -87,7 +95,9 @@ def make_accelerator(cfg: dict, device: str):
     from accelerate import Accelerator
 
     mixed = cfg["mixed_precision"] if device == "cuda" else "no"
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=cfg["gradient_accumulation_steps"], cpu=device == "cpu")
+    return Accelerator(
+        mixed_precision=mixed, gradient_accumulation_steps=cfg["gradient_accumulation_steps"], cpu=device == "cpu"
+    )
 
 
 def load_models(base: Path) -> SimpleNamespace:
@@ -95,11 +105,14 @@ def load_models(base: Path) -> SimpleNamespace:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
-    m = SimpleNamespace(noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"),
-                        unet=UNet2DConditionModel.from_pretrained(base, subfolder="unet"),
-                        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
-                        tokenizer=AutoTokenizer.from_pretrained(base, subfolder="tokenizer"),
-                        vae=AutoencoderKL.from_pretrained(base, subfolder="vae"), ema=None)
+    m = SimpleNamespace(
+        noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"),
+        unet=UNet2DConditionModel.from_pretrained(base, subfolder="unet"),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder"),
+        tokenizer=AutoTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        vae=AutoencoderKL.from_pretrained(base, subfolder="vae"),
+        ema=None,
+    )
     for model in (m.unet, m.text_encoder, m.vae):
         model.requires_grad_(False)
     return m
@@ -113,10 +126,18 @@ def set_up_lora(m: SimpleNamespace, cfg: dict, device, weight_dtype) -> list:
 
     alpha = cfg["alpha"] or cfg["rank"]
     torch.manual_seed(cfg["seed"])  # the gaussian init of LoRA draws from the global generator
-    m.unet.add_adapter(LoraConfig(r=cfg["rank"], lora_alpha=alpha, init_lora_weights="gaussian", target_modules=cfg["target_modules"]))
+    m.unet.add_adapter(
+        LoraConfig(r=cfg["rank"], lora_alpha=alpha, init_lora_weights="gaussian", target_modules=cfg["target_modules"])
+    )
     if cfg["train_text_encoder"]:
-        m.text_encoder.add_adapter(LoraConfig(r=cfg["rank"], lora_alpha=alpha, init_lora_weights="gaussian",
-                                              target_modules=cfg["text_encoder_target_modules"]))
+        m.text_encoder.add_adapter(
+            LoraConfig(
+                r=cfg["rank"],
+                lora_alpha=alpha,
+                init_lora_weights="gaussian",
+                target_modules=cfg["text_encoder_target_modules"],
+            )
+        )
     m.unet.to(device, dtype=weight_dtype)
     m.text_encoder.to(device, dtype=weight_dtype)
     trained = [m.unet] + ([m.text_encoder] if cfg["train_text_encoder"] else [])
@@ -145,11 +166,15 @@ def make_optimizer(params: list, cfg: dict, device: str):
     optimizer_cls = torch.optim.AdamW
     if cfg["use_8bit_adam"]:
         if device != "cuda":
-            raise InputError(f"train.use_8bit_adam needs a CUDA GPU (bitsandbytes), but this run is on {device}; set it to false")
+            raise InputError(
+                f"train.use_8bit_adam needs a CUDA GPU (bitsandbytes), but this run is on {device}; set it to false"
+            )
         try:
             import bitsandbytes as bnb
         except ImportError as e:
-            raise InputError("train.use_8bit_adam needs bitsandbytes: pip install bitsandbytes, or set it to false") from e
+            raise InputError(
+                "train.use_8bit_adam needs bitsandbytes: pip install bitsandbytes, or set it to false"
+            ) from e
         optimizer_cls = bnb.optim.AdamW8bit
     return optimizer_cls(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
 
@@ -160,9 +185,16 @@ def make_lr_scheduler(optimizer, cfg: dict):
     from diffusers.optimization import get_scheduler
 
     if cfg["lr_scheduler"] == WARM_RESTARTS:
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg["lr_t0"], T_mult=cfg["lr_t_mult"])
-    return get_scheduler(cfg["lr_scheduler"], optimizer, num_warmup_steps=cfg["lr_warmup_steps"],
-                         num_training_steps=cfg["max_steps"], num_cycles=cfg["lr_num_cycles"])
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=cfg["lr_t0"], T_mult=cfg["lr_t_mult"]
+        )
+    return get_scheduler(
+        cfg["lr_scheduler"],
+        optimizer,
+        num_warmup_steps=cfg["lr_warmup_steps"],
+        num_training_steps=cfg["max_steps"],
+        num_cycles=cfg["lr_num_cycles"],
+    )
 
 
 # ----- checkpoints ----------------------------------------------------------------------------------
@@ -217,7 +249,9 @@ def register_checkpoint_hooks(acc, m: SimpleNamespace, cfg: dict) -> None:
         else:
             read_full(Path(input_dir) / "unet", unet)
             if m.ema is not None:
-                m.ema.load_state_dict(EMAModel.from_pretrained(Path(input_dir) / "unet_ema", UNet2DConditionModel).state_dict())
+                m.ema.load_state_dict(
+                    EMAModel.from_pretrained(Path(input_dir) / "unet_ema", UNet2DConditionModel).state_dict()
+                )
                 m.ema.to(acc.device)
 
     acc.register_save_state_pre_hook(save_model_hook)
@@ -239,20 +273,32 @@ def resume(acc, folder: Path, meta: dict, max_steps: int) -> tuple[int, list]:
     found = list_checkpoints(folder)
     others = [d.name for d in folder.parent.glob("*") if d.is_dir() and d != folder] if folder.parent.is_dir() else []
     if not found:
-        log.info("no checkpoint in %s: training from step 0 (settings hash %s, data fingerprint %s)%s", folder,
-                 meta["settings_hash"], meta["data_fingerprint"][:12],
-                 f"; checkpoints of other settings or data are kept in {sorted(others)}" if others else "")
+        log.info(
+            "no checkpoint in %s: training from step 0 (settings hash %s, data fingerprint %s)%s",
+            folder,
+            meta["settings_hash"],
+            meta["data_fingerprint"][:12],
+            f"; checkpoints of other settings or data are kept in {sorted(others)}" if others else "",
+        )
         return 0, []
     step, d = found[-1]
     saved = json.loads((d / CHECKPOINT_META).read_text())
     if saved.get("method") != meta["method"]:
-        raise InputError(f"checkpoint {d} was written by train.method {saved.get('method')!r}, but this run uses "
-                         f"{meta['method']!r}; delete {d.parent} to start afresh")
+        raise InputError(
+            f"checkpoint {d} was written by train.method {saved.get('method')!r}, but this run uses "
+            f"{meta['method']!r}; delete {d.parent} to start afresh"
+        )
     acc.load_state(d)
     losses = pd.read_csv(d / LOSS_FILE, sep="\t").to_dict("records")
-    log.info("resuming from checkpoint %s (step %d of %d): it matches this run's settings hash %s (training settings and "
-             "base model) and latent-cache data fingerprint %s (patches, labels and prompts)", d, step, max_steps,
-             saved["settings_hash"], saved["data_fingerprint"][:12])
+    log.info(
+        "resuming from checkpoint %s (step %d of %d): it matches this run's settings hash %s (training settings and "
+        "base model) and latent-cache data fingerprint %s (patches, labels and prompts)",
+        d,
+        step,
+        max_steps,
+        saved["settings_hash"],
+        saved["data_fingerprint"][:12],
+    )
     return step, losses
 
 
@@ -291,7 +337,9 @@ def draw_batch(cache: LatentCache, cfg: dict, micro_step: int, num_train_timeste
         offsets = torch.randint(0, mean.shape[-1] - c + 1, (bs, 2), generator=g).numpy()
         mean = np.stack([m[:, y : y + c, x : x + c] for m, (y, x) in zip(mean, offsets)])
         std = np.stack([s[:, y : y + c, x : x + c] for s, (y, x) in zip(std, offsets)])
-    latents = (torch.from_numpy(mean) + torch.from_numpy(std) * torch.randn(mean.shape, generator=g)) * cache.scaling_factor
+    latents = (
+        torch.from_numpy(mean) + torch.from_numpy(std) * torch.randn(mean.shape, generator=g)
+    ) * cache.scaling_factor
     noise = torch.randn(latents.shape, generator=g)
     if cfg["noise_offset"]:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
         noise = noise + cfg["noise_offset"] * torch.randn((bs, latents.shape[1], 1, 1), generator=g)
@@ -327,8 +375,18 @@ def diffusion_loss(noise_scheduler, pred, latents, noise, timesteps, snr_gamma: 
 # ----- the run --------------------------------------------------------------------------------------
 
 
-def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg: dict,
-              progress: bool = True, stop_after_step: int | None = None) -> dict:
+def fine_tune(
+    latents_h5,
+    base_dir,
+    out_dir,
+    loss_tsv,
+    curve_png,
+    validation_dir,
+    checkpoint_root,
+    cfg: dict,
+    progress: bool = True,
+    stop_after_step: int | None = None,
+) -> dict:
     """Train per ``cfg`` (the ``train`` settings) and write ``out_dir`` (see ``trained.py``); returns a summary.
 
     ``stop_after_step`` ends the run after the checkpoint of that step, as a killed job would (tests).
@@ -337,21 +395,49 @@ def fine_tune(latents_h5, base_dir, out_dir, loss_tsv, curve_png, validation_dir
     with LatentCache(latents_h5) as cache:
         if cache.n == 0:
             raise InputError(f"{latents_h5}: no training latents")
-        made = {"random_flip": cache.flip, "vertical_flip": cache.vflip, "text_chunks": cache.text_chunks,
-                "crop": cache.crop}
+        made = {
+            "random_flip": cache.flip,
+            "vertical_flip": cache.vflip,
+            "text_chunks": cache.text_chunks,
+            "crop": cache.crop,
+        }
         stale = {k: v for k, v in made.items() if v != cfg[k]}
         if stale:
-            raise InputError(f"{latents_h5} was cached with {stale}, but train has "
-                             f"{ {k: cfg[k] for k in stale} }; rerun cache_latents")
+            raise InputError(
+                f"{latents_h5} was cached with {stale}, but train has "
+                f"{ {k: cfg[k] for k in stale} }; rerun cache_latents"
+            )
         if cfg["prompt_dropout_low_til_only"] and cache.til_level is None:
-            raise InputError(f"train.prompt_dropout_low_til_only needs per-patch TIL levels, but {latents_h5} has none: use the "
-                             "'report' prompt strategy with prompts.patch_scores, or set it to false")
-        return _train(cache, Path(base_dir), out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg, progress,
-                      stop_after_step)
+            raise InputError(
+                f"train.prompt_dropout_low_til_only needs per-patch TIL levels, but {latents_h5} has none: use the "
+                "'report' prompt strategy with prompts.patch_scores, or set it to false"
+            )
+        return _train(
+            cache,
+            Path(base_dir),
+            out_dir,
+            loss_tsv,
+            curve_png,
+            validation_dir,
+            checkpoint_root,
+            cfg,
+            progress,
+            stop_after_step,
+        )
 
 
-def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validation_dir, checkpoint_root, cfg: dict,
-           progress: bool, stop_after_step: int | None) -> dict:
+def _train(
+    cache: LatentCache,
+    base: Path,
+    out_dir,
+    loss_tsv,
+    curve_png,
+    validation_dir,
+    checkpoint_root,
+    cfg: dict,
+    progress: bool,
+    stop_after_step: int | None,
+) -> dict:
     import torch
     from ..progress import progress_bar
 
@@ -387,8 +473,14 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
     encode_text = cfg["method"] == "lora" and cfg["train_text_encoder"]
     m.unet.train()
     t0 = time.perf_counter()
-    bar = progress_bar(total=cfg["max_steps"], initial=start, desc=f"train ({cfg['method']})", unit="step",
-                       disable=not (progress and main), mininterval=2)
+    bar = progress_bar(
+        total=cfg["max_steps"],
+        initial=start,
+        desc=f"train ({cfg['method']})",
+        unit="step",
+        disable=not (progress and main),
+        mininterval=2,
+    )
     batches = iter(micro_batches)
     for step in range(start + 1, cfg["max_steps"] + 1):
         step_loss = 0.0
@@ -397,8 +489,13 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
             k = int(next(batches)[0])
             latents, noise, t, rows = draw_batch(cache, cfg, k, m.noise_scheduler.config.num_train_timesteps)
             if step == start + 1 and micro == 0:
-                log.info("process %d of %d: first micro-batch %d, patches %s", acc.process_index, acc.num_processes, k,
-                         rows.tolist())
+                log.info(
+                    "process %d of %d: first micro-batch %d, patches %s",
+                    acc.process_index,
+                    acc.num_processes,
+                    k,
+                    rows.tolist(),
+                )
             latents, noise, t = latents.to(acc.device), noise.to(acc.device), t.to(acc.device)
             with acc.accumulate(m.unet):
                 # the prompt condition: cached embeddings, or the text encoder's output when it trains
@@ -411,8 +508,10 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
                 pred = m.unet(noisy.to(weight_dtype), t, hidden).sample
                 loss = diffusion_loss(m.noise_scheduler, pred, latents, noise, t, cfg["snr_gamma"])
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training: loss became {loss.item()} at step {step}; lower train.learning_rate "
-                                             f"or use train.mixed_precision 'no'/'bf16' (no trained weights were saved)")
+                    raise FloatingPointError(
+                        f"training: loss became {loss.item()} at step {step}; lower train.learning_rate "
+                        f"or use train.mixed_precision 'no'/'bf16' (no trained weights were saved)"
+                    )
                 # backward (scaled by the GradScaler under fp16); accelerate clips and steps on the last micro-batch only
                 acc.backward(loss)
                 if acc.sync_gradients:
@@ -454,21 +553,41 @@ def _train(cache: LatentCache, base: Path, out_dir, loss_tsv, curve_png, validat
         df.to_csv(tmp, sep="\t", index=False)
     loss_curve(df, curve_png, cfg["method"])
     done = cfg["max_steps"] - start
-    summary = {"method": cfg["method"], "steps": cfg["max_steps"], "resumed_from": start, "checkpoints": str(folder),
-               "trainable_parameters": sum(p.numel() for p in params), "seconds": seconds,
-               "steps_per_s": done / max(seconds, 1e-9),
-               "images_per_s": done * cfg["batch_size"] * ga * acc.num_processes / max(seconds, 1e-9),
-               "device": device, "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-               "first_loss": float(df["loss"].iloc[:10].mean()), "last_loss": float(df["loss"].iloc[-10:].mean())}
+    summary = {
+        "method": cfg["method"],
+        "steps": cfg["max_steps"],
+        "resumed_from": start,
+        "checkpoints": str(folder),
+        "trainable_parameters": sum(p.numel() for p in params),
+        "seconds": seconds,
+        "steps_per_s": done / max(seconds, 1e-9),
+        "images_per_s": done * cfg["batch_size"] * ga * acc.num_processes / max(seconds, 1e-9),
+        "device": device,
+        "num_processes": acc.num_processes,
+        "mixed_precision": acc.mixed_precision,
+        "first_loss": float(df["loss"].iloc[:10].mean()),
+        "last_loss": float(df["loss"].iloc[-10:].mean()),
+    }
     if device == "cuda":
         summary["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    log.info("%s: %d steps (%d resumed) in %.1f s = %.2f steps/s on %s; loss %.4f -> %.4f", cfg["method"], cfg["max_steps"], start,
-             seconds, summary["steps_per_s"], device, summary["first_loss"], summary["last_loss"])
+    log.info(
+        "%s: %d steps (%d resumed) in %.1f s = %.2f steps/s on %s; loss %.4f -> %.4f",
+        cfg["method"],
+        cfg["max_steps"],
+        start,
+        seconds,
+        summary["steps_per_s"],
+        device,
+        summary["first_loss"],
+        summary["last_loss"],
+    )
     acc.end_training()
     return summary
 
 
-def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base: Path, weight_dtype, out_png: Path) -> None:
+def validation_grid(
+    acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base: Path, weight_dtype, out_png: Path
+) -> None:
     """A few images per class from each class's most frequent prompt (with the EMA weights when kept)."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -477,18 +596,35 @@ def validation_grid(acc, m: SimpleNamespace, cache: LatentCache, cfg: dict, base
     if m.ema is not None:  # sample with the EMA weights, then put the trained ones back
         m.ema.store(unet.parameters())
         m.ema.copy_to(unet.parameters())
-    pipe = StableDiffusionPipeline(vae=m.vae, text_encoder=acc.unwrap_model(m.text_encoder), tokenizer=m.tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=m.vae,
+        text_encoder=acc.unwrap_model(m.text_encoder),
+        tokenizer=m.tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     k, rows = cfg["validation_images_per_class"], []
     for name, prompt in validation_prompts(cache):
         gens = [torch.Generator().manual_seed(cfg["seed"] + j) for j in range(k)]
         # under mixed precision, autocast to the dtype of the frozen weights
-        with torch.autocast(acc.device.type, dtype=weight_dtype) if acc.mixed_precision != "no" else contextlib.nullcontext():
-            out = pipe(**pipeline_embeds(pipe, [prompt] * k, None, cache.text_chunks), num_inference_steps=VALIDATION_STEPS,
-                       guidance_scale=VALIDATION_GUIDANCE, generator=gens, height=cache.resolution, width=cache.resolution,
-                       output_type="np").images
+        with (
+            torch.autocast(acc.device.type, dtype=weight_dtype)
+            if acc.mixed_precision != "no"
+            else contextlib.nullcontext()
+        ):
+            out = pipe(
+                **pipeline_embeds(pipe, [prompt] * k, None, cache.text_chunks),
+                num_inference_steps=VALIDATION_STEPS,
+                guidance_scale=VALIDATION_GUIDANCE,
+                generator=gens,
+                height=cache.resolution,
+                width=cache.resolution,
+                output_type="np",
+            ).images
         # the whole prompt: image_grid wraps it (two classes whose prompts share a prefix must not read the same)
         rows.append((f"{name}: {prompt}", (out * 255).round().astype(np.uint8)))
     if m.ema is not None:

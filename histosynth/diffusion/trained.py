@@ -28,8 +28,11 @@ def base_fingerprint(base) -> dict:
     """What identifies a base model for compatibility: its source and UNet architecture."""
     unet_cfg = json.loads((Path(base) / "unet" / "config.json").read_text())
     src = Path(base) / "histosynth_source.json"
-    return {"source": json.loads(src.read_text()).get("base_model") if src.is_file() else str(base),
-            "cross_attention_dim": unet_cfg.get("cross_attention_dim"), "block_out_channels": unet_cfg.get("block_out_channels")}
+    return {
+        "source": json.loads(src.read_text()).get("base_model") if src.is_file() else str(base),
+        "cross_attention_dim": unet_cfg.get("cross_attention_dim"),
+        "block_out_channels": unet_cfg.get("block_out_channels"),
+    }
 
 
 def write_lora(folder, unet, text_encoder=None) -> None:
@@ -41,8 +44,12 @@ def write_lora(folder, unet, text_encoder=None) -> None:
     def layers(model):
         return convert_state_dict_to_diffusers(get_peft_model_state_dict(model)) if model is not None else None
 
-    StableDiffusionPipeline.save_lora_weights(save_directory=folder, unet_lora_layers=layers(unet),
-                                              text_encoder_lora_layers=layers(text_encoder), safe_serialization=True)
+    StableDiffusionPipeline.save_lora_weights(
+        save_directory=folder,
+        unet_lora_layers=layers(unet),
+        text_encoder_lora_layers=layers(text_encoder),
+        safe_serialization=True,
+    )
 
 
 def read_lora(folder, unet, text_encoder=None) -> None:
@@ -53,11 +60,15 @@ def read_lora(folder, unet, text_encoder=None) -> None:
     from peft import set_peft_model_state_dict
 
     state, _ = StableDiffusionPipeline.lora_state_dict(folder)
-    unet_state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")})
+    unet_state = convert_unet_state_dict_to_peft(
+        {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    )
     incompatible = set_peft_model_state_dict(unet, unet_state, adapter_name="default")
     if getattr(incompatible, "unexpected_keys", None):
-        raise InputError(f"LoRA weights in {folder} do not fit the adapters of this run: unexpected keys "
-                         f"{incompatible.unexpected_keys[:3]}...")
+        raise InputError(
+            f"LoRA weights in {folder} do not fit the adapters of this run: unexpected keys "
+            f"{incompatible.unexpected_keys[:3]}..."
+        )
     if text_encoder is not None:
         _set_state_dict_into_text_encoder(state, prefix="text_encoder.", text_encoder=text_encoder)
 
@@ -78,8 +89,11 @@ def save_trained(out_dir, method: str, unet, text_encoder, base, settings: dict)
             write_lora(tmp, unet, text_encoder)
         else:
             unet.save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps({"method": method, "base_model": base_fingerprint(base), "settings": settings},
-                                                indent=2, default=str))
+        (tmp / META_FILE).write_text(
+            json.dumps(
+                {"method": method, "base_model": base_fingerprint(base), "settings": settings}, indent=2, default=str
+            )
+        )
 
 
 def trained_method(folder) -> str:
@@ -120,7 +134,9 @@ def load_trained_pipeline(base_dir, folder=None):
         raise InputError(f"LoRA folder {folder} has no {LORA_FILE}")
     try:
         if method == "full":
-            return StableDiffusionPipeline.from_pretrained(base, unet=UNet2DConditionModel.from_pretrained(folder), **kwargs)
+            return StableDiffusionPipeline.from_pretrained(
+                base, unet=UNet2DConditionModel.from_pretrained(folder), **kwargs
+            )
         pipe = StableDiffusionPipeline.from_pretrained(base, **kwargs)
         pipe.load_lora_weights(folder)
         return pipe

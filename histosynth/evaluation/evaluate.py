@@ -20,7 +20,16 @@ from ..errors import InputError
 from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
 from ..plots import coverage_plot
 from .features import RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
-from .metrics import class_counts, classifier_agreement, frechet, kid, macro_over_present, match_classes, per_class, prdc
+from .metrics import (
+    class_counts,
+    classifier_agreement,
+    frechet,
+    kid,
+    macro_over_present,
+    match_classes,
+    per_class,
+    prdc,
+)
 
 log = logging.getLogger(__name__)
 SETS = ("raw", "filtered")
@@ -39,11 +48,15 @@ def comparability(metric: str, extractor: dict, n_real: int, n_fake: int) -> lis
     """Why a number is not comparable with published ones (or not a measurement at all)."""
     w = []
     if extractor.get("random_network"):
-        w.append(f"{RANDOM_NOTE}: {extractor['name']} is randomly initialised, so this number measures nothing about the images")
+        w.append(
+            f"{RANDOM_NOTE}: {extractor['name']} is randomly initialised, so this number measures nothing about the images"
+        )
     if metric in ("fd", "kid") and extractor["kind"] != "inception":
         w.append("not Inception features: not comparable with published FID")
     if metric in ("fd", "kid") and min(n_real, n_fake) < PUBLISHED_FID_MIN_N:
-        w.append(f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FD and KID; compare only runs with equal N")
+        w.append(
+            f"N = {min(n_real, n_fake)} < {PUBLISHED_FID_MIN_N}: small N inflates FD and KID; compare only runs with equal N"
+        )
     return w
 
 
@@ -52,11 +65,20 @@ def harmonisation(real_geo: dict, fake_geo: dict) -> tuple[dict, list[str]]:
     px, fpx = real_geo["px"], fake_geo["px"]
     fmpp = fake_geo["mpp"]
     after = fmpp * fpx / px if fmpp else None
-    rec = {"real_px": px, "real_mpp": real_geo["mpp"], "synthetic_px": fpx, "synthetic_mpp": fmpp,
-           "resized_to_px": px, "synthetic_mpp_after": after, "method": "PIL Lanczos (antialiased)" if fpx != px else "none"}
+    rec = {
+        "real_px": px,
+        "real_mpp": real_geo["mpp"],
+        "synthetic_px": fpx,
+        "synthetic_mpp": fmpp,
+        "resized_to_px": px,
+        "synthetic_mpp_after": after,
+        "method": "PIL Lanczos (antialiased)" if fpx != px else "none",
+    }
     w = []
     if fpx < px:
-        w.append(f"synthetic images have {fpx} px over the field of view of {px} real px: upsampled, so they lack fine detail")
+        w.append(
+            f"synthetic images have {fpx} px over the field of view of {px} real px: upsampled, so they lack fine detail"
+        )
     if real_geo["mpp"] and after:
         fov_real, fov_fake = px * real_geo["mpp"], fpx * fmpp
         rec["field_of_view_um"] = {"real": fov_real, "synthetic": fov_fake}
@@ -69,7 +91,9 @@ def harmonisation(real_geo: dict, fake_geo: dict) -> tuple[dict, list[str]]:
     return rec, w
 
 
-def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling: str, outputs: dict, experiment: str) -> dict:
+def evaluate_generation(
+    sets: dict, reference_h5, cfg: dict, model_dir, pooling: str, outputs: dict, experiment: str
+) -> dict:
     """FD, KID and PRDC of each synthetic set against the real reference, overall and per class.
 
     ``sets``: {"raw": h5, "filtered": h5}; ``reference_h5``: the cached reference features of the
@@ -90,23 +114,47 @@ def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling:
         if absent:
             warn.append(f"no synthetic images of {', '.join(absent)}")
         if match["only_real"] and cfg["match_classes"] != "off":
-            warn.append("left out of the overall numbers (absent from the synthetic set): "
-                        + ", ".join(names[c] if c >= 0 else "unlabelled" for c in match["only_real"]))
+            warn.append(
+                "left out of the overall numbers (absent from the synthetic set): "
+                + ", ".join(names[c] if c >= 0 else "unlabelled" for c in match["only_real"])
+            )
         fake[set_name] = (ff, fl, ridx, fidx)
-        set_info[set_name] = {"harmonisation": harm, "class_matching": match, "warnings": warn,
-                              "n_real": int(len(ridx)), "n_synthetic": int(len(fidx)), "n_synthetic_available": int(len(ff)),
-                              "classes_absent": absent,
-                              "class_counts_real": class_counts(rl[ridx], names), "class_counts_synthetic": class_counts(fl[fidx], names)}
-    fns = {"fd": lambda r, f: frechet(r, f), "kid": lambda r, f: kid(r, f, cfg["seed"]), "prdc": lambda r, f: prdc(r, f, cfg["prdc_k"])}
+        set_info[set_name] = {
+            "harmonisation": harm,
+            "class_matching": match,
+            "warnings": warn,
+            "n_real": int(len(ridx)),
+            "n_synthetic": int(len(fidx)),
+            "n_synthetic_available": int(len(ff)),
+            "classes_absent": absent,
+            "class_counts_real": class_counts(rl[ridx], names),
+            "class_counts_synthetic": class_counts(fl[fidx], names),
+        }
+    fns = {
+        "fd": lambda r, f: frechet(r, f),
+        "kid": lambda r, f: kid(r, f, cfg["seed"]),
+        "prdc": lambda r, f: prdc(r, f, cfg["prdc_k"]),
+    }
     results = {}
     for metric, fn in fns.items():
         name, direction = GENERATIVE[metric]
         if metric == "fd" and kind == "inception":
             name = "FID"
-        doc = {"metric": metric, "name": name, "better": direction, "experiment": experiment, "extractor": info,
-               "reference": {"split": str(rattrs["split"]), "n_available": int(rattrs["n_available"]), "n_extracted": int(len(rf)),
-                             "geometry": real_geo, "class_counts": class_counts(rl, names)},
-               "sets": {}}
+        doc = {
+            "metric": metric,
+            "name": name,
+            "better": direction,
+            "experiment": experiment,
+            "extractor": info,
+            "reference": {
+                "split": str(rattrs["split"]),
+                "n_available": int(rattrs["n_available"]),
+                "n_extracted": int(len(rf)),
+                "geometry": real_geo,
+                "class_counts": class_counts(rl, names),
+            },
+            "sets": {},
+        }
         if metric == "prdc":
             doc["k"] = cfg["prdc_k"]
         for set_name in sets:
@@ -118,27 +166,48 @@ def evaluate_generation(sets: dict, reference_h5, cfg: dict, model_dir, pooling:
             doc["sets"][set_name] = s
         write_json(outputs[metric], doc)
         results[metric] = doc
-    coverage_plot(rf, {s: fake[s][0] for s in sets}, outputs["coverage"], experiment,
-                  note=RANDOM_NOTE if info.get("random_network") else None, umap=cfg.get("umap", False), seed=cfg["seed"])
-    log.info("generation metrics of %s (%s): %s", experiment, info["name"],
-             {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()})
+    coverage_plot(
+        rf,
+        {s: fake[s][0] for s in sets},
+        outputs["coverage"],
+        experiment,
+        note=RANDOM_NOTE if info.get("random_network") else None,
+        umap=cfg.get("umap", False),
+        seed=cfg["seed"],
+    )
+    log.info(
+        "generation metrics of %s (%s): %s",
+        experiment,
+        info["name"],
+        {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()},
+    )
     return results
 
 
 def judge_description(cfg: dict, classifier_seed: int) -> str:
     cases = "a seeded half of the training cases" if cfg["judge_cases"] == "half" else "all training cases"
-    return (f"independent ResNet-18 judge: seed {cfg['judge_seed']} (the filter's classifier: seed {classifier_seed}), "
-            f"trained on {cases}; it never saw which images the filter accepted")
+    return (
+        f"independent ResNet-18 judge: seed {cfg['judge_seed']} (the filter's classifier: seed {classifier_seed}), "
+        f"trained on {cases}; it never saw which images the filter accepted"
+    )
 
 
-def train_judge(train_h5, val_h5, test_h5, out_dir, metrics_json, classifier_cfg: dict, cfg: dict, image_size: int) -> dict:
+def train_judge(
+    train_h5, val_h5, test_h5, out_dir, metrics_json, classifier_cfg: dict, cfg: dict, image_size: int
+) -> dict:
     """The independent classifier that judges the filtered set: another seed, optionally half the cases."""
     if cfg["judge_seed"] == classifier_cfg["seed"] and cfg["judge_cases"] == "all":
-        raise InputError(f"evaluation.judge_seed ({cfg['judge_seed']}) equals classifier.seed with evaluation.judge_cases: all: "
-                         "the judge would be the filter's own classifier; choose another seed or judge_cases: half")
+        raise InputError(
+            f"evaluation.judge_seed ({cfg['judge_seed']}) equals classifier.seed with evaluation.judge_cases: all: "
+            "the judge would be the filter's own classifier; choose another seed or judge_cases: half"
+        )
     ccfg = {**classifier_cfg, "seed": cfg["judge_seed"]}
     with tempfile.TemporaryDirectory(prefix="histosynth-judge-") as tmp:
-        train = train_h5 if cfg["judge_cases"] == "all" else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
+        train = (
+            train_h5
+            if cfg["judge_cases"] == "all"
+            else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
+        )
         metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size)
     return metrics
 
@@ -151,55 +220,96 @@ def case_half(patch_h5, out_h5, seed: int) -> Path:
         rows = np.flatnonzero(np.isin(pf.case_ids.astype(str), list(chosen)))
         lacking = sorted(set(pf.labels.tolist()) - set(pf.labels[rows].tolist()))
         if lacking:
-            raise InputError(f"{patch_h5}: half of the {len(cases)} training cases (seed {seed}) has no patches of "
-                             f"{', '.join(pf.label_names[c] if c >= 0 else 'unlabelled' for c in lacking)}; set "
-                             "evaluation.judge_cases: all (with another judge_seed) or another evaluation.judge_seed")
+            raise InputError(
+                f"{patch_h5}: half of the {len(cases)} training cases (seed {seed}) has no patches of "
+                f"{', '.join(pf.label_names[c] if c >= 0 else 'unlabelled' for c in lacking)}; set "
+                "evaluation.judge_cases: all (with another judge_seed) or another evaluation.judge_seed"
+            )
         spec = PatchFileSpec(pf.patch_size, pf.label_names, coords_attrs=pf.coords_attrs)
         with PatchWriter(out_h5, spec) as w:
             for idx, imgs in pf.iter_batches(256, rows):
-                w.append(PatchBatch(imgs, pf.coords[idx], pf.labels[idx], pf.slide_ids[idx], pf.case_ids[idx], pf.mpp[idx]))
+                w.append(
+                    PatchBatch(imgs, pf.coords[idx], pf.labels[idx], pf.slide_ids[idx], pf.case_ids[idx], pf.mpp[idx])
+                )
     log.info("judge: %d of %d training cases, %d patches", len(chosen), len(cases), len(rows))
     return Path(out_h5)
 
 
-def evaluate_agreement(sets: dict, filter_classifier_dir, judge_dir, judge_note: str, device: str, out_json, experiment: str) -> dict:
+def evaluate_agreement(
+    sets: dict, filter_classifier_dir, judge_dir, judge_note: str, device: str, out_json, experiment: str
+) -> dict:
     """Classifier agreement (the LoRA paper's P/R/F1 vs each image's prompt class).
 
     The independent judge scores both sets; the filter's own classifier scores the raw set only:
     on the set it accepted, its agreement is high by construction and is not a result.
     """
-    doc = {"metric": "agreement", "experiment": experiment,
-           "definition": "ResNet-18 predictions vs the prompt's class (LoRA paper); macro means over the classes the set contains",
-           "judge": {"classifier": str(judge_dir), "description": judge_note, "sets": {}},
-           "filter_classifier": {"classifier": str(filter_classifier_dir), "sets": {},
-                                 "note": "the filter's own classifier, raw set only: on the filtered set it agrees by construction"}}
-    for role, folder, names in (("judge", judge_dir, list(sets)), ("filter_classifier", filter_classifier_dir, ["raw"])):
+    doc = {
+        "metric": "agreement",
+        "experiment": experiment,
+        "definition": "ResNet-18 predictions vs the prompt's class (LoRA paper); macro means over the classes the set contains",
+        "judge": {"classifier": str(judge_dir), "description": judge_note, "sets": {}},
+        "filter_classifier": {
+            "classifier": str(filter_classifier_dir),
+            "sets": {},
+            "note": "the filter's own classifier, raw set only: on the filtered set it agrees by construction",
+        },
+    }
+    for role, folder, names in (
+        ("judge", judge_dir, list(sets)),
+        ("filter_classifier", filter_classifier_dir, ["raw"]),
+    ):
         net, ccfg = load_classifier(folder, device)
         for name in names:
             probs, labels = predict_file(net, sets[name], ccfg["image_size"], ccfg["device"])
-            doc[role]["sets"][name] = classifier_agreement(labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"])
+            doc[role]["sets"][name] = classifier_agreement(
+                labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"]
+            )
     write_json(out_json, doc)
     return doc
 
 
-def evaluate_downstream(synthetic_h5, real: dict, cfg: dict, classifier_cfg: dict, image_size: int, real_metrics_json,
-                        models_dir, out_json, experiment: str) -> dict:
+def evaluate_downstream(
+    synthetic_h5,
+    real: dict,
+    cfg: dict,
+    classifier_cfg: dict,
+    image_size: int,
+    real_metrics_json,
+    models_dir,
+    out_json,
+    experiment: str,
+) -> dict:
     """Osorio et al.'s utility test: a classifier trained on synthetic only and on real + synthetic,
     tested on the real test split, next to the real-only classifier of ``train_classifier``.
     Writes both classifiers (and their metrics) under ``models_dir``."""
     ccfg = {**classifier_cfg, "epochs": cfg["downstream_epochs"] or classifier_cfg["epochs"]}
     real_doc = json.loads(Path(real_metrics_json).read_text())
     names = real_doc["label_names"]
-    doc = {"metric": "downstream", "experiment": experiment, "test_split": str(real["test"]), "synthetic_set": cfg["downstream_set"],
-           "classifier": "torchvision resnet18", "epochs": ccfg["epochs"], "results": {"real_only": _brief(real_doc["test"], names)}}
+    doc = {
+        "metric": "downstream",
+        "experiment": experiment,
+        "test_split": str(real["test"]),
+        "synthetic_set": cfg["downstream_set"],
+        "classifier": "torchvision resnet18",
+        "epochs": ccfg["epochs"],
+        "results": {"real_only": _brief(real_doc["test"], names)},
+    }
     with PatchFile(synthetic_h5) as pf:
         n_syn, present = len(pf), sorted(set(pf.labels.tolist()))
     lacking = [names[c] for c in range(len(names)) if c not in present]
-    doc["warnings"] = [f"the synthetic set has no images of {', '.join(lacking)}: a classifier trained on it alone cannot "
-                       "learn those classes, so its AUC is not meaningful"] if lacking else []
+    doc["warnings"] = (
+        [
+            f"the synthetic set has no images of {', '.join(lacking)}: a classifier trained on it alone cannot "
+            "learn those classes, so its AUC is not meaningful"
+        ]
+        if lacking
+        else []
+    )
     absent = doc["results"]["real_only"]["classes_absent_from_test"]
     if absent:
-        doc["warnings"].append(f"the real test split has no patches of {', '.join(absent)}: macro F1 runs over the other classes")
+        doc["warnings"].append(
+            f"the real test split has no patches of {', '.join(absent)}: macro F1 runs over the other classes"
+        )
     runs = {"synthetic_only": [synthetic_h5], "real_plus_synthetic": [real["train"], synthetic_h5]}
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     for name, files in runs.items():

@@ -53,7 +53,8 @@ def inception_extractor(weights: str, device: str):
             "(config evaluation.inception_weights). Download https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/"
             f"pretrained/metrics/{INCEPTION_FILE} once and point evaluation.inception_weights at it, or set "
             "evaluation.feature_extractor: backbone (a DINO-style backbone) or classifier (the workflow's ResNet-18) "
-            "to report a Fréchet distance on other features instead.")
+            "to report a Fréchet distance on other features instead."
+        )
     if p.name == INCEPTION_FILE:
         model = InceptionV3W(str(p.parent), download=False, resize_inside=False)
     else:  # InceptionV3W looks for this exact name inside a folder: link it from a folder removed once loaded
@@ -64,11 +65,17 @@ def inception_extractor(weights: str, device: str):
     resize = build_resizer("clean")
 
     def extract(imgs: np.ndarray) -> np.ndarray:
-        batch = torch.stack([torch.from_numpy(np.asarray(resize(im), dtype=np.float32)).permute(2, 0, 1) for im in imgs])
+        batch = torch.stack(
+            [torch.from_numpy(np.asarray(resize(im), dtype=np.float32)).permute(2, 0, 1) for im in imgs]
+        )
         with torch.inference_mode():
             return model(batch.to(device)).float().cpu().numpy()
 
-    info = {"kind": "inception", "name": f"Inception-v3 (clean-fid, clean mode, {INCEPTION_FILE})", "random_network": False}
+    info = {
+        "kind": "inception",
+        "name": f"Inception-v3 (clean-fid, clean mode, {INCEPTION_FILE})",
+        "random_network": False,
+    }
     return extract, info
 
 
@@ -84,8 +91,11 @@ def backbone_extractor(model_dir, pooling: str, device: str):
         with torch.inference_mode():
             return emb.forward(emb.preprocess(list(imgs)).to(device)).float().cpu().numpy()
 
-    info = {"kind": "backbone", "name": f"{source} ({pooling} token)" if pooling == "cls" else f"{source} (mean of patch tokens)",
-            "random_network": source == "tiny"}
+    info = {
+        "kind": "backbone",
+        "name": f"{source} ({pooling} token)" if pooling == "cls" else f"{source} (mean of patch tokens)",
+        "random_network": source == "tiny",
+    }
     return extract, info
 
 
@@ -104,8 +114,12 @@ def classifier_extractor(model_dir, device: str):
             return net(to_tensor(imgs, size).to(ccfg["device"])).float().cpu().numpy()
 
     meta = _classifier_meta(model_dir)
-    info = {"kind": "classifier", "name": f"ResNet-18 penultimate layer (512-d) of the independent judge, {size} px input"
-            + (f", {meta}" if meta else ""), "random_network": False}
+    info = {
+        "kind": "classifier",
+        "name": f"ResNet-18 penultimate layer (512-d) of the independent judge, {size} px input"
+        + (f", {meta}" if meta else ""),
+        "random_network": False,
+    }
     return extract, info
 
 
@@ -133,20 +147,29 @@ def harmonise(imgs: np.ndarray, size: int) -> np.ndarray:
     """Resize patches to ``size`` px (same field of view); antialiased Lanczos, as PIL downsamples."""
     if imgs.shape[1] == size:
         return imgs
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in imgs]) \
-        if len(imgs) else np.zeros((0, size, size, 3), np.uint8)
+    return (
+        np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in imgs])
+        if len(imgs)
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
 
 
-def file_features(extract, patch_h5, batch: int = 64, limit: int | None = None, seed: int = 0,
-                  size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def file_features(
+    extract, patch_h5, batch: int = 64, limit: int | None = None, seed: int = 0, size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of a patch file (at most ``limit`` patches, chosen at random but fixed),
     each patch first resized to ``size`` px when given."""
     with PatchFile(patch_h5) as pf:
         idx = np.arange(len(pf))
         if limit and len(idx) > limit:
             idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
-        batches = progress_bar(pf.iter_batches(batch, idx), total=-(-len(idx) // batch), desc=f"features {Path(patch_h5).name}",
-                       unit="batch", mininterval=5)
+        batches = progress_bar(
+            pf.iter_batches(batch, idx),
+            total=-(-len(idx) // batch),
+            desc=f"features {Path(patch_h5).name}",
+            unit="batch",
+            mininterval=5,
+        )
         feats = [extract(harmonise(imgs, size) if size else imgs) for _, imgs in batches]
         labels = pf.labels[idx]
     dim = feats[0].shape[1] if feats else 0
@@ -189,9 +212,27 @@ def reference_features(patch_h5, out_h5, kind: str, cfg: dict, model_dir, poolin
     feats, labels = file_features(extract, patch_h5, limit=cfg["max_reference"], seed=cfg["seed"])
     with PatchFile(patch_h5) as pf:
         names, n_available = pf.label_names, len(pf)
-    write_features(out_h5, feats, labels, {"extractor": info, "kind": kind, "split": split, "n": len(feats),
-                                           "n_available": n_available, "geometry": pixel_geometry(patch_h5),
-                                           "label_names": names, "source": str(patch_h5)})
-    log.info("reference features: %d of %d %s patches, %s, dim %d", len(feats), n_available, split, info["name"],
-             feats.shape[1] if len(feats) else 0)
+    write_features(
+        out_h5,
+        feats,
+        labels,
+        {
+            "extractor": info,
+            "kind": kind,
+            "split": split,
+            "n": len(feats),
+            "n_available": n_available,
+            "geometry": pixel_geometry(patch_h5),
+            "label_names": names,
+            "source": str(patch_h5),
+        },
+    )
+    log.info(
+        "reference features: %d of %d %s patches, %s, dim %d",
+        len(feats),
+        n_available,
+        split,
+        info["name"],
+        feats.shape[1] if len(feats) else 0,
+    )
     return len(feats)

@@ -49,7 +49,13 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 2048) -> d
     from sklearn.metrics import pairwise_distances
 
     if len(real) <= k or len(fake) <= k:
-        return {"precision": float("nan"), "recall": float("nan"), "density": float("nan"), "coverage": float("nan"), "k": k}
+        return {
+            "precision": float("nan"),
+            "recall": float("nan"),
+            "density": float("nan"),
+            "coverage": float("nan"),
+            "k": k,
+        }
     r_rad, f_rad = _kth_radius(real, k), _kth_radius(fake, k)
     inside_real = np.zeros(len(fake), bool)  # fake point inside some real ball (precision)
     count_real = np.zeros(len(fake))  # how many real balls contain it (density)
@@ -64,8 +70,13 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 2048) -> d
         nearest_fake = np.minimum(nearest_fake, d.min(1))
         inside_fake |= (d < f_rad[None, s : s + chunk]).any(1)
     covered = nearest_fake < r_rad
-    return {"precision": float(inside_real.mean()), "recall": float(inside_fake.mean()),
-            "density": float(count_real.mean() / k), "coverage": float(covered.mean()), "k": k}
+    return {
+        "precision": float(inside_real.mean()),
+        "recall": float(inside_fake.mean()),
+        "density": float(count_real.mean() / k),
+        "coverage": float(covered.mean()),
+        "k": k,
+    }
 
 
 def per_class(fn, real, real_labels, fake, fake_labels, names) -> dict:
@@ -85,7 +96,9 @@ def class_name(c: int, names: list[str]) -> str:
     return names[c] if 0 <= c < len(names) else "unlabelled"
 
 
-def match_classes(real_labels: np.ndarray, fake_labels: np.ndarray, mode: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+def match_classes(
+    real_labels: np.ndarray, fake_labels: np.ndarray, mode: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Row indices of both sets with the same class make-up, so an overall distance compares like with like.
 
     ``reference``: the real set is drawn (without replacement, seeded) to the synthetic set's class
@@ -111,7 +124,9 @@ def match_classes(real_labels: np.ndarray, fake_labels: np.ndarray, mode: str, s
     n = min(int(np.floor(draw[c] / share[c] + 1e-9)) for c in common)  # largest N the scarcest class allows
     want = {c: min(draw[c], max(1, int(round(n * share[c])))) for c in common}
     draw_labels, keep_labels = (real_labels, fake_labels) if mode == "reference" else (fake_labels, real_labels)
-    drawn = np.sort(np.concatenate([rng.choice(np.flatnonzero(draw_labels == c), want[c], replace=False) for c in common]))
+    drawn = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(draw_labels == c), want[c], replace=False) for c in common])
+    )
     kept = np.flatnonzero(np.isin(keep_labels, common))
     return (drawn, kept, info) if mode == "reference" else (kept, drawn, info)
 
@@ -128,8 +143,11 @@ def macro_over_present(test: dict, names: list[str]) -> dict:
     present = [c for c in names if (per.get(c) or {}).get("support", 0) > 0]
     absent = [c for c in names if c not in present]
     f1 = [per[c]["f1-score"] for c in present]
-    return {"macro_f1": float(np.mean(f1)) if f1 else float("nan"), "classes_absent_from_test": absent,
-            "macro_over": f"{len(present)} of {len(names)} classes"}
+    return {
+        "macro_f1": float(np.mean(f1)) if f1 else float("nan"),
+        "classes_absent_from_test": absent,
+        "macro_over": f"{len(present)} of {len(names)} classes",
+    }
 
 
 def classifier_agreement(prompt_labels: np.ndarray, predicted: np.ndarray, names: list[str]) -> dict:
@@ -139,12 +157,16 @@ def classifier_agreement(prompt_labels: np.ndarray, predicted: np.ndarray, names
     present = sorted(set(prompt_labels.tolist()))
     p, r, f, s = precision_recall_fscore_support(prompt_labels, predicted, labels=present, zero_division=0)
     return {
-        "n": int(len(prompt_labels)), "accuracy": float(accuracy_score(prompt_labels, predicted)) if len(prompt_labels) else float("nan"),
-        "macro_precision": float(np.mean(p)) if len(p) else float("nan"), "macro_recall": float(np.mean(r)) if len(r) else float("nan"),
+        "n": int(len(prompt_labels)),
+        "accuracy": float(accuracy_score(prompt_labels, predicted)) if len(prompt_labels) else float("nan"),
+        "macro_precision": float(np.mean(p)) if len(p) else float("nan"),
+        "macro_recall": float(np.mean(r)) if len(r) else float("nan"),
         "macro_f1": float(np.mean(f)) if len(f) else float("nan"),
         # macro means run over the classes the set contains; the others are named, not counted as 0
         "macro_over": f"{len(present)} of {len(names)} classes",
         "classes_absent": [class_name(c, names) for c in range(len(names)) if c not in present],
-        "per_class": {class_name(c, names): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "n": int(si)}
-                      for c, pi, ri, fi, si in zip(present, p, r, f, s)},
+        "per_class": {
+            class_name(c, names): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "n": int(si)}
+            for c, pi, ri, fi, si in zip(present, p, r, f, s)
+        },
     }

@@ -26,14 +26,31 @@ from .metrics import class_name, macro_over_present
 
 TEMPLATES = Path(__file__).parent / "templates"
 SETS = ("raw", "filtered")
-PER_EXPERIMENT = ("fd", "kid", "prdc", "agreement", "downstream", "coverage", "raw", "filtered", "raw_grid", "filtered_grid",
-                  "acceptance", "acceptance_plot", "filter_summary", "loss_curve", "validation", "prompt_frequencies")
+PER_EXPERIMENT = (
+    "fd",
+    "kid",
+    "prdc",
+    "agreement",
+    "downstream",
+    "coverage",
+    "raw",
+    "filtered",
+    "raw_grid",
+    "filtered_grid",
+    "acceptance",
+    "acceptance_plot",
+    "filter_summary",
+    "loss_curve",
+    "validation",
+    "prompt_frequencies",
+)
 STRIP = 6  # patches per class and set in the side-by-side pictures
 TILE_PX = 96  # each patch is shown at least this large
 CHANCE_AUC = 0.5
 
 
 # --- small helpers -------------------------------------------------------------------------------
+
 
 def _load(path):
     p = Path(path) if path else None
@@ -77,7 +94,11 @@ def strip(imgs: np.ndarray) -> str | None:
     # always STRIP slots (empty ones light grey), so every strip shows patches at the same scale
     out = Image.new("RGB", (STRIP * (tile + 4) - 4, tile), (255, 255, 255))
     for i in range(STRIP):
-        patch = Image.fromarray(imgs[i]).resize((tile, tile), method) if i < len(imgs) else Image.new("RGB", (tile, tile), (238, 238, 238))
+        patch = (
+            Image.fromarray(imgs[i]).resize((tile, tile), method)
+            if i < len(imgs)
+            else Image.new("RGB", (tile, tile), (238, 238, 238))
+        )
         out.paste(patch, (i * (tile + 4), 0))
     return _png_uri(out)
 
@@ -88,6 +109,7 @@ def _pick(labels: np.ndarray, c: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 # --- the metric table --------------------------------------------------------------------------
+
 
 def columns(fd_name: str) -> list[dict]:
     """One column per metric, with its better direction (None: not ranked)."""
@@ -107,8 +129,13 @@ def columns(fd_name: str) -> list[dict]:
 
 
 def _cell(value, digits=3, flags=(), random=False, text=None) -> dict:
-    return {"value": _num(value), "text": text if text is not None else fmt(value, digits), "flags": list(flags),
-            "random": random, "best": False}
+    return {
+        "value": _num(value),
+        "text": text if text is not None else fmt(value, digits),
+        "flags": list(flags),
+        "random": random,
+        "best": False,
+    }
 
 
 def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
@@ -160,6 +187,7 @@ def _absent(agreement: dict) -> list[str]:
 
 # --- verdicts ----------------------------------------------------------------------------------
 
+
 def _best(values: dict, better: str) -> tuple[list[str], dict]:
     """The experiments with the best value (several when tied) and the finite values."""
     vals = {k: v for k, v in values.items() if _num(v) is not None}
@@ -186,8 +214,11 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         f1 = {e: docs[e]["agreement"]["judge"]["sets"][s].get("macro_f1") for e in names}
         auc = {e: (docs[e]["downstream"]["results"].get("real_plus_synthetic") or {}).get("macro_auc") for e in names}
         wins = []
-        for label, vals, better, digits in ((fd_name, fd, "lower", 2), ("judge F1", f1, "higher", 3),
-                                            ("AUC real + synthetic", auc, "higher", 3)):
+        for label, vals, better, digits in (
+            (fd_name, fd, "lower", 2),
+            ("judge F1", f1, "higher", 3),
+            ("AUC real + synthetic", auc, "higher", 3),
+        ):
             b, v = _best(vals, better)
             if b:
                 wins.append((label, b, v, digits, better))
@@ -198,8 +229,9 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         if not decided:
             line = "no winner: " + ("; ".join(ties) if ties else "no comparable numbers")
         elif len(winners) == 1:
-            line = f"{winners.pop()} wins on " + ("every measure" if not ties else
-                                                   " and ".join(w[0] for w in decided) + "; " + "; ".join(ties))
+            line = f"{winners.pop()} wins on " + (
+                "every measure" if not ties else " and ".join(w[0] for w in decided) + "; " + "; ".join(ties)
+            )
         else:
             line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties)
         numbers = "; ".join(f"{w[0]} ({'↓' if w[4] == 'lower' else '↑'}): {_listing(w[2], w[3])}" for w in wins)
@@ -216,15 +248,22 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         if _num(ja) is not None and _num(jb) is not None:
             better_f1 += jb > ja
         lines.append(f"{e}: {fd_name} {fmt(a, 2)} → {fmt(b, 2)}, judge F1 {fmt(ja)} → {fmt(jb)}")
-    out.append({"comparison": "Raw vs filtered synthetic sets",
-                "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments and raised the independent "
-                           f"judge's F1 in {better_f1} of {len(names)}" + rnd_note,
-                "numbers": "; ".join(lines)})
+    out.append(
+        {
+            "comparison": "Raw vs filtered synthetic sets",
+            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments and raised the independent "
+            f"judge's F1 in {better_f1} of {len(names)}" + rnd_note,
+            "numbers": "; ".join(lines),
+        }
+    )
     # 3. real vs real + synthetic
     deltas, lines = {}, []
     for e in names:
         r = docs[e]["downstream"]["results"]
-        mix, syn = (r.get("real_plus_synthetic") or {}).get("macro_auc"), (r.get("synthetic_only") or {}).get("macro_auc")
+        mix, syn = (
+            (r.get("real_plus_synthetic") or {}).get("macro_auc"),
+            (r.get("synthetic_only") or {}).get("macro_auc"),
+        )
         if _num(mix) is not None and _num(real_auc) is not None:
             deltas[e] = mix - real_auc
         lines.append(f"{e}: real + synthetic {fmt(mix)}, synthetic only {fmt(syn)}")
@@ -232,15 +271,24 @@ def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_na
         best = max(deltas, key=deltas.get)
         up = [e for e, d in deltas.items() if d > 0]
         if up:
-            verdict = (f"adding synthetic images raised the macro AUC in {len(up)} of {len(deltas)} experiments; "
-                       f"most with {best} ({deltas[best]:+.3f})")
+            verdict = (
+                f"adding synthetic images raised the macro AUC in {len(up)} of {len(deltas)} experiments; "
+                f"most with {best} ({deltas[best]:+.3f})"
+            )
         else:
-            verdict = (f"adding synthetic images did not raise the macro AUC in any of {len(deltas)} experiments "
-                       f"(best change: {best}, {deltas[best]:+.3f})")
+            verdict = (
+                f"adding synthetic images did not raise the macro AUC in any of {len(deltas)} experiments "
+                f"(best change: {best}, {deltas[best]:+.3f})"
+            )
     else:
         verdict = "no downstream AUC to compare"
-    out.append({"comparison": f"Real only vs real + synthetic ({s} set), ResNet-18 on the real test split",
-                "verdict": verdict, "numbers": f"real only {fmt(real_auc)}; " + "; ".join(lines)})
+    out.append(
+        {
+            "comparison": f"Real only vs real + synthetic ({s} set), ResNet-18 on the real test split",
+            "verdict": verdict,
+            "numbers": f"real only {fmt(real_auc)}; " + "; ".join(lines),
+        }
+    )
     return out
 
 
@@ -269,11 +317,14 @@ def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list
             add(f"classes that never passed the filter: {', '.join(summ['never_passed'])}", e, "filtered")
     every = {f"{e} / {s}" for e in experiments for s in SETS}
     # a warning about every experiment and set says so in three words rather than listing them all
-    return [{"text": t, "where": ["every experiment / set"] if len(experiments) > 1 and set(w) == every else w}
-            for t, w in where.items()]
+    return [
+        {"text": t, "where": ["every experiment / set"] if len(experiments) > 1 and set(w) == every else w}
+        for t, w in where.items()
+    ]
 
 
 # --- pictures ----------------------------------------------------------------------------------
+
 
 def class_pictures(real_h5, sets: dict, seed: int = 0) -> list[dict]:
     """Per class: real, raw and filtered strips side by side, with the shown images' full prompts."""
@@ -305,10 +356,15 @@ def _table(path, head: int | None = None) -> dict | None:
     if not p or not p.is_file():
         return None
     df = pd.read_csv(p, sep="\t", keep_default_na=False)
-    return {"columns": list(df.columns), "rows": df.head(head).values.tolist() if head else df.values.tolist(), "n": len(df)}
+    return {
+        "columns": list(df.columns),
+        "rows": df.head(head).values.tolist() if head else df.values.tolist(),
+        "n": len(df),
+    }
 
 
 # --- the page ----------------------------------------------------------------------------------
+
 
 def _per_experiment(inputs: dict, experiments: list[str]) -> dict:
     out = {e: {} for e in experiments}
@@ -346,42 +402,80 @@ def context(inputs: dict, config: dict) -> dict:
     for e in names:
         val_uri, val_step = _latest_validation(files[e]["validation"])
         fd = docs[e]["fd"]
-        exps.append({
-            "name": e, "prompts": experiments[e]["prompts"],
-            "classes": class_pictures(inputs["real"], {s: files[e][s] for s in SETS}, ev["seed"]),
-            "grids": [(data_uri(files[e]["acceptance_plot"]), "filter acceptance per class and round"),
-                      (data_uri(files[e]["coverage"]), f"coverage: real vs synthetic features (PCA), {fd['extractor']['name']}")],
-            "acceptance": _table(files[e]["acceptance"]),
-            "loss": data_uri(files[e]["loss_curve"]), "validation": val_uri, "validation_step": val_step,
-            "prompt_table": _table(files[e]["prompt_frequencies"], head=8),
-            "per_class": _per_class_rows(docs[e]),
-            "harmonisation": {s: fd["sets"][s]["harmonisation"] for s in SETS},
-            "matching": {s: {"n_real": fd["sets"][s]["n_real"], "n_synthetic": fd["sets"][s]["n_synthetic"],
-                             "real": fd["sets"][s]["class_counts_real"], "synthetic": fd["sets"][s]["class_counts_synthetic"]}
-                         for s in SETS},
-        })
+        exps.append(
+            {
+                "name": e,
+                "prompts": experiments[e]["prompts"],
+                "classes": class_pictures(inputs["real"], {s: files[e][s] for s in SETS}, ev["seed"]),
+                "grids": [
+                    (data_uri(files[e]["acceptance_plot"]), "filter acceptance per class and round"),
+                    (
+                        data_uri(files[e]["coverage"]),
+                        f"coverage: real vs synthetic features (PCA), {fd['extractor']['name']}",
+                    ),
+                ],
+                "acceptance": _table(files[e]["acceptance"]),
+                "loss": data_uri(files[e]["loss_curve"]),
+                "validation": val_uri,
+                "validation_step": val_step,
+                "prompt_table": _table(files[e]["prompt_frequencies"], head=8),
+                "per_class": _per_class_rows(docs[e]),
+                "harmonisation": {s: fd["sets"][s]["harmonisation"] for s in SETS},
+                "matching": {
+                    s: {
+                        "n_real": fd["sets"][s]["n_real"],
+                        "n_synthetic": fd["sets"][s]["n_synthetic"],
+                        "real": fd["sets"][s]["class_counts_real"],
+                        "synthetic": fd["sets"][s]["class_counts_synthetic"],
+                    }
+                    for s in SETS
+                },
+            }
+        )
     settings = []
     for e in names:
         tr, sa = experiment_settings(config, e, "train"), experiment_settings(config, e, "sampling")
-        settings.append([e, experiments[e]["prompts"], fmt(tr["resolution"] or config["tiling"]["patch_size"]),
-                         f"LoRA rank {tr['rank']}" if tr["method"] == "lora" else "full UNet",
-                         fmt(tr["max_steps"]), f"{tr['learning_rate']:g}", tr["lr_scheduler"], sa["scheduler"], fmt(sa["steps"]),
-                         fmt(sa["guidance_scale"], 1)])
+        settings.append(
+            [
+                e,
+                experiments[e]["prompts"],
+                fmt(tr["resolution"] or config["tiling"]["patch_size"]),
+                f"LoRA rank {tr['rank']}" if tr["method"] == "lora" else "full UNet",
+                fmt(tr["max_steps"]),
+                f"{tr['learning_rate']:g}",
+                tr["lr_scheduler"],
+                sa["scheduler"],
+                fmt(sa["steps"]),
+                fmt(sa["guidance_scale"], 1),
+            ]
+        )
     thumbs = [(data_uri(t), Path(t).name.replace(".thumbnail.png", "")) for t in _as_list(inputs.get("thumbnails"))]
     morph = _as_list(inputs.get("morphology"))
     summaries_tsv = _as_list(inputs.get("summaries"))
     return {
-        "title": "histosynth report", "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "config": config, "ev": ev, "extractor": extractor, "random_note": RANDOM_NOTE,
-        "columns": columns(fd_name), "rows": rows, "fd_name": fd_name,
+        "title": "histosynth report",
+        "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "config": config,
+        "ev": ev,
+        "extractor": extractor,
+        "random_note": RANDOM_NOTE,
+        "columns": columns(fd_name),
+        "rows": rows,
+        "fd_name": fd_name,
         "verdicts": verdicts(experiments, docs, real_auc, ev["downstream_set"], fd_name),
         "warnings": warnings(names, docs, summaries),
-        "real": _real_only(real), "judge": judge, "judge_note": docs[names[0]]["agreement"]["judge"]["description"]
-        if names else "", "experiments": exps, "settings": settings,
-        "split_examples": data_uri(inputs.get("split_examples")), "split_summary": _table(inputs.get("split_summary")),
+        "real": _real_only(real),
+        "judge": judge,
+        "judge_note": docs[names[0]]["agreement"]["judge"]["description"] if names else "",
+        "experiments": exps,
+        "settings": settings,
+        "split_examples": data_uri(inputs.get("split_examples")),
+        "split_summary": _table(inputs.get("split_summary")),
         "thumbnails": thumbs,
-        "morphology": [(data_uri(p), f"{c} (features: {_embedding_name(config)})")
-                       for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))],
+        "morphology": [
+            (data_uri(p), f"{c} (features: {_embedding_name(config)})")
+            for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))
+        ],
         "summaries": _table(summaries_tsv[0], head=10) if summaries_tsv else None,
         "reference": docs[names[0]]["fd"]["reference"] if names else {},
         "config_json": json.dumps(config, indent=1, default=str),
@@ -393,20 +487,33 @@ def _real_only(real: dict | None) -> dict | None:
     if not real:
         return None
     t = real["test"]
-    return {"n": t["n"], "accuracy": t["accuracy"], "macro_auc": t["macro_auc"], "weights": real["weights"],
-            **macro_over_present(t, real["label_names"])}
+    return {
+        "n": t["n"],
+        "accuracy": t["accuracy"],
+        "macro_auc": t["macro_auc"],
+        "weights": real["weights"],
+        **macro_over_present(t, real["label_names"]),
+    }
 
 
 def _per_class_rows(d: dict) -> list[list[str]]:
     fd, agree = d["fd"], d["agreement"]["judge"]["sets"]
-    classes = list(dict.fromkeys([*fd["reference"]["class_counts"], *fd["sets"]["raw"]["per_class"],
-                                  *fd["sets"]["filtered"]["per_class"]]))
+    classes = list(
+        dict.fromkeys(
+            [*fd["reference"]["class_counts"], *fd["sets"]["raw"]["per_class"], *fd["sets"]["filtered"]["per_class"]]
+        )
+    )
     rows = []
     for c in classes:
-        rows.append([c, fmt(fd["reference"]["class_counts"].get(c)),
-                     *[fmt(fd["sets"][s]["class_counts_synthetic"].get(c, 0)) for s in SETS],
-                     *[fmt(fd["sets"][s]["per_class"].get(c), 2) for s in SETS],
-                     *[fmt((agree.get(s, {}).get("per_class", {}).get(c) or {}).get("f1")) for s in SETS]])
+        rows.append(
+            [
+                c,
+                fmt(fd["reference"]["class_counts"].get(c)),
+                *[fmt(fd["sets"][s]["class_counts_synthetic"].get(c, 0)) for s in SETS],
+                *[fmt(fd["sets"][s]["per_class"].get(c), 2) for s in SETS],
+                *[fmt((agree.get(s, {}).get("per_class", {}).get(c) or {}).get("f1")) for s in SETS],
+            ]
+        )
     return rows
 
 
@@ -431,8 +538,13 @@ def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_ver
     import jinja2
 
     ctx = context(inputs, config)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["fmt"] = fmt
     html = env.get_template("report.html.j2").render(**ctx)
     with atomic_path(out_html) as tmp:

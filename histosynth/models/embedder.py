@@ -31,22 +31,34 @@ def prepare_embedder(name: str, out_dir: str | os.PathLike, image_size: int = 64
     """Save the backbone named in config as a local folder (atomically)."""
     out = Path(out_dir)
     if name == CLASSIFIER:
-        raise InputError(f"backbone {CLASSIFIER!r} is the workflow's trained ResNet-18 (results/classifier/model), read as it "
-                         "is: it applies to embedding.backbone only, not to evaluation.backbone (use evaluation.feature_extractor: "
-                         "classifier there)")
+        raise InputError(
+            f"backbone {CLASSIFIER!r} is the workflow's trained ResNet-18 (results/classifier/model), read as it "
+            "is: it applies to embedding.backbone only, not to evaluation.backbone (use evaluation.feature_extractor: "
+            "classifier there)"
+        )
     with atomic_dir(out) as tmp:
         if name.startswith(TIMM_PREFIX):
             # timm keeps its own pretrained mechanism (hub or pretrained_cfg_overlay file); record the name only
-            (tmp / "timm.json").write_text(json.dumps({"model_name": name[len(TIMM_PREFIX):]}))
+            (tmp / "timm.json").write_text(json.dumps({"model_name": name[len(TIMM_PREFIX) :]}))
         else:
             import torch
             from transformers import AutoImageProcessor, AutoModel, ViTConfig, ViTImageProcessor, ViTModel
 
             if name == "tiny":
                 torch.manual_seed(0)
-                model = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                                           image_size=image_size, patch_size=8))
-                proc = ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+                model = ViTModel(
+                    ViTConfig(
+                        hidden_size=64,
+                        num_hidden_layers=2,
+                        num_attention_heads=2,
+                        intermediate_size=128,
+                        image_size=image_size,
+                        patch_size=8,
+                    )
+                )
+                proc = ViTImageProcessor(
+                    size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+                )
             else:
                 model, proc = AutoModel.from_pretrained(name), AutoImageProcessor.from_pretrained(name)
             model.save_pretrained(tmp, safe_serialization=True)
@@ -86,7 +98,7 @@ def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embed
 
         def forward(x):
             tokens = model.forward_features(x)
-            return tokens[:, 0] if pooling == "cls" else tokens[:, model.num_prefix_tokens:].mean(1)
+            return tokens[:, 0] if pooling == "cls" else tokens[:, model.num_prefix_tokens :].mean(1)
 
         meta = {"backbone": source, "library": "timm", "preprocessing": json.dumps({k: str(v) for k, v in cfg.items()})}
         return Embedder(model, preprocess, forward, meta)
@@ -103,8 +115,12 @@ def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embed
         hidden = model(pixel_values=x).last_hidden_state
         return hidden[:, 0] if pooling == "cls" else hidden[:, 1:].mean(1)
 
-    meta = {"backbone": source, "library": "transformers", "model_class": type(model).__name__,
-            "preprocessing": json.dumps(proc.to_dict(), default=str)}
+    meta = {
+        "backbone": source,
+        "library": "transformers",
+        "model_class": type(model).__name__,
+        "preprocessing": json.dumps(proc.to_dict(), default=str),
+    }
     return Embedder(model, preprocess, forward, meta)
 
 
@@ -121,6 +137,11 @@ def _classifier_embedder(folder: Path, device: str) -> Embedder:
     def preprocess(imgs):
         return to_tensor(np.stack(list(imgs)), size)
 
-    meta = {"backbone": CLASSIFIER, "library": "torchvision", "model_class": "resnet18 penultimate layer (512-d)",
-            "trained_on": f"{folder} ({', '.join(ccfg['label_names'])})", "preprocessing": json.dumps({"image_size": size})}
+    meta = {
+        "backbone": CLASSIFIER,
+        "library": "torchvision",
+        "model_class": "resnet18 penultimate layer (512-d)",
+        "trained_on": f"{folder} ({', '.join(ccfg['label_names'])})",
+        "preprocessing": json.dumps({"image_size": size}),
+    }
     return Embedder(net, preprocess, net, meta)

@@ -76,7 +76,9 @@ def train_vae(base: Path, x, cfg: dict, device: str, out_dir: Path, progress: bo
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_learning_rate"])
     g = torch.Generator().manual_seed(cfg["seed"])
     bs, losses, t0 = cfg["batch_size"], [], time.perf_counter()
-    for step in progress_bar(range(cfg["vae_steps"]), desc="pretrain VAE", unit="step", disable=not progress, mininterval=2):
+    for step in progress_bar(
+        range(cfg["vae_steps"]), desc="pretrain VAE", unit="step", disable=not progress, mininterval=2
+    ):
         idx = torch.randint(0, len(x), (bs,), generator=g)
         # random crops: the VAE is convolutional, and crops cut the step's cost by (size / crop)^2 on a CPU
         c = min(cfg["vae_crop"], x.shape[-1])
@@ -102,21 +104,44 @@ def train_vae(base: Path, x, cfg: dict, device: str, out_dir: Path, progress: bo
     vae.register_to_config(scaling_factor=scaling)
     with atomic_dir(out_dir) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
-    summary = {"steps": cfg["vae_steps"], "first_l1": float(np.mean(losses[:10])), "last_l1": float(np.mean(losses[-10:])),
-               "scaling_factor": scaling, "seconds": time.perf_counter() - t0}
-    log.info("VAE pretraining: L1 %.4f -> %.4f in %.1f s; scaling_factor %.4f", summary["first_l1"], summary["last_l1"],
-             summary["seconds"], scaling)
+    summary = {
+        "steps": cfg["vae_steps"],
+        "first_l1": float(np.mean(losses[:10])),
+        "last_l1": float(np.mean(losses[-10:])),
+        "scaling_factor": scaling,
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "VAE pretraining: L1 %.4f -> %.4f in %.1f s; scaling_factor %.4f",
+        summary["first_l1"],
+        summary["last_l1"],
+        summary["seconds"],
+        scaling,
+    )
     return summary
 
 
 def unet_train_settings(cfg: dict, resolution: int) -> dict:
     """The ``train`` settings of the UNet stage: the schema defaults, full fine-tuning, the pretrain values."""
     steps = cfg["unet_steps"]
-    return {**default_config()["train"], "method": "full", "resolution": resolution, "batch_size": cfg["batch_size"],
-            "max_steps": steps, "learning_rate": cfg["unet_learning_rate"], "lr_scheduler": "cosine", "lr_warmup_steps": 0,
-            "snr_gamma": 5.0, "prompt_dropout": 0.1, "seed": cfg["seed"], "device": cfg["device"],
-            "checkpoint_every": cfg["checkpoint_every"], "checkpoints_keep": 1, "validation_every": steps,
-            "validation_images_per_class": 4}
+    return {
+        **default_config()["train"],
+        "method": "full",
+        "resolution": resolution,
+        "batch_size": cfg["batch_size"],
+        "max_steps": steps,
+        "learning_rate": cfg["unet_learning_rate"],
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 0,
+        "snr_gamma": 5.0,
+        "prompt_dropout": 0.1,
+        "seed": cfg["seed"],
+        "device": cfg["device"],
+        "checkpoint_every": cfg["checkpoint_every"],
+        "checkpoints_keep": 1,
+        "validation_every": steps,
+        "validation_images_per_class": 4,
+    }
 
 
 def pretrain_prompts(patch_h5, cfg: dict, prompts_cfg: dict, out_tsv: Path) -> None:
@@ -130,8 +155,17 @@ def pretrain_prompts(patch_h5, cfg: dict, prompts_cfg: dict, out_tsv: Path) -> N
         pd.DataFrame({"index": np.arange(len(prompts)), "prompt": prompts}).to_csv(tmp, sep="\t", index=False)
 
 
-def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompts_cfg: dict, resolution: int,
-                  progress: bool = True, stop_after_step: int | None = None) -> dict:
+def pretrain_base(
+    untrained_dir,
+    patch_h5,
+    out_dir,
+    work_root,
+    cfg: dict,
+    prompts_cfg: dict,
+    resolution: int,
+    progress: bool = True,
+    stop_after_step: int | None = None,
+) -> dict:
     """Pretrain the tiny base ``untrained_dir`` on ``patch_h5`` (``cfg``: the ``pretrain`` settings) into ``out_dir``.
 
     ``prompts_cfg``: the label strategy's ``prompts`` settings (unused for ``prompts: empty``);
@@ -145,16 +179,28 @@ def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompt
     check_base_model_dir(base)
     source = json.loads((base / SOURCE_FILE).read_text()).get("base_model") if (base / SOURCE_FILE).is_file() else None
     if source != "tiny":
-        raise InputError(f"pretrain_base: {base} is not an untrained tiny base (its {SOURCE_FILE} says {source!r}); only "
-                         "base_model: tiny is pretrained, hub models are used as they are")
+        raise InputError(
+            f"pretrain_base: {base} is not an untrained tiny base (its {SOURCE_FILE} says {source!r}); only "
+            "base_model: tiny is pretrained, hub models are used as they are"
+        )
     fingerprint, n = patch_fingerprint(patch_h5)
     key = settings_hash(cfg, resolution, prompts_cfg if cfg["prompts"] == "label" else None, base_fingerprint(base))
     work = Path(work_root) / f"{key}-{fingerprint[:12]}"
-    others = sorted(d.name for d in Path(work_root).glob("*") if d.is_dir() and d != work) if Path(work_root).is_dir() else []
+    others = (
+        sorted(d.name for d in Path(work_root).glob("*") if d.is_dir() and d != work)
+        if Path(work_root).is_dir()
+        else []
+    )
     if others:  # another config's or data's pretraining: kept (switching back reuses it), never used for this one
         log.info("pretraining caches of other settings or training patches are kept, not used: %s", others)
     work.mkdir(parents=True, exist_ok=True)
-    log.info("pretraining the tiny base on %d patches in %s (settings hash %s, data fingerprint %s)", n, work, key, fingerprint[:12])
+    log.info(
+        "pretraining the tiny base on %d patches in %s (settings hash %s, data fingerprint %s)",
+        n,
+        work,
+        key,
+        fingerprint[:12],
+    )
     device = pick_device(cfg["device"])
     summary = {"key": work.name, "patches": n, "device": device}
     t0 = time.perf_counter()
@@ -176,12 +222,30 @@ def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompt
     if not prompts_tsv.is_file():
         pretrain_prompts(patch_h5, cfg, prompts_cfg, prompts_tsv)
     if not latents.is_file():
-        cache_latents(patch_h5, prompts_tsv, base_vae, latents, resolution, random_flip=True, device=cfg["device"], progress=progress)
+        cache_latents(
+            patch_h5,
+            prompts_tsv,
+            base_vae,
+            latents,
+            resolution,
+            random_flip=True,
+            device=cfg["device"],
+            progress=progress,
+        )
     unet_dir = work / "unet"
     if not (unet_dir / "config.json").is_file():
-        summary["unet"] = fine_tune(latents, base_vae, unet_dir, work / "loss.tsv", work / "loss.png", work / "validation",
-                                    work / "checkpoints", unet_train_settings(cfg, resolution), progress=progress,
-                                    stop_after_step=stop_after_step)
+        summary["unet"] = fine_tune(
+            latents,
+            base_vae,
+            unet_dir,
+            work / "loss.tsv",
+            work / "loss.png",
+            work / "validation",
+            work / "checkpoints",
+            unet_train_settings(cfg, resolution),
+            progress=progress,
+            stop_after_step=stop_after_step,
+        )
         if "stopped_at" in summary["unet"]:
             return summary
     else:
@@ -194,8 +258,18 @@ def pretrain_base(untrained_dir, patch_h5, out_dir, work_root, cfg: dict, prompt
         (tmp / "unet").mkdir()
         for name in ("config.json", "diffusion_pytorch_model.safetensors"):
             shutil.copy2(unet_dir / name, tmp / "unet" / name)
-        (tmp / SOURCE_FILE).write_text(json.dumps({"base_model": f"tiny+pretrained:{work.name}", "untrained": "tiny",
-                                                   "pretrain": cfg, "patches": n, "data_fingerprint": fingerprint}, indent=2))
+        (tmp / SOURCE_FILE).write_text(
+            json.dumps(
+                {
+                    "base_model": f"tiny+pretrained:{work.name}",
+                    "untrained": "tiny",
+                    "pretrain": cfg,
+                    "patches": n,
+                    "data_fingerprint": fingerprint,
+                },
+                indent=2,
+            )
+        )
         for extra in ("loss.png",):
             if (work / extra).is_file():
                 shutil.copy2(work / extra, tmp / f"pretrain_{extra}")

@@ -102,8 +102,9 @@ class PromptStrategy:
 STRATEGIES: dict[str, PromptStrategy] = {}
 
 
-def strategy(name: str, config_keys: tuple[str, ...], inputs: Callable[[dict], dict] | None = None,
-             needs_labels: bool = True):
+def strategy(
+    name: str, config_keys: tuple[str, ...], inputs: Callable[[dict], dict] | None = None, needs_labels: bool = True
+):
     """Register a prompt strategy: ``build(ctx) -> (prompts, fallback)``."""
 
     def register(build):
@@ -141,24 +142,34 @@ def label_prompts(ctx: PromptContext):
 @strategy("class_description", config_keys=("label_text", "class_description_template", "class_descriptions"))
 def class_description_prompts(ctx: PromptContext):
     cfg = ctx.cfg
-    prompts = [cfg["class_description_template"].format(
-        description=cfg["class_descriptions"].get(ctx.label_names[int(lab)], ctx.label_text(i)))
-        for i, lab in enumerate(ctx.labels)]
+    prompts = [
+        cfg["class_description_template"].format(
+            description=cfg["class_descriptions"].get(ctx.label_names[int(lab)], ctx.label_text(i))
+        )
+        for i, lab in enumerate(ctx.labels)
+    ]
     return prompts, _no_fallback(ctx)
 
 
-@strategy("morphology", config_keys=("label_template", "label_text", "morphology_template"),
-          inputs=lambda config: {"clusters": "results/morphology/clusters.tsv"})
+@strategy(
+    "morphology",
+    config_keys=("label_template", "label_text", "morphology_template"),
+    inputs=lambda config: {"clusters": "results/morphology/clusters.tsv"},
+)
 def morphology_prompts(ctx: PromptContext):
     clusters_tsv = ctx.inputs["clusters"]
     cl = pd.read_csv(clusters_tsv, sep="\t")
     cl = cl[cl["split"] == "train"].set_index("index")["cluster"]
     n = len(ctx)
     if len(cl) != n or not np.array_equal(np.sort(cl.index.to_numpy()), np.arange(n)):
-        raise InputError(f"{clusters_tsv}: cluster assignments cover {len(cl)} training patches, {ctx.patch_h5} has {n}; "
-                         "rerun cluster_morphology")
-    prompts = [ctx.cfg["morphology_template"].format(label=ctx.label_text(i), cluster=number_words(int(cl[i])))
-               for i in range(n)]
+        raise InputError(
+            f"{clusters_tsv}: cluster assignments cover {len(cl)} training patches, {ctx.patch_h5} has {n}; "
+            "rerun cluster_morphology"
+        )
+    prompts = [
+        ctx.cfg["morphology_template"].format(label=ctx.label_text(i), cluster=number_words(int(cl[i])))
+        for i in range(n)
+    ]
     return prompts, _no_fallback(ctx)
 
 
@@ -171,8 +182,12 @@ def _report_inputs(config: dict) -> dict:
     return inputs
 
 
-@strategy("report", config_keys=("label_template", "label_text", "report_template", "patch_scores"),
-          inputs=_report_inputs, needs_labels=False)
+@strategy(
+    "report",
+    config_keys=("label_template", "label_text", "report_template", "patch_scores"),
+    inputs=_report_inputs,
+    needs_labels=False,
+)
 def report_prompts(ctx: PromptContext):
     n = len(ctx)
     summaries = {}
@@ -197,13 +212,28 @@ def report_prompts(ctx: PromptContext):
     if fallback.any():
         missing_cases = sorted({ctx.case_ids[i] for i in np.flatnonzero(fallback)})
         unlabelled = int((ctx.labels[fallback] == UNLABELLED).sum())
-        log.warning("prompts: %d of %d patches (%d cases, e.g. %s) have no report summary; they use the label prompt "
-                    "(%d unlabelled ones the empty prompt)", fallback.sum(), n, len(missing_cases), missing_cases[:5], unlabelled)
+        log.warning(
+            "prompts: %d of %d patches (%d cases, e.g. %s) have no report summary; they use the label prompt "
+            "(%d unlabelled ones the empty prompt)",
+            fallback.sum(),
+            n,
+            len(missing_cases),
+            missing_cases[:5],
+            unlabelled,
+        )
     return prompts, fallback
 
 
-def build_prompts(strategy: str, patch_h5, cfg: dict, count_tokens: Callable[[str], int], max_tokens: int,
-                  inputs: dict | None = None, out_tsv=None, out_freq=None) -> pd.DataFrame:
+def build_prompts(
+    strategy: str,
+    patch_h5,
+    cfg: dict,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    inputs: dict | None = None,
+    out_tsv=None,
+    out_freq=None,
+) -> pd.DataFrame:
     """Prompts for every patch of ``patch_h5`` (the training split).
 
     ``cfg`` is the ``prompts:`` section, ``inputs`` the strategy's extra input files by name (see
@@ -216,20 +246,46 @@ def build_prompts(strategy: str, patch_h5, cfg: dict, count_tokens: Callable[[st
     n = len(ctx)
     unlabelled = int((ctx.labels == UNLABELLED).sum())
     if spec.needs_labels and unlabelled:
-        raise InputError(f"{patch_h5}: {unlabelled} unlabelled patch(es); the {strategy!r} prompt strategy needs a label "
-                         "for every patch (the 'report' strategy does not)")
+        raise InputError(
+            f"{patch_h5}: {unlabelled} unlabelled patch(es); the {strategy!r} prompt strategy needs a label "
+            "for every patch (the 'report' strategy does not)"
+        )
     prompts, fallback = spec.build(ctx)
     n_tokens = np.array([count_tokens(p) for p in prompts])
     truncated = n_tokens > max_tokens
     if truncated.any():
-        log.warning("prompts: %d of %d prompts exceed the text encoder's %d tokens and would be truncated, e.g. %r",
-                    truncated.sum(), n, max_tokens, prompts[int(np.flatnonzero(truncated)[0])])
+        log.warning(
+            "prompts: %d of %d prompts exceed the text encoder's %d tokens and would be truncated, e.g. %r",
+            truncated.sum(),
+            n,
+            max_tokens,
+            prompts[int(np.flatnonzero(truncated)[0])],
+        )
     label_names = [ctx.label_names[lab] if lab != UNLABELLED else "" for lab in ctx.labels]
-    df = pd.DataFrame({"index": np.arange(n), "label": ctx.labels, "label_name": label_names, "prompt": prompts,
-                       "fallback": fallback, "n_tokens": n_tokens, "truncated": truncated, **ctx.columns})
-    freq = df.groupby(["prompt", "label_name"]).size().rename("count").reset_index().sort_values("count", ascending=False)
-    log.info("prompts (%s): %d patches, %d distinct prompts, %d fallbacks, %d over %d tokens", strategy, n, len(freq),
-             fallback.sum(), truncated.sum(), max_tokens)
+    df = pd.DataFrame(
+        {
+            "index": np.arange(n),
+            "label": ctx.labels,
+            "label_name": label_names,
+            "prompt": prompts,
+            "fallback": fallback,
+            "n_tokens": n_tokens,
+            "truncated": truncated,
+            **ctx.columns,
+        }
+    )
+    freq = (
+        df.groupby(["prompt", "label_name"]).size().rename("count").reset_index().sort_values("count", ascending=False)
+    )
+    log.info(
+        "prompts (%s): %d patches, %d distinct prompts, %d fallbacks, %d over %d tokens",
+        strategy,
+        n,
+        len(freq),
+        fallback.sum(),
+        truncated.sum(),
+        max_tokens,
+    )
     for path, frame in ((out_tsv, df), (out_freq, freq)):
         if path is not None:
             with atomic_path(path) as tmp:
@@ -239,6 +295,7 @@ def build_prompts(strategy: str, patch_h5, cfg: dict, count_tokens: Callable[[st
 
 def token_counter(tokenizer) -> Callable[[str], int]:
     """Tokens a prompt takes in the text encoder, BOS and EOS included, without truncation."""
+
     def count(text: str) -> int:
         return len(tokenizer(text, truncation=False)["input_ids"])
 

@@ -30,6 +30,7 @@ from .extract import compose, extract_fields
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Report:
     case_id: str
@@ -52,14 +53,25 @@ def read_reports(path: str | os.PathLike, id_column: str, text_column: str) -> l
         if not reports:
             raise InputError(f"reports: no .txt files in {p}")
     else:
-        df = pd.read_csv(p, sep="\t" if p.suffix.lower() in (".tsv", ".tab") else ",", dtype=str,
-                         encoding="utf-8", encoding_errors="replace", keep_default_na=False, index_col=False)
+        df = pd.read_csv(
+            p,
+            sep="\t" if p.suffix.lower() in (".tsv", ".tab") else ",",
+            dtype=str,
+            encoding="utf-8",
+            encoding_errors="replace",
+            keep_default_na=False,
+            index_col=False,
+        )
         missing = [c for c in (id_column, text_column) if c not in df.columns]
         if missing:
-            raise InputError(f"reports: {p} lacks column(s) {missing} (pathology_reports.id_column / pathology_reports.text_column); has {list(df.columns)}")
+            raise InputError(
+                f"reports: {p} lacks column(s) {missing} (pathology_reports.id_column / pathology_reports.text_column); has {list(df.columns)}"
+            )
         bad = df.index[df[text_column].str.contains("\ufffd", regex=False)].tolist()
         if bad:
-            log.warning("pathology_reports: %s rows %s are not valid UTF-8; undecodable bytes replaced", p, [i + 2 for i in bad])
+            log.warning(
+                "pathology_reports: %s rows %s are not valid UTF-8; undecodable bytes replaced", p, [i + 2 for i in bad]
+            )
         no_id = df.index[df[id_column].str.strip() == ""].tolist()
         if no_id:
             raise InputError(f"reports: {p} has rows without {id_column!r} (lines {[i + 2 for i in no_id]})")
@@ -106,9 +118,13 @@ def openai_client(cfg: dict):
     env = cfg.get("api_key_env")
     key = os.environ.get(env) if env else "not-needed"
     if not key:
-        raise InputError(f"pathology_reports.openai: environment variable {env!r} (pathology_reports.openai.api_key_env) is not set; "
-                         "export the API key there (it is never read from the config)")
-    return OpenAI(api_key=key, base_url=cfg.get("base_url") or None, max_retries=cfg["max_retries"], timeout=cfg["timeout_s"])
+        raise InputError(
+            f"pathology_reports.openai: environment variable {env!r} (pathology_reports.openai.api_key_env) is not set; "
+            "export the API key there (it is never read from the config)"
+        )
+    return OpenAI(
+        api_key=key, base_url=cfg.get("base_url") or None, max_retries=cfg["max_retries"], timeout=cfg["timeout_s"]
+    )
 
 
 def _openai_error(e: Exception, cfg: dict, case_id: str) -> Exception:
@@ -118,20 +134,30 @@ def _openai_error(e: Exception, cfg: dict, case_id: str) -> Exception:
     url = cfg.get("base_url") or "https://api.openai.com/v1 (the default; pathology_reports.openai.base_url is empty)"
     where = f"reports: summarising case {case_id!r} with model {cfg['model']!r}"
     if isinstance(e, openai.APITimeoutError):
-        return ResourceError(f"{where}: the server at pathology_reports.openai.base_url = {url} did not answer within "
-                             f"pathology_reports.openai.timeout_s = {cfg['timeout_s']} s ({cfg['max_retries']} retries)")
+        return ResourceError(
+            f"{where}: the server at pathology_reports.openai.base_url = {url} did not answer within "
+            f"pathology_reports.openai.timeout_s = {cfg['timeout_s']} s ({cfg['max_retries']} retries)"
+        )
     if isinstance(e, openai.APIConnectionError):
-        return ResourceError(f"{where}: cannot connect to pathology_reports.openai.base_url = {url} ({e.__cause__ or e}); "
-                             "is the server running and reachable from this machine?")
+        return ResourceError(
+            f"{where}: cannot connect to pathology_reports.openai.base_url = {url} ({e.__cause__ or e}); "
+            "is the server running and reachable from this machine?"
+        )
     if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return InputError(f"{where}: the server at pathology_reports.openai.base_url = {url} refused the API key read from "
-                          f"${cfg.get('api_key_env')} (pathology_reports.openai.api_key_env): {e.status_code}")
+        return InputError(
+            f"{where}: the server at pathology_reports.openai.base_url = {url} refused the API key read from "
+            f"${cfg.get('api_key_env')} (pathology_reports.openai.api_key_env): {e.status_code}"
+        )
     if isinstance(e, openai.NotFoundError):
-        return InputError(f"{where}: the server at pathology_reports.openai.base_url = {url} has no model {cfg['model']!r} "
-                          f"(pathology_reports.openai.model) or no chat-completions endpoint there: {e.status_code}")
+        return InputError(
+            f"{where}: the server at pathology_reports.openai.base_url = {url} has no model {cfg['model']!r} "
+            f"(pathology_reports.openai.model) or no chat-completions endpoint there: {e.status_code}"
+        )
     if isinstance(e, openai.APIStatusError):
-        return ResourceError(f"{where}: the server at pathology_reports.openai.base_url = {url} answered "
-                             f"{e.status_code} after {cfg['max_retries']} retries (pathology_reports.openai.max_retries): {e.message}")
+        return ResourceError(
+            f"{where}: the server at pathology_reports.openai.base_url = {url} answered "
+            f"{e.status_code} after {cfg['max_retries']} retries (pathology_reports.openai.max_retries): {e.message}"
+        )
     return e
 
 
@@ -150,8 +176,15 @@ def _fit(summary: str, count_tokens: Callable[[str], int], max_tokens: int) -> t
     return " ".join(words), True
 
 
-def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, count_tokens, max_tokens: int,
-                     client=None, progress: bool = True) -> dict[str, tuple[str, str]]:
+def summarize_openai(
+    reports: list[Report],
+    cfg: dict,
+    cache: SummaryCache,
+    count_tokens,
+    max_tokens: int,
+    client=None,
+    progress: bool = True,
+) -> dict[str, tuple[str, str]]:
     """case_id -> (summary, status) with status cached / requested / truncated / empty."""
     model, template = cfg["model"], cfg["prompt_template"]
     if "{report}" not in template:
@@ -167,18 +200,29 @@ def summarize_openai(reports: list[Report], cfg: dict, cache: SummaryCache, coun
             results[r.case_id] = (*_fit(hit, count_tokens, max_tokens)[:1], "cached")
         else:
             todo.append(r)
-    log.info("pathology_reports: %d cached, %d to request from %s (model %s)", len(results), len(todo), cfg.get("base_url") or "OpenAI", model)
+    log.info(
+        "pathology_reports: %d cached, %d to request from %s (model %s)",
+        len(results),
+        len(todo),
+        cfg.get("base_url") or "OpenAI",
+        model,
+    )
     if todo:
         client = client or openai_client(cfg)
 
         def ask(r: Report) -> str:
-            resp = client.chat.completions.create(model=model, temperature=cfg["temperature"],
-                                                  messages=[{"role": "user", "content": template.replace("{report}", r.text)}])
+            resp = client.chat.completions.create(
+                model=model,
+                temperature=cfg["temperature"],
+                messages=[{"role": "user", "content": template.replace("{report}", r.text)}],
+            )
             return (resp.choices[0].message.content or "").strip()
 
         with ThreadPoolExecutor(cfg["max_concurrency"]) as pool:
             futures = {pool.submit(ask, r): r for r in todo}
-            for fut in progress_bar(as_completed(futures), total=len(futures), desc="summaries", disable=not progress, mininterval=2):
+            for fut in progress_bar(
+                as_completed(futures), total=len(futures), desc="summaries", disable=not progress, mininterval=2
+            ):
                 r = futures[fut]
                 try:
                     raw = fut.result()  # the client already retried; what fails here fails the rule
@@ -201,13 +245,18 @@ def summarize_extractive(reports: list[Report], count_tokens, max_tokens: int) -
     for r in reports:
         fields = extract_fields(r.text)
         s, kept = compose(fields, count_tokens, max_tokens)
-        status = "empty" if not r.text.strip() else ("no fields" if not fields.values else
-                                                      "truncated" if len(kept) < len(fields.values) else "extracted")
+        status = (
+            "empty"
+            if not r.text.strip()
+            else ("no fields" if not fields.values else "truncated" if len(kept) < len(fields.values) else "extracted")
+        )
         out[r.case_id] = (s, status)
     return out
 
 
-def summarize_reports(reports_path, out_tsv, cfg: dict, count_tokens: Callable[[str], int], client=None, progress=True) -> pd.DataFrame:
+def summarize_reports(
+    reports_path, out_tsv, cfg: dict, count_tokens: Callable[[str], int], client=None, progress=True
+) -> pd.DataFrame:
     """Summarise every report of ``reports_path`` (``cfg``: the ``reports:`` section) within ``cfg["max_tokens"]``
     CLIP tokens, counted by ``count_tokens``, into ``out_tsv``: case_id, summary, n_tokens, status, backend.
 
@@ -220,17 +269,36 @@ def summarize_reports(reports_path, out_tsv, cfg: dict, count_tokens: Callable[[
         res = summarize_extractive(reports, count_tokens, max_tokens)
         backend = "extractive"
     else:
-        res = summarize_openai(reports, cfg["openai"], SummaryCache(cfg["cache_dir"]), count_tokens, max_tokens, client, progress)
+        res = summarize_openai(
+            reports, cfg["openai"], SummaryCache(cfg["cache_dir"]), count_tokens, max_tokens, client, progress
+        )
         backend = f"openai:{cfg['openai']['model']}"
-    df = pd.DataFrame([{"case_id": r.case_id, "summary": res[r.case_id][0], "n_tokens": count_tokens(res[r.case_id][0]),
-                        "status": res[r.case_id][1], "backend": backend} for r in reports])
+    df = pd.DataFrame(
+        [
+            {
+                "case_id": r.case_id,
+                "summary": res[r.case_id][0],
+                "n_tokens": count_tokens(res[r.case_id][0]),
+                "status": res[r.case_id][1],
+                "backend": backend,
+            }
+            for r in reports
+        ]
+    )
     counts = df["status"].value_counts().to_dict()
     log.info("pathology_reports: %d summaries (%s)", len(df), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if counts.get("empty"):
-        log.warning("pathology_reports: %d report(s) have empty text: %s", counts["empty"], df.loc[df.status == "empty", "case_id"].tolist()[:10])
+        log.warning(
+            "pathology_reports: %d report(s) have empty text: %s",
+            counts["empty"],
+            df.loc[df.status == "empty", "case_id"].tolist()[:10],
+        )
     if counts.get("no fields"):  # e.g. a clinical history only, no diagnosis, or only conflicting statements
-        log.warning("pathology_reports: %d report(s) state no field with certainty; their summary is empty (they use the label prompt): %s",
-                    counts["no fields"], df.loc[df.status == "no fields", "case_id"].tolist()[:10])
+        log.warning(
+            "pathology_reports: %d report(s) state no field with certainty; their summary is empty (they use the label prompt): %s",
+            counts["no fields"],
+            df.loc[df.status == "no fields", "case_id"].tolist()[:10],
+        )
     with atomic_path(out_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     return df

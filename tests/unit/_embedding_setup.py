@@ -18,7 +18,9 @@ def patches(tmp_path_factory):
         imgs = np.clip(base + rng.normal(0, 20, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
         paths[split] = d / f"{split}.h5"
         with PatchWriter(paths[split], PatchFileSpec(32, ["pink", "blue"], {})) as w:
-            w.append(PatchBatch(imgs, np.zeros((n, 2)), labels, ["s"] * n, [f"{split}{i}" for i in range(n)], np.ones(n)))
+            w.append(
+                PatchBatch(imgs, np.zeros((n, 2)), labels, ["s"] * n, [f"{split}{i}" for i in range(n)], np.ones(n))
+            )
     return paths
 
 

@@ -81,7 +81,9 @@ def test_config_readme_documents_every_schema_key():
 def test_experiment_overrides_are_checked_and_merged():
     from histosynth.config import experiment_settings
 
-    cfg = default_config(experiments={"big": {"prompts": "label", "train": {"rank": 16}, "sampling": {"scheduler": "euler"}}})
+    cfg = default_config(
+        experiments={"big": {"prompts": "label", "train": {"rank": 16}, "sampling": {"scheduler": "euler"}}}
+    )
     assert experiment_settings(cfg, "big", "train")["rank"] == 16
     assert experiment_settings(cfg, "big", "train")["max_steps"] == cfg["train"]["max_steps"]
     assert experiment_settings(cfg, "big", "sampling")["scheduler"] == "euler"
@@ -92,7 +94,9 @@ def test_experiment_overrides_are_checked_and_merged():
 
 
 def test_sample_sheet_keeps_hash_characters(tmp_path):
-    sheet = _sheet(tmp_path, "slide_id\tslide_path\tcase_id\n# a whole-line comment\ns1\tscans/run#3/a.svs\tP#1\ns2\tb.svs\tP#2\n")
+    sheet = _sheet(
+        tmp_path, "slide_id\tslide_path\tcase_id\n# a whole-line comment\ns1\tscans/run#3/a.svs\tP#1\ns2\tb.svs\tP#2\n"
+    )
     df = load_slides(sheet)
     assert df["case_id"].tolist() == ["P#1", "P#2"] and df.loc["s1", "slide_path"] == "scans/run#3/a.svs"
 
@@ -123,7 +127,11 @@ def test_a_preset_uses_its_own_settings_not_the_demos(preset, monkeypatch):
     assert eff["pathology_reports"] == own["pathology_reports"] and eff["tiling"] == own["tiling"]
     assert eff["slides"] == raw.get("slides", "") and eff["patch_datasets"] == own_datasets(raw)
     # the demo's own choices (DAB labels, its pale-stroma threshold, its reports) do not leak in
-    assert eff["tiling"]["tissue"]["max_saturation"] == own["tiling"]["tissue"]["max_saturation"] != demo["tiling"]["tissue"]["max_saturation"]
+    assert (
+        eff["tiling"]["tissue"]["max_saturation"]
+        == own["tiling"]["tissue"]["max_saturation"]
+        != demo["tiling"]["tissue"]["max_saturation"]
+    )
     assert eff["tiling"]["labels"]["method"] == own["tiling"]["labels"]["method"] != demo["tiling"]["labels"]["method"]
     assert eff["pathology_reports"]["path"] != demo["pathology_reports"]["path"]
 
@@ -137,7 +145,9 @@ def test_a_minimal_user_config_gets_schema_defaults_and_overrides_apply(tmp_path
 
     monkeypatch.chdir(REPO_ROOT)
     mine = tmp_path / "mine.yaml"
-    mine.write_text("patch_datasets:\n  - {name: t, format: folder, path: tiles}\nexperiments:\n  mine: {prompts: label}\n")
+    mine.write_text(
+        "patch_datasets:\n  - {name: t, format: folder, path: tiles}\nexperiments:\n  mine: {prompts: label}\n"
+    )
     eff = effective_config([mine])
     assert list(eff["experiments"]) == ["mine"] and eff["pathology_reports"]["path"] == "" and eff["slides"] == ""
     assert eff["tiling"] == default_config()["tiling"]
@@ -148,7 +158,9 @@ def test_a_minimal_user_config_gets_schema_defaults_and_overrides_apply(tmp_path
     assert eff["tiling"]["tissue"]["max_saturation"] == 15 and eff["tiling"]["patch_size"] == 96
     assert eff["tiling"]["tissue"]["max_brightness"] == default_config()["tiling"]["tissue"]["max_brightness"]
     # no file named: the demo config
-    assert set(effective_config([])["experiments"]) == set(yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["experiments"])
+    assert set(effective_config([])["experiments"]) == set(
+        yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["experiments"]
+    )
 
 
 def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
@@ -160,10 +172,14 @@ def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
     with pytest.raises(InputError) as e:
         effective_config([good, bad])
     msg = str(e.value)
-    assert msg.startswith("unknown key 'tiling.tissue.max_saturaton' (did you mean 'max_saturation'?)") and str(bad) in msg
+    assert (
+        msg.startswith("unknown key 'tiling.tissue.max_saturaton' (did you mean 'max_saturation'?)") and str(bad) in msg
+    )
     assert len(msg) < 300 and "\n" not in msg
     bad.write_text("patch_datasets:\n  - {name: t, format: folder, path: x, label_form: filename}\n")
-    with pytest.raises(InputError, match=r"unknown key 'patch_datasets\[0\].label_form' \(did you mean 'label_from'\?\) in .*bad.yaml"):
+    with pytest.raises(
+        InputError, match=r"unknown key 'patch_datasets\[0\].label_form' \(did you mean 'label_from'\?\) in .*bad.yaml"
+    ):
         effective_config([good, bad])
     with pytest.raises(InputError, match=r"config key 'split.val': 'lots' is not of type 'number' in --config"):
         effective_config([good], overrides={"split": {"val": "lots"}})
@@ -172,12 +188,17 @@ def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
 def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemake):
     (tmp_path / "tiles" / "a" / "p1").mkdir(parents=True)
     mine = tmp_path / "mine.yaml"
-    mine.write_text("slides: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
-                    "experiments:\n  mine: {prompts: label}\n")
+    mine.write_text(
+        "slides: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
+        "experiments:\n  mine: {prompts: label}\n"
+    )
     res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
-    assert f"histosynth config: {mine}\n  experiments: mine (label)\n  slides: none\n  patch datasets: t (folder: tiles)\n  reports: none" in out
+    assert (
+        f"histosynth config: {mine}\n  experiments: mine (label)\n  slides: none\n  patch datasets: t (folder: tiles)\n  reports: none"
+        in out
+    )
     assert "results/prompts/mine.tsv" in out and "label_only" not in out and "summarize_reports" not in out
     mine.write_text(mine.read_text() + "tiling: {patch_sise: 32}\n")
     res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
@@ -196,13 +217,19 @@ def test_a_renamed_key_stops_with_its_new_name_and_file(tmp_path):
     sources = [(str(cfg), yaml.safe_load(cfg.read_text()))]
     with pytest.raises(InputError, match=r"^config key 'tiles' was renamed to 'tiling': write 'tiling' in .*old\.yaml"):
         _check_renamed(sources[0][1], sources, renamed={"tiles": "tiling"}, renamed_in_experiments={})
-    with pytest.raises(InputError, match=r"config key 'training' was renamed to 'train': write 'experiments\.a\.train' in"):
+    with pytest.raises(
+        InputError, match=r"config key 'training' was renamed to 'train': write 'experiments\.a\.train' in"
+    ):
         _check_renamed(sources[0][1], sources, renamed={}, renamed_in_experiments={"training": "train"})
-    _check_renamed(sources[0][1], sources, renamed={"tiling": "x"}, renamed_in_experiments={"prompts": "y"})  # still in the schema
+    _check_renamed(
+        sources[0][1], sources, renamed={"tiling": "x"}, renamed_in_experiments={"prompts": "y"}
+    )  # still in the schema
 
 
-@pytest.mark.skipif(any(old in load_schema()["properties"] for old in RENAMED_KEYS),
-                    reason="the names are not renamed yet: the old keys are still schema keys")
+@pytest.mark.skipif(
+    any(old in load_schema()["properties"] for old in RENAMED_KEYS),
+    reason="the names are not renamed yet: the old keys are still schema keys",
+)
 def test_old_config_names_stop_with_the_new_ones(tmp_path):
     old_cfg = tmp_path / "old.yaml"
     for old, new in RENAMED_KEYS.items():

@@ -43,10 +43,25 @@ def draw(base, trained, prompts):
 
 
 def test_training_brings_samples_close_to_the_real_patches(setup, tmp_path):  # noqa: F811
-    cfg = {**default_config()["pretrain"], "vae_steps": 120, "vae_crop": 32, "unet_steps": 200, "batch_size": 8,
-           "checkpoint_every": 200, "device": "cpu"}
-    summary = pretrain_base(setup["base"], setup["split"]["train"], tmp_path / "base", tmp_path / "work", cfg,
-                            setup["cfg"]["prompts"], 32, progress=False)
+    cfg = {
+        **default_config()["pretrain"],
+        "vae_steps": 120,
+        "vae_crop": 32,
+        "unet_steps": 200,
+        "batch_size": 8,
+        "checkpoint_every": 200,
+        "device": "cpu",
+    }
+    summary = pretrain_base(
+        setup["base"],
+        setup["split"]["train"],
+        tmp_path / "base",
+        tmp_path / "work",
+        cfg,
+        setup["cfg"]["prompts"],
+        32,
+        progress=False,
+    )
     (work,) = [d for d in (tmp_path / "work").iterdir() if d.is_dir()]
     with PatchFile(setup["split"]["train"]) as pf:
         real = pf.read(np.arange(len(pf)))
@@ -58,6 +73,8 @@ def test_training_brings_samples_close_to_the_real_patches(setup, tmp_path):  # 
     # same trained VAE in both: the random UNet vs the UNet trained by fine_tune, loaded by the sampler
     fd_untrained = frechet(f_real, colour_texture_features(draw(work / "base_vae", None, prompts)))
     fd_trained = frechet(f_real, colour_texture_features(draw(work / "base_vae", work / "unet", prompts)))
-    print(f"FD colour/texture: untrained UNet {fd_untrained:.4f}, trained {fd_trained:.4f}; VAE scaling_factor "
-          f"{summary['vae']['scaling_factor']:.3f}")
+    print(
+        f"FD colour/texture: untrained UNet {fd_untrained:.4f}, trained {fd_trained:.4f}; VAE scaling_factor "
+        f"{summary['vae']['scaling_factor']:.3f}"
+    )
     assert fd_trained < 0.5 * fd_untrained, (fd_untrained, fd_trained)

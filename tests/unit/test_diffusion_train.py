@@ -15,7 +15,13 @@ from histosynth.config import default_config, validate_config
 from histosynth.diffusion import train
 from histosynth.diffusion.latents import DATA_FINGERPRINT, LatentCache, cache_latents
 from histosynth.diffusion.sample import generate, load_pipeline
-from histosynth.diffusion.train import check_train_settings, fixed_batch_loss, list_checkpoints, make_lr_scheduler, make_optimizer
+from histosynth.diffusion.train import (
+    check_train_settings,
+    fixed_batch_loss,
+    list_checkpoints,
+    make_lr_scheduler,
+    make_optimizer,
+)
 from histosynth.diffusion.trained import META_FILE, trained_method
 from histosynth.errors import InputError
 from histosynth.models.clip_tokenizer import load_tokenizer
@@ -36,8 +42,15 @@ UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def full_cfg(**kw):
-    return train_cfg(method="full", max_steps=6, checkpoint_every=2, validation_every=6, validation_images_per_class=1,
-                     learning_rate=1e-3, **kw)
+    return train_cfg(
+        method="full",
+        max_steps=6,
+        checkpoint_every=2,
+        validation_every=6,
+        validation_images_per_class=1,
+        learning_rate=1e-3,
+        **kw,
+    )
 
 
 def same_weights(a_dir, b_dir, name=UNET_WEIGHTS, atol=1e-6):
@@ -62,9 +75,16 @@ def test_full_fine_tuning_writes_a_unet_folder_that_diffusers_and_sampling_load(
     pipe = StableDiffusionPipeline.from_pretrained(setup["base"], unet=unet)
     assert pipe.unet.config.cross_attention_dim == base_unet.config.cross_attention_dim
     assert not torch.equal(next(iter(unet.parameters())), next(iter(base_unet.parameters())))
-    assert fixed_batch_loss(setup["latents"], setup["base"], d / "model") < fixed_batch_loss(setup["latents"], setup["base"])
-    img = generate(load_pipeline(setup["base"], d / "model", "ddim", "cpu"), ["Histology image of DAB-positive tissue"], [0],
-                   default_config(sampling={"steps": 2})["sampling"], 32)
+    assert fixed_batch_loss(setup["latents"], setup["base"], d / "model") < fixed_batch_loss(
+        setup["latents"], setup["base"]
+    )
+    img = generate(
+        load_pipeline(setup["base"], d / "model", "ddim", "cpu"),
+        ["Histology image of DAB-positive tissue"],
+        [0],
+        default_config(sampling={"steps": 2})["sampling"],
+        32,
+    )
     assert img.shape == (1, 32, 32, 3)
 
 
@@ -95,7 +115,9 @@ def fp16_scaler_on_cpu(monkeypatch):
     def make(cfg, device):
         AcceleratorState._reset_state(True)  # the shared state remembers the precision of the last Accelerator
         GradientState._reset_state()
-        acc = Accelerator(mixed_precision="fp16", cpu=True, gradient_accumulation_steps=cfg["gradient_accumulation_steps"])
+        acc = Accelerator(
+            mixed_precision="fp16", cpu=True, gradient_accumulation_steps=cfg["gradient_accumulation_steps"]
+        )
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=2)
         acc.native_amp = True
         made.append(acc)
@@ -136,7 +158,9 @@ def test_changed_prompts_start_training_afresh_and_the_same_data_resumes(setup, 
     tok = load_tokenizer(str(setup["base"] / "tokenizer"))
     prompts_cfg = {**setup["cfg"]["prompts"], "label_template": "An H&E patch of {label} tissue"}
     build_prompts("label", setup["split"]["train"], prompts_cfg, token_counter(tok), 77, out_tsv=tmp_path / "p.tsv")
-    cache_latents(setup["split"]["train"], tmp_path / "p.tsv", setup["base"], tmp_path / "lat.h5", 32, True, progress=False)
+    cache_latents(
+        setup["split"]["train"], tmp_path / "p.tsv", setup["base"], tmp_path / "lat.h5", 32, True, progress=False
+    )
     with LatentCache(tmp_path / "lat.h5") as cache:
         assert cache.fingerprint != fingerprint
     fresh, _ = run_training(setup, "stale", cfg, latents=tmp_path / "lat.h5")
@@ -145,8 +169,12 @@ def test_changed_prompts_start_training_afresh_and_the_same_data_resumes(setup, 
 
 
 def test_checkpoint_of_the_other_method_is_refused(setup, tmp_path):  # noqa: F811
-    _, d = run_training(setup, "other_method", train_cfg(max_steps=2, checkpoint_every=1, validation_every=2,
-                                                         validation_images_per_class=1), stop_after_step=1)
+    _, d = run_training(
+        setup,
+        "other_method",
+        train_cfg(max_steps=2, checkpoint_every=1, validation_every=2, validation_images_per_class=1),
+        stop_after_step=1,
+    )
     folder = next((d / "ckpt").iterdir())
     with pytest.raises(InputError, match=f"checkpoint {folder}/checkpoint-1 was written by train.method 'lora'"):
         train.resume(None, folder, {"method": "full"}, 2)
@@ -161,13 +189,23 @@ def test_latent_cache_without_a_fingerprint_is_refused(setup, tmp_path):  # noqa
         LatentCache(old)
 
 
-@pytest.mark.parametrize("method, key, value", [("full", "rank", 8), ("full", "train_text_encoder", True),
-                                                ("full", "target_modules", ["to_q"]), ("lora", "use_ema", True),
-                                                ("lora", "use_8bit_adam", True)])
+@pytest.mark.parametrize(
+    "method, key, value",
+    [
+        ("full", "rank", 8),
+        ("full", "train_text_encoder", True),
+        ("full", "target_modules", ["to_q"]),
+        ("lora", "use_ema", True),
+        ("lora", "use_8bit_adam", True),
+    ],
+)
 def test_options_of_the_other_method_are_refused(method, key, value):
     cfg = default_config(train={"method": method, key: value})["train"]
-    with pytest.raises(InputError, match=rf"train\.{key} = .* applies to train\.method '(lora|full)' only, but train\.method "
-                                         rf"is '{method}' \(experiment 'x'\)"):
+    with pytest.raises(
+        InputError,
+        match=rf"train\.{key} = .* applies to train\.method '(lora|full)' only, but train\.method "
+        rf"is '{method}' \(experiment 'x'\)",
+    ):
         check_train_settings(cfg, "x")
 
 
@@ -191,8 +229,9 @@ def test_bad_training_settings_name_the_key():
 
 def test_cosine_annealing_warm_restarts_is_the_lora_papers_schedule():
     """T_0 = 500, T_mult = 2 over 2,000 steps: cycles of 500 and 1,000 steps, restarts at 500 and 1,500."""
-    cfg = default_config(train={"lr_scheduler": "cosine_annealing_warm_restarts", "lr_t0": 500, "lr_t_mult": 2,
-                                "learning_rate": 5e-5})["train"]
+    cfg = default_config(
+        train={"lr_scheduler": "cosine_annealing_warm_restarts", "lr_t0": 500, "lr_t_mult": 2, "learning_rate": 5e-5}
+    )["train"]
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg["learning_rate"])
     sched = make_lr_scheduler(opt, cfg)
     lrs = []
@@ -261,7 +300,14 @@ def test_lora_loads_into_plain_diffusers_and_changes_output(setup, trained):
 
     def image(pipe):
         pipe.set_progress_bar_config(disable=True)
-        return pipe(prompt, num_inference_steps=5, generator=torch.Generator().manual_seed(0), height=32, width=32, output_type="np").images[0]
+        return pipe(
+            prompt,
+            num_inference_steps=5,
+            generator=torch.Generator().manual_seed(0),
+            height=32,
+            width=32,
+            output_type="np",
+        ).images[0]
 
     plain = StableDiffusionPipeline.from_pretrained(setup["base"])
     adapted = StableDiffusionPipeline.from_pretrained(setup["base"])
@@ -292,7 +338,9 @@ def test_nan_loss_stops_without_saving(setup, tmp_path):
         h["latent_mean_flip"][...] = np.nan
     d = tmp_path / "run"
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
-        fine_tune(bad, setup["base"], d / "model", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False)
+        fine_tune(
+            bad, setup["base"], d / "model", d / "l.tsv", d / "l.png", d / "v", d / "c", train_cfg(), progress=False
+        )
     assert not (d / "model").exists()
 
 
@@ -303,7 +351,9 @@ def test_empty_training_set_is_refused(setup, tmp_path):
         pass
     (tmp_path / "p.tsv").write_text("index\tlabel\tlabel_name\tprompt\n")
     with pytest.raises(InputError, match="empty"):
-        cache_latents(tmp_path / "empty.h5", tmp_path / "p.tsv", setup["base"], tmp_path / "l.h5", 32, True, progress=False)
+        cache_latents(
+            tmp_path / "empty.h5", tmp_path / "p.tsv", setup["base"], tmp_path / "l.h5", 32, True, progress=False
+        )
 
 
 def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
@@ -320,14 +370,40 @@ def test_lora_for_another_base_model_is_refused(setup, trained, tmp_path):
 def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, tmp_path):
     """3 shards (one empty-ish, uneven batch shapes) gathered give the unsharded raw and filtered sets: the same
     seeds, prompts, labels and rounds in the same order, pixels equal up to batch-shape rounding (<= 2 of 255)."""
-    cfg = default_config(sampling={"steps": 3, "per_class": 4, "batch_size": 3}, filter={"max_rounds": 1, "min_confidence": 0.0},
-                         classifier={"epochs": 1})
+    cfg = default_config(
+        sampling={"steps": 3, "per_class": 4, "batch_size": 3},
+        filter={"max_rounds": 1, "min_confidence": 0.0},
+        classifier={"epochs": 1},
+    )
     model, base, train_h5 = trained[1] / "model", setup["base"], setup["split"]["train"]
-    whole = sample(base, model, setup["prompts"], train_h5, tmp_path / "raw.h5", tmp_path / "raw.png", cfg["sampling"], 32, "e",
-                   progress=False)
+    whole = sample(
+        base,
+        model,
+        setup["prompts"],
+        train_h5,
+        tmp_path / "raw.h5",
+        tmp_path / "raw.png",
+        cfg["sampling"],
+        32,
+        "e",
+        progress=False,
+    )
     shards = [tmp_path / "shards" / f"raw.{k}.h5" for k in range(3)]
     for k, out in enumerate(shards):
-        sample(base, model, setup["prompts"], train_h5, out, None, cfg["sampling"], 32, "e", progress=False, shard=k, shards=3)
+        sample(
+            base,
+            model,
+            setup["prompts"],
+            train_h5,
+            out,
+            None,
+            cfg["sampling"],
+            32,
+            "e",
+            progress=False,
+            shard=k,
+            shards=3,
+        )
     gathered = gather_samples(shards, tmp_path / "shards" / "raw.h5", tmp_path / "g.png")
     assert gathered["n"] == whole["n"] and gathered["shards"] == 3
 
@@ -341,17 +417,50 @@ def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, 
             assert diff.max() <= 2 and diff.mean() <= 0.05
 
     same_sets(tmp_path / "raw.h5", tmp_path / "shards" / "raw.h5")
-    train_classifier(train_h5, setup["split"]["val"], setup["split"]["test"], tmp_path / "clf", tmp_path / "clf.json",
-                     cfg["classifier"], 32, progress=False)
+    train_classifier(
+        train_h5,
+        setup["split"]["val"],
+        setup["split"]["test"],
+        tmp_path / "clf",
+        tmp_path / "clf.json",
+        cfg["classifier"],
+        32,
+        progress=False,
+    )
     # both filter the same raw pixels (the gathered shards), so round 0 decides identically
-    common = dict(classifier_dir=tmp_path / "clf", base_dir=base, model_dir=model, train_h5=train_h5, filter_cfg=cfg["filter"],
-                  classifier_cfg=cfg["classifier"], sample_cfg=cfg["sampling"], resolution=32, experiment="e")
-    res = filter_synthetic(raw_h5=tmp_path / "shards" / "raw.h5", out_h5=tmp_path / "f.h5", acceptance_tsv=tmp_path / "acc.tsv",
-                           plot_png=tmp_path / "acc.png", grid_png=tmp_path / "fgrid.png", **common)
-    tables = [filter_shard(raw_h5=raw, out_h5=raw.with_name(f"filtered.{k}.h5"), **common) for k, raw in enumerate(shards)]
-    res_sharded = gather_filtered([raw.with_name(f"filtered.{k}.h5") for k, raw in enumerate(shards)], tables,
-                                  tmp_path / "shards" / "f.h5", tmp_path / "sacc.tsv", tmp_path / "sacc.png", tmp_path / "sg.png",
-                                  cfg["filter"])
+    common = dict(
+        classifier_dir=tmp_path / "clf",
+        base_dir=base,
+        model_dir=model,
+        train_h5=train_h5,
+        filter_cfg=cfg["filter"],
+        classifier_cfg=cfg["classifier"],
+        sample_cfg=cfg["sampling"],
+        resolution=32,
+        experiment="e",
+    )
+    res = filter_synthetic(
+        raw_h5=tmp_path / "shards" / "raw.h5",
+        out_h5=tmp_path / "f.h5",
+        acceptance_tsv=tmp_path / "acc.tsv",
+        plot_png=tmp_path / "acc.png",
+        grid_png=tmp_path / "fgrid.png",
+        **common,
+    )
+    tables = [
+        filter_shard(raw_h5=raw, out_h5=raw.with_name(f"filtered.{k}.h5"), **common) for k, raw in enumerate(shards)
+    ]
+    res_sharded = gather_filtered(
+        [raw.with_name(f"filtered.{k}.h5") for k, raw in enumerate(shards)],
+        tables,
+        tmp_path / "shards" / "f.h5",
+        tmp_path / "sacc.tsv",
+        tmp_path / "sacc.png",
+        tmp_path / "sg.png",
+        cfg["filter"],
+    )
     same_sets(tmp_path / "f.h5", tmp_path / "shards" / "f.h5")
     assert {k: v for k, v in res_sharded.items() if k != "shards"} == {k: v for k, v in res.items() if k != "shards"}
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "acc.tsv", sep="\t"), pd.read_csv(tmp_path / "sacc.tsv", sep="\t"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "acc.tsv", sep="\t"), pd.read_csv(tmp_path / "sacc.tsv", sep="\t")
+    )

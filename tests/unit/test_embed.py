@@ -53,7 +53,10 @@ def test_previous_hidden_states_are_freed(patch_file, tmp_path, monkeypatch):
     monkeypatch.setattr(embed_mod, "load_embedder", lambda *a, **k: fake)
     path, n = patch_file
     out = tmp_path / "e.h5"
-    assert embed_mod.embed_patches(path, "unused", out, "cls", batch_size=5, num_workers=0, device="cpu", progress=False) == n
+    assert (
+        embed_mod.embed_patches(path, "unused", out, "cls", batch_size=5, num_workers=0, device="cpu", progress=False)
+        == n
+    )
     assert len(seen_alive) == 5
     assert max(seen_alive) == 0, f"hidden states of earlier batches still referenced: {seen_alive}"
     with h5py.File(out, "r") as h:

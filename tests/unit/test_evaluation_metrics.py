@@ -61,10 +61,12 @@ def test_macro_auc_matches_sklearn():
     p /= p.sum(1, keepdims=True)
     assert macro_auc(y, p, 3) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
     assert macro_auc(y % 2, p[:, :2] / p[:, :2].sum(1, keepdims=True), 2) == pytest.approx(
-        roc_auc_score(y % 2, p[:, 1] / p[:, :2].sum(1)))
+        roc_auc_score(y % 2, p[:, 1] / p[:, :2].sum(1))
+    )
 
 
 # --- like for like ------------------------------------------------------------------------------
+
 
 def _textures(n: int, size: int, seed: int) -> np.ndarray:
     """Patches with fine detail: smooth colour fields plus pixel-level noise."""
@@ -79,7 +81,9 @@ def _extract(imgs: np.ndarray) -> np.ndarray:
     and is sensitive to fine detail: colour mean / spread and gradient energy per channel."""
     from PIL import Image
 
-    x = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BILINEAR), np.float32) for im in imgs])
+    x = np.stack(
+        [np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BILINEAR), np.float32) for im in imgs]
+    )
     dx, dy = np.abs(np.diff(x, axis=1)).mean((1, 2)), np.abs(np.diff(x, axis=2)).mean((1, 2))
     return np.concatenate([x.mean((1, 2)) / 255, x.std((1, 2)) / 50, dx / 10, dy / 10], axis=1)  # O(1) scales
 
@@ -89,8 +93,17 @@ def _write_patches(path, imgs, labels, mpp, names=("a", "b")):
 
     n, size = len(imgs), imgs.shape[1]
     with PatchWriter(path, PatchFileSpec(size, list(names), coords_attrs={"mpp": mpp})) as w:
-        w.append(PatchBatch(imgs, np.full((n, 2), -1), np.asarray(labels), ["s"] * n, [f"c{i}" for i in range(n)],
-                            np.full(n, mpp, np.float32), extra={}))
+        w.append(
+            PatchBatch(
+                imgs,
+                np.full((n, 2), -1),
+                np.asarray(labels),
+                ["s"] * n,
+                [f"c{i}" for i in range(n)],
+                np.full(n, mpp, np.float32),
+                extra={},
+            )
+        )
     return path
 
 
@@ -102,7 +115,10 @@ def two_resolutions(tmp_path):
     hi = _textures(80, 64, seed=3)
     lo = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.Resampling.LANCZOS)) for im in hi])
     labels = np.arange(80) % 2
-    return (_write_patches(tmp_path / "real.h5", lo, labels, 2.0), _write_patches(tmp_path / "fake.h5", hi, labels, 0.5))
+    return (
+        _write_patches(tmp_path / "real.h5", lo, labels, 2.0),
+        _write_patches(tmp_path / "fake.h5", hi, labels, 0.5),
+    )
 
 
 def test_harmonisation_removes_a_resolution_only_distance(two_resolutions):
@@ -156,11 +172,20 @@ def test_generation_metrics_record_geometry_classes_n_and_extractor(two_resoluti
     info = {"kind": "backbone", "name": "tiny (cls token)", "random_network": True}
     monkeypatch.setattr(features, "make_extractor", lambda *a, **k: (_extract, info))
     monkeypatch.setattr(evaluate, "make_extractor", lambda *a, **k: (_extract, info))
-    cfg = {"max_reference": None, "max_synthetic": None, "seed": 0, "prdc_k": 3, "match_classes": "reference", "device": "cpu",
-           "inception_weights": ""}
+    cfg = {
+        "max_reference": None,
+        "max_synthetic": None,
+        "seed": 0,
+        "prdc_k": 3,
+        "match_classes": "reference",
+        "device": "cpu",
+        "inception_weights": "",
+    }
     features.reference_features(real_h5, tmp_path / "ref.h5", "backbone", cfg, None, "cls", "test")
     outs = {m: tmp_path / f"{m}.json" for m in ("fd", "kid", "prdc")} | {"coverage": tmp_path / "coverage.png"}
-    evaluate.evaluate_generation({"raw": fake_h5, "filtered": fake_h5}, tmp_path / "ref.h5", cfg, None, "cls", outs, "exp")
+    evaluate.evaluate_generation(
+        {"raw": fake_h5, "filtered": fake_h5}, tmp_path / "ref.h5", cfg, None, "cls", outs, "exp"
+    )
     fd = json.loads(outs["fd"].read_text())
     s = fd["sets"]["raw"]
     assert fd["extractor"] == info and fd["better"] == "lower" and fd["name"] == "FD"
@@ -197,8 +222,16 @@ def test_judge_half_keeps_whole_cases_and_names_a_lost_class(tmp_path):
     def write(path, labels, cases):
         n = len(labels)
         with PatchWriter(path, PatchFileSpec(8, ["a", "b"])) as w:
-            w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.full((n, 2), -1), np.array(labels), ["s"] * n, cases,
-                                np.full(n, 1.0, np.float32)))
+            w.append(
+                PatchBatch(
+                    np.zeros((n, 8, 8, 3), np.uint8),
+                    np.full((n, 2), -1),
+                    np.array(labels),
+                    ["s"] * n,
+                    cases,
+                    np.full(n, 1.0, np.float32),
+                )
+            )
         return path
 
     src = write(tmp_path / "train.h5", [0, 1] * 8, [f"case{i // 4}" for i in range(16)])  # 4 cases, both classes each

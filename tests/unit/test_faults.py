@@ -205,13 +205,17 @@ def test_h5py_disk_full_is_one_clear_error(tmp_path, monkeypatch):
 
     out = tmp_path / "slide.h5"
     spec = PatchFileSpec(patch_size=8, label_names=["a"])
-    batch = PatchBatch(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 2)), np.zeros(2), ["s"] * 2, ["c"] * 2, np.ones(2))
+    batch = PatchBatch(
+        np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 2)), np.zeros(2), ["s"] * 2, ["c"] * 2, np.ones(2)
+    )
 
     def full(self, *a, **k):  # what h5py raises when HDF5's write() gets ENOSPC
-        raise OSError("Can't write data (file write failed: time = Sun Nov 22 22:00:00 2026, filename = "
-                      f"'{out}', file descriptor = 5, errno = 28, error message = 'No space left on device', "
-                      "buf = 0x1, total write size = 192, bytes this sub-write = 192, bytes actually written = "
-                      "18446744073709551615, offset = 0)")
+        raise OSError(
+            "Can't write data (file write failed: time = Sun Nov 22 22:00:00 2026, filename = "
+            f"'{out}', file descriptor = 5, errno = 28, error message = 'No space left on device', "
+            "buf = 0x1, total write size = 192, bytes this sub-write = 192, bytes actually written = "
+            "18446744073709551615, offset = 0)"
+        )
 
     with PatchWriter(out, spec) as w:
         w.append(batch)
@@ -244,21 +248,47 @@ def test_truncated_real_svs_is_called_truncated_not_missing_mpp(shared_data, tmp
     bad = tmp_path / "CMU-1-cut.svs"
     bad.write_bytes(data[: int(len(data) * fraction)])
     with pytest.raises(InputError, match=rf"slide 'cmu' looks truncated or corrupt: {bad}") as info:
-        tile_slide(bad, "cmu", "c", tmp_path / "p.h5", tmp_path / "p.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+        tile_slide(
+            bad,
+            "cmu",
+            "c",
+            tmp_path / "p.h5",
+            tmp_path / "p.png",
+            TilingParams.from_config(cfg["tiling"]),
+            progress=False,
+        )
     assert "MPP" not in str(info.value)
     assert open_slide(svs, "whole").level_count >= 1  # the intact file still opens
 
 
 def test_absurd_tiling_mpp_is_an_error_naming_the_key(demo_slide, tmp_path, cfg):
     cfg["tiling"]["mpp"] = 0.001
-    with pytest.raises(InputError, match=r"slide 'd': tiling\.mpp = 0\.001 .*slide's 0\.5 um/px.*tiling\.mpp >= 0\.125"):
-        tile_slide(demo_slide, "d", "c", tmp_path / "d.h5", tmp_path / "d.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+    with pytest.raises(
+        InputError, match=r"slide 'd': tiling\.mpp = 0\.001 .*slide's 0\.5 um/px.*tiling\.mpp >= 0\.125"
+    ):
+        tile_slide(
+            demo_slide,
+            "d",
+            "c",
+            tmp_path / "d.h5",
+            tmp_path / "d.png",
+            TilingParams.from_config(cfg["tiling"]),
+            progress=False,
+        )
     assert not (tmp_path / "d.h5").exists()
 
 
 def test_mild_upsampling_is_allowed(demo_slide, tmp_path, cfg):
     cfg["tiling"].update(mpp=0.125, patch_size=256, min_tissue_fraction=0.9)  # exactly 4x finer: the bound
-    res = tile_slide(demo_slide, "d", "c", tmp_path / "d.h5", tmp_path / "d.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+    res = tile_slide(
+        demo_slide,
+        "d",
+        "c",
+        tmp_path / "d.h5",
+        tmp_path / "d.png",
+        TilingParams.from_config(cfg["tiling"]),
+        progress=False,
+    )
     assert res.plan.downsample == pytest.approx(0.25)
 
 
@@ -305,10 +335,13 @@ COMMON = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind, line", [
-    ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs (details in {log})"),
-    ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line (traceback in {log})"),
-])
+@pytest.mark.parametrize(
+    "kind, line",
+    [
+        ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs (details in {log})"),
+        ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line (traceback in {log})"),
+    ],
+)
 def test_a_failed_job_prints_one_line(tmp_path, kind, line):
     """One line on the console, and the same line kept for the Snakefile's onerror to repeat last."""
     log = tmp_path / "job.log"

@@ -15,12 +15,19 @@ def rand_imgs(n, s, seed=0):
 
 def test_medmnist_all_parts_resized(tmp_path):
     npz = tmp_path / "mini.npz"
-    np.savez(npz, train_images=rand_imgs(6, 28), train_labels=np.arange(6).reshape(6, 1) % 3,
-             val_images=rand_imgs(2, 28), val_labels=np.array([[0], [1]]), test_images=rand_imgs(3, 28),
-             test_labels=np.array([[2], [2], [1]]))
+    np.savez(
+        npz,
+        train_images=rand_imgs(6, 28),
+        train_labels=np.arange(6).reshape(6, 1) % 3,
+        val_images=rand_imgs(2, 28),
+        val_labels=np.array([[0], [1]]),
+        test_images=rand_imgs(3, 28),
+        test_labels=np.array([[2], [2], [1]]),
+    )
     out = tmp_path / "mini.h5"
-    n = import_patches({"name": "mini", "format": "medmnist", "path": str(npz), "mpp": 4.0, "resample": False}, out, 56,
-                       progress=False)
+    n = import_patches(
+        {"name": "mini", "format": "medmnist", "path": str(npz), "mpp": 4.0, "resample": False}, out, 56, progress=False
+    )
     assert n == 11 == check_patch_file(out)
     with PatchFile(out) as pf:
         assert pf.patch_size == 56 and pf.label_names == ["class_0", "class_1", "class_2"]
@@ -32,10 +39,27 @@ def test_medmnist_all_parts_resized(tmp_path):
 
 def test_medmnist_parts_and_limit_and_label_names(tmp_path):
     npz = tmp_path / "m.npz"
-    np.savez(npz, train_images=rand_imgs(10, 28), train_labels=np.zeros((10, 1)), test_images=rand_imgs(4, 28), test_labels=np.ones((4, 1)))
+    np.savez(
+        npz,
+        train_images=rand_imgs(10, 28),
+        train_labels=np.zeros((10, 1)),
+        test_images=rand_imgs(4, 28),
+        test_labels=np.ones((4, 1)),
+    )
     out = tmp_path / "m.h5"
-    n = import_patches({"name": "m", "format": "medmnist", "path": str(npz), "parts": ["train"], "limit": 4,
-                        "label_names": ["normal", "tumour"]}, out, 28, progress=False)
+    n = import_patches(
+        {
+            "name": "m",
+            "format": "medmnist",
+            "path": str(npz),
+            "parts": ["train"],
+            "limit": 4,
+            "label_names": ["normal", "tumour"],
+        },
+        out,
+        28,
+        progress=False,
+    )
     assert n == 4
     with PatchFile(out) as pf:
         assert pf.label_names == ["normal", "tumour"]
@@ -49,7 +73,9 @@ def test_npz_without_images_names_the_file(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
-def write_pcam(root, sizes=(("train", 6), ("valid", 4), ("test", 4)), meta=True, slides_per_part=2, shared_slides=False):
+def write_pcam(
+    root, sizes=(("train", 6), ("valid", 4), ("test", 4)), meta=True, slides_per_part=2, shared_slides=False
+):
     """PCam-style files; with ``meta``, each part's patches come from its own ``slides_per_part`` slides
     (or, ``shared_slides``, the same slides in every part, as a leaking split would)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -61,14 +87,19 @@ def write_pcam(root, sizes=(("train", 6), ("valid", 4), ("test", 4)), meta=True,
             h["y"] = (np.arange(n) % 2).reshape(n, 1, 1, 1).astype(np.uint8)
         if meta:
             wsi = [f"{'' if shared_slides else part + '_'}slide_{i % slides_per_part}" for i in range(n)]
-            pd.DataFrame({"coord_y": 0, "coord_x": 0, "tumor_patch": False, "wsi": wsi}).to_csv(f"{stem}_meta.csv", index=False)
+            pd.DataFrame({"coord_y": 0, "coord_x": 0, "tumor_patch": False, "wsi": wsi}).to_csv(
+                f"{stem}_meta.csv", index=False
+            )
     return root
 
 
 def test_pcam_keeps_its_official_split(tmp_path):
     src = write_pcam(tmp_path / "pcam", sizes=(("train", 5), ("valid", 2), ("test", 2)), meta=False)
     out = tmp_path / "pcam.h5"
-    assert import_patches({"name": "pcam", "format": "pcam", "path": str(src), "parts": None}, out, 32, progress=False) == 9
+    assert (
+        import_patches({"name": "pcam", "format": "pcam", "path": str(src), "parts": None}, out, 32, progress=False)
+        == 9
+    )
     with PatchFile(out) as pf:
         assert pf.label_names == ["no_tumor", "tumor"]
         # parts in PCAM order (train, valid, test); each keeps its published split
@@ -81,15 +112,40 @@ def test_incomplete_official_split_files(tmp_path):
     with pytest.raises(InputError, match=r"'pcam'.*incomplete official split.*\['valid'\]"):
         import_patches({"name": "pcam", "format": "pcam", "path": str(src)}, tmp_path / "o.h5", 32, progress=False)
     # naming the parts, or pooling them, is a choice the user makes explicitly
-    assert import_patches({"name": "pcam", "format": "pcam", "path": str(src), "parts": ["train", "test"]}, tmp_path / "o.h5", 32,
-                          progress=False) == 6
-    assert import_patches({"name": "pcam", "format": "pcam", "path": str(src), "split": "resplit"}, tmp_path / "o.h5", 32,
-                          progress=False) == 6
+    assert (
+        import_patches(
+            {"name": "pcam", "format": "pcam", "path": str(src), "parts": ["train", "test"]},
+            tmp_path / "o.h5",
+            32,
+            progress=False,
+        )
+        == 6
+    )
+    assert (
+        import_patches(
+            {"name": "pcam", "format": "pcam", "path": str(src), "split": "resplit"},
+            tmp_path / "o.h5",
+            32,
+            progress=False,
+        )
+        == 6
+    )
     (src / "camelyonpatch_level_2_split_test_meta.csv").unlink()
     with pytest.raises(InputError, match=r"resplit groups PCam patches by slide.*\['test'\]"):
-        import_patches({"name": "pcam", "format": "pcam", "path": str(src), "split": "resplit"}, tmp_path / "o.h5", 32, progress=False)
+        import_patches(
+            {"name": "pcam", "format": "pcam", "path": str(src), "split": "resplit"},
+            tmp_path / "o.h5",
+            32,
+            progress=False,
+        )
     npz = tmp_path / "m.npz"
-    np.savez(npz, train_images=rand_imgs(4, 28), train_labels=np.zeros((4, 1)), test_images=rand_imgs(2, 28), test_labels=np.zeros((2, 1)))
+    np.savez(
+        npz,
+        train_images=rand_imgs(4, 28),
+        train_labels=np.zeros((4, 1)),
+        test_images=rand_imgs(2, 28),
+        test_labels=np.zeros((2, 1)),
+    )
     with pytest.raises(InputError, match=r"'m'.*incomplete official split.*\['val'\]"):
         import_patches({"name": "m", "format": "medmnist", "path": str(npz)}, tmp_path / "m.h5", 28, progress=False)
 
@@ -111,7 +167,12 @@ def test_folder_of_class_dirs_and_csv(tmp_path):
         for i in range(n):
             Image.fromarray(rand_imgs(1, 40 + i, seed=i)[0]).save(root / cls / f"{cls}{i}.png")
     out = tmp_path / "f.h5"
-    assert import_patches({"name": "f", "format": "folder", "path": str(root), "case_from": "none"}, out, 32, progress=False) == 5
+    assert (
+        import_patches(
+            {"name": "f", "format": "folder", "path": str(root), "case_from": "none"}, out, 32, progress=False
+        )
+        == 5
+    )
     with PatchFile(out) as pf:
         assert pf.label_names == ["stroma", "tumor"] and pf.labels.tolist() == [0, 0, 1, 1, 1]
     csv = root / "list.csv"
@@ -128,8 +189,12 @@ def test_folder_of_class_dirs_and_csv(tmp_path):
 def test_pathmnist_real_subset(shared_data, tmp_path):
     npz = shared_data / "patches" / "pathmnist" / "pathmnist_train_first1000_28.npz"
     out = tmp_path / "pathmnist.h5"
-    assert import_patches({"name": "pathmnist", "format": "medmnist", "path": str(npz), "parts": ["train"]}, out, 28,
-                          progress=False) == 1000
+    assert (
+        import_patches(
+            {"name": "pathmnist", "format": "medmnist", "path": str(npz), "parts": ["train"]}, out, 28, progress=False
+        )
+        == 1000
+    )
     with PatchFile(out) as pf:
         assert len(set(pf.labels.tolist())) == 9 and len(pf.label_names) == 9
         assert pf.label_names[8].startswith("TUM")  # names from labels.json beside the file
@@ -138,21 +203,40 @@ def test_pathmnist_real_subset(shared_data, tmp_path):
 def test_medmnist_label_array_must_match_the_images(tmp_path):
     npz = tmp_path / "bad.npz"
     np.savez(npz, train_images=rand_imgs(4, 28), train_labels=np.arange(8).reshape(8, 1) % 2)
-    with pytest.raises(InputError, match=r"'bad'.*bad.npz 'train_labels' has shape \(8, 1\) but 'train_images' holds 4"):
-        import_patches({"name": "bad", "format": "medmnist", "path": str(npz), "parts": ["train"]}, tmp_path / "o.h5", 28, progress=False)
+    with pytest.raises(
+        InputError, match=r"'bad'.*bad.npz 'train_labels' has shape \(8, 1\) but 'train_images' holds 4"
+    ):
+        import_patches(
+            {"name": "bad", "format": "medmnist", "path": str(npz), "parts": ["train"]},
+            tmp_path / "o.h5",
+            28,
+            progress=False,
+        )
     np.savez(npz, train_images=rand_imgs(4, 28), train_labels=np.zeros((3, 1)))
     with pytest.raises(InputError, match=r"'train_labels' has shape \(3, 1\) but 'train_images' holds 4"):
-        import_patches({"name": "bad", "format": "medmnist", "path": str(npz), "parts": ["train"]}, tmp_path / "o.h5", 28, progress=False)
+        import_patches(
+            {"name": "bad", "format": "medmnist", "path": str(npz), "parts": ["train"]},
+            tmp_path / "o.h5",
+            28,
+            progress=False,
+        )
 
 
 def test_medmnist_pixel_types(tmp_path):
     npz = tmp_path / "f.npz"
     np.savez(npz, train_images=np.random.default_rng(0).random((2, 28, 28, 3)), train_labels=np.zeros((2, 1)))
     with pytest.raises(InputError, match=r"'f'.*'train_images' holds float64 pixels"):
-        import_patches({"name": "f", "format": "medmnist", "path": str(npz), "parts": ["train"]}, tmp_path / "o.h5", 28, progress=False)
+        import_patches(
+            {"name": "f", "format": "medmnist", "path": str(npz), "parts": ["train"]},
+            tmp_path / "o.h5",
+            28,
+            progress=False,
+        )
     # 16-bit pixels are scaled by the dtype's range, not clipped at 255
     np.savez(npz, train_images=np.full((2, 28, 28), 32768, np.uint16), train_labels=np.zeros((2, 1)))
-    import_patches({"name": "f", "format": "medmnist", "path": str(npz), "parts": ["train"]}, tmp_path / "o.h5", 28, progress=False)
+    import_patches(
+        {"name": "f", "format": "medmnist", "path": str(npz), "parts": ["train"]}, tmp_path / "o.h5", 28, progress=False
+    )
     with PatchFile(tmp_path / "o.h5") as pf:
         assert np.all(pf.read([0, 1]) == 128)
 
@@ -166,7 +250,9 @@ def test_sixteen_bit_files_are_scaled_not_saturated(tmp_path):
 
     tifffile.imwrite(root / "rgb16.tif", np.stack([ramp] * 3, -1))
     out = tmp_path / "o.h5"
-    import_patches({"name": "t", "format": "folder", "path": str(tmp_path / "tiles"), "case_from": "none"}, out, 64, progress=False)
+    import_patches(
+        {"name": "t", "format": "folder", "path": str(tmp_path / "tiles"), "case_from": "none"}, out, 64, progress=False
+    )
     with PatchFile(out) as pf:
         for px in pf.read([0, 1]):
             assert (px == 255).mean() < 0.01  # saturated would be ~99 %
@@ -180,8 +266,12 @@ def test_limit_is_a_seeded_class_stratified_sample(tmp_path):
 
     def run(seed):
         out = tmp_path / f"m{seed}.h5"
-        import_patches({"name": "m", "format": "medmnist", "path": str(npz), "parts": ["train"], "limit": 10, "seed": seed},
-                       out, 8, progress=False)
+        import_patches(
+            {"name": "m", "format": "medmnist", "path": str(npz), "parts": ["train"], "limit": 10, "seed": seed},
+            out,
+            8,
+            progress=False,
+        )
         with PatchFile(out) as pf:
             return pf.labels.tolist(), pf.case_ids.tolist()
 
@@ -197,7 +287,9 @@ def make_tile(path, size=40, seed=0):
 
 def test_flat_folder_labels_and_cases_from_file_names(tmp_path, caplog):
     root = tmp_path / "flat"
-    for i, (cls, case) in enumerate([("TUM", "TCGA-AA-0001"), ("TUM", "TCGA-AA-0002"), ("STR", "TCGA-AA-0001"), ("STR", "TCGA-AA-0003")]):
+    for i, (cls, case) in enumerate(
+        [("TUM", "TCGA-AA-0001"), ("TUM", "TCGA-AA-0002"), ("STR", "TCGA-AA-0001"), ("STR", "TCGA-AA-0003")]
+    ):
         make_tile(root / f"{cls}-{case}-01Z-{i}.tif", seed=i)
     (root / "notes.txt").write_text("not an image")
     out = tmp_path / "o.h5"
@@ -211,14 +303,18 @@ def test_flat_folder_labels_and_cases_from_file_names(tmp_path, caplog):
         assert pf.case_ids.tolist() == ["TCGA-AA-0001", "TCGA-AA-0003", "TCGA-AA-0001", "TCGA-AA-0002"]
     # a file the case pattern captures nothing in: an error naming dataset and file, or a counted skip when asked
     make_tile(root / "TUM-nobarcode.tif")
-    with pytest.raises(InputError, match=r"'flat'.*case_pattern .* captures nothing in 1 file\(s\), e.g. .*TUM-nobarcode.tif"):
+    with pytest.raises(
+        InputError, match=r"'flat'.*case_pattern .* captures nothing in 1 file\(s\), e.g. .*TUM-nobarcode.tif"
+    ):
         import_patches(ds, out, 32, progress=False)
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert import_patches({**ds, "skip_unmatched": True}, out, 32, progress=False) == 4
     assert "skipped 1 file(s): case_pattern" in caplog.text
     # a pattern that matches no file at all is an error even with skip_unmatched
-    with pytest.raises(InputError, match=r"'flat'.*label_pattern 'XYZ-\(\\d\+\)' captures nothing in any of the 5 files"):
+    with pytest.raises(
+        InputError, match=r"'flat'.*label_pattern 'XYZ-\(\\d\+\)' captures nothing in any of the 5 files"
+    ):
         import_patches({**ds, "skip_unmatched": True, "label_pattern": r"XYZ-(\d+)"}, out, 32, progress=False)
 
 
@@ -229,7 +325,12 @@ def test_case_from_subfolder_and_csv(tmp_path):
             make_tile(root / cls / case / "a.png")
     make_tile(root / "stray.png")
     out = tmp_path / "o.h5"
-    assert import_patches({"name": "t", "format": "folder", "path": str(root), "case_from": "subfolder"}, out, 32, progress=False) == 4
+    assert (
+        import_patches(
+            {"name": "t", "format": "folder", "path": str(root), "case_from": "subfolder"}, out, 32, progress=False
+        )
+        == 4
+    )
     with PatchFile(out) as pf:
         assert pf.case_ids.tolist() == ["p1", "p2", "p1", "p2"] and pf.slide_ids.tolist() == pf.case_ids.tolist()
     csv = root / "list.csv"
@@ -247,7 +348,12 @@ def test_classes_that_look_like_slides_warn(tmp_path, caplog):
     for i in range(3):
         make_tile(root / f"TCGA-AB-000{i}" / "x.png", seed=i)
     with caplog.at_level("WARNING"):
-        import_patches({"name": "t", "format": "folder", "path": str(root), "case_from": "none"}, tmp_path / "o.h5", 32, progress=False)
+        import_patches(
+            {"name": "t", "format": "folder", "path": str(root), "case_from": "none"},
+            tmp_path / "o.h5",
+            32,
+            progress=False,
+        )
     assert "look like slide or case ids (TCGA barcodes" in caplog.text
 
 
@@ -275,8 +381,11 @@ def test_folder_with_no_recognisable_labels_names_dataset_and_folder(tmp_path):
     for i in range(3):
         make_tile(root / f"tile_{i}.png", seed=i)
     ds = {"name": "mine", "format": "folder", "path": str(root)}
-    with pytest.raises(InputError, match=r"'mine': no images found under .*flat with a recognisable label \(skipped: 3 not inside "
-                                         r"a class sub-folder\); put each class's images in its own sub-folder"):
+    with pytest.raises(
+        InputError,
+        match=r"'mine': no images found under .*flat with a recognisable label \(skipped: 3 not inside "
+        r"a class sub-folder\); put each class's images in its own sub-folder",
+    ):
         import_patches(ds, tmp_path / "o.h5", 32, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"'mine': no images found under .*empty with a recognisable label$"):

@@ -26,24 +26,52 @@ def _metric_docs(d):
     fake, fl = rng.normal(size=(8, 4)), np.arange(8) % 2
     paths = {}
     extractor = {"kind": "backbone", "name": "tiny ViT", "random_network": True}
-    for metric, fn in (("fd", lambda r, f: 3.25), ("kid", lambda r, f: 0.0123),
-                       ("prdc", lambda r, f: {"precision": 0.5, "recall": 0.25, "density": 0.75, "coverage": 0.125, "k": 3})):
-        doc = {"metric": metric, "experiment": "label_only", "extractor": extractor,
-               "reference": {"split": "test", "n_available": 20}, "sets": {}}
+    for metric, fn in (
+        ("fd", lambda r, f: 3.25),
+        ("kid", lambda r, f: 0.0123),
+        ("prdc", lambda r, f: {"precision": 0.5, "recall": 0.25, "density": 0.75, "coverage": 0.125, "k": 3}),
+    ):
+        doc = {
+            "metric": metric,
+            "experiment": "label_only",
+            "extractor": extractor,
+            "reference": {"split": "test", "n_available": 20},
+            "sets": {},
+        }
         for s in ("raw", "filtered"):
             doc["sets"][s] = {"n_real": 20, "n_synthetic": 8, **per_class(fn, real, rl, fake, fl, NAMES)}
             doc["sets"][s]["warnings"] = comparability(metric, extractor, 20, 8) if metric != "prdc" else []
         paths[metric] = d / f"{metric}.json"
         write_json(paths[metric], doc)
-    agree = {"metric": "agreement", "experiment": "label_only", "judge": {"sets": {
-        s: classifier_agreement(fl, np.where(np.arange(8) < 6, fl, 1 - fl), NAMES) for s in ("raw", "filtered")}}}
+    agree = {
+        "metric": "agreement",
+        "experiment": "label_only",
+        "judge": {
+            "sets": {
+                s: classifier_agreement(fl, np.where(np.arange(8) < 6, fl, 1 - fl), NAMES) for s in ("raw", "filtered")
+            }
+        },
+    }
     paths["agreement"] = d / "agreement.json"
     write_json(paths["agreement"], agree)
-    down = {"metric": "downstream", "experiment": "label_only", "synthetic_set": "filtered", "epochs": 2,
-            "results": {"real_only": {"n": 10, "accuracy": 0.8, "macro_auc": 0.85, "macro_f1": 0.79},
-                        "synthetic_only": {"n": 10, "accuracy": 0.6, "macro_auc": 0.42, "macro_f1": 0.55, "n_train": 8},
-                        "real_plus_synthetic": {"n": 10, "accuracy": 0.9, "macro_auc": float("nan"), "macro_f1": 0.88, "n_train": 28}},
-            "warnings": []}
+    down = {
+        "metric": "downstream",
+        "experiment": "label_only",
+        "synthetic_set": "filtered",
+        "epochs": 2,
+        "results": {
+            "real_only": {"n": 10, "accuracy": 0.8, "macro_auc": 0.85, "macro_f1": 0.79},
+            "synthetic_only": {"n": 10, "accuracy": 0.6, "macro_auc": 0.42, "macro_f1": 0.55, "n_train": 8},
+            "real_plus_synthetic": {
+                "n": 10,
+                "accuracy": 0.9,
+                "macro_auc": float("nan"),
+                "macro_f1": 0.88,
+                "n_train": 28,
+            },
+        },
+        "warnings": [],
+    }
     paths["downstream"] = d / "downstream.json"
     write_json(paths["downstream"], down)
     return paths
@@ -55,25 +83,41 @@ def card_inputs(tmp_path):
     ev.mkdir()
     lora = tmp_path / "trained"
     lora.mkdir()
-    (lora / META_FILE).write_text(json.dumps(
-        {"method": "lora", "base_model": {"source": "runwayml/stable-diffusion-v1-5"}, "settings": {"rank": 4}}))
+    (lora / META_FILE).write_text(
+        json.dumps(
+            {"method": "lora", "base_model": {"source": "runwayml/stable-diffusion-v1-5"}, "settings": {"rank": 4}}
+        )
+    )
     summary = tmp_path / "train_summary.json"
-    summary.write_text(json.dumps({"steps": 120, "seconds": 30.5, "device": "cpu", "first_loss": 0.9, "last_loss": 0.4}))
+    summary.write_text(
+        json.dumps({"steps": 120, "seconds": 30.5, "device": "cpu", "first_loss": 0.9, "last_loss": 0.4})
+    )
     freq = tmp_path / "label_only.freq.tsv"
-    pd.DataFrame({"prompt": ["Histology image of DAB-positive tissue", "Histology image of DAB-negative tissue", "a | b"],
-                  "label_name": ["dab_positive", "dab_negative", "dab_negative"], "count": [30, 20, 1]}) \
-        .to_csv(freq, sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "prompt": ["Histology image of DAB-positive tissue", "Histology image of DAB-negative tissue", "a | b"],
+            "label_name": ["dab_positive", "dab_negative", "dab_negative"],
+            "count": [30, 20, 1],
+        }
+    ).to_csv(freq, sep="\t", index=False)
     grid = tmp_path / "grid.png"
     Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(grid)
     cfg = default_config()
     out = tmp_path / "models" / "label_only"
     out.mkdir(parents=True)
     return dict(
-        experiment="label_only", model_dir=lora, base_dir=tmp_path / "base", train_summary=summary, prompt_frequencies=freq,
+        experiment="label_only",
+        model_dir=lora,
+        base_dir=tmp_path / "base",
+        train_summary=summary,
+        prompt_frequencies=freq,
         grids={"raw": (grid, out / "samples_raw.png"), "filtered": (grid, out / "samples_filtered.png")},
-        metrics=_metric_docs(ev), base_model="runwayml/stable-diffusion-v1-5", strategy="label",
+        metrics=_metric_docs(ev),
+        base_model="runwayml/stable-diffusion-v1-5",
+        strategy="label",
         prompt_settings={"label_template": "Histology image of {label} tissue"},
-        train=experiment_settings(cfg, "label_only", "train"), sampling=experiment_settings(cfg, "label_only", "sampling"),
+        train=experiment_settings(cfg, "label_only", "train"),
+        sampling=experiment_settings(cfg, "label_only", "sampling"),
         data={"slides": "config/slides.tsv", "tiling.mpp": 1.0, "qc": {"blur": {"activate": False}}},
     ), out
 
@@ -108,7 +152,11 @@ def test_local_or_tiny_base_model_is_not_hub_metadata(card_inputs):
     meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     text = (out / "README.md").read_text()
     assert "base_model" not in meta and "`tiny`" in text
-    assert "UNet2DConditionModel.from_pretrained" in text and "load_lora_weights" not in text and "lora" not in meta["tags"]
+    assert (
+        "UNet2DConditionModel.from_pretrained" in text
+        and "load_lora_weights" not in text
+        and "lora" not in meta["tags"]
+    )
 
 
 def test_missing_or_broken_inputs_name_the_file(card_inputs):
@@ -117,7 +165,10 @@ def test_missing_or_broken_inputs_name_the_file(card_inputs):
     with pytest.raises(InputError, match=r"kid\.json"):
         write_model_card(out / "README.md", **kwargs)
     with pytest.raises(InputError, match=r"\['downstream'\]"):
-        write_model_card(out / "README.md", **{**kwargs, "metrics": {k: v for k, v in kwargs["metrics"].items() if k != "downstream"}})
+        write_model_card(
+            out / "README.md",
+            **{**kwargs, "metrics": {k: v for k, v in kwargs["metrics"].items() if k != "downstream"}},
+        )
     kwargs["prompt_frequencies"].write_text("prompt\tn\nx\t1\n")
     with pytest.raises(InputError, match=r"freq\.tsv lacks column"):
         write_model_card(out / "README.md", **{**kwargs, "metrics": _metric_docs(kwargs["metrics"]["kid"].parent)})

@@ -19,14 +19,31 @@ pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 core
 
 
 def short(**kw):
-    return {**default_config()["pretrain"], "vae_steps": 2, "vae_crop": 16, "unet_steps": 4, "batch_size": 4,
-            "checkpoint_every": 2, "device": "cpu", **kw}
+    return {
+        **default_config()["pretrain"],
+        "vae_steps": 2,
+        "vae_crop": 16,
+        "unet_steps": 4,
+        "batch_size": 4,
+        "checkpoint_every": 2,
+        "device": "cpu",
+        **kw,
+    }
 
 
 def run(setup, tmp_path, cfg, out="base", **kw):  # noqa: F811
     prompts = strategy_settings("label", setup["cfg"]["prompts"])
-    return pretrain_base(setup["base"], setup["split"]["train"], tmp_path / out, tmp_path / "work", cfg, prompts, 32,
-                         progress=False, **kw)
+    return pretrain_base(
+        setup["base"],
+        setup["split"]["train"],
+        tmp_path / out,
+        tmp_path / "work",
+        cfg,
+        prompts,
+        32,
+        progress=False,
+        **kw,
+    )
 
 
 def test_killed_pretraining_keeps_the_vae_and_resumes_the_unet(setup, tmp_path, caplog):  # noqa: F811
@@ -52,13 +69,17 @@ def test_other_settings_or_data_never_reuse_a_cache_and_models_of_another_base_a
     with h5py.File(other, "r+") as h:
         h["imgs"][0, 0, 0] = 255 - h["imgs"][0, 0, 0]
     prompts = strategy_settings("label", setup["cfg"]["prompts"])
-    c = pretrain_base(setup["base"], other, tmp_path / "c", tmp_path / "work", short(unet_steps=2), prompts, 32, progress=False)
+    c = pretrain_base(
+        setup["base"], other, tmp_path / "c", tmp_path / "work", short(unet_steps=2), prompts, 32, progress=False
+    )
     assert c["key"].split("-")[0] == a["key"].split("-")[0] and c["key"] != a["key"]
     # a model trained on pretrained base a is not applied to pretrained base b; the error names both folders
     lora = tmp_path / "lora_on_a"
     lora.mkdir()
     (lora / META_FILE).write_text(json.dumps({"method": "lora", "base_model": base_fingerprint(tmp_path / "a")}))
-    with pytest.raises(InputError, match=f"{lora} was trained on base model .*tiny\\+pretrained:{a['key']}.*not on {tmp_path / 'b'}"):
+    with pytest.raises(
+        InputError, match=f"{lora} was trained on base model .*tiny\\+pretrained:{a['key']}.*not on {tmp_path / 'b'}"
+    ):
         load_trained_pipeline(tmp_path / "b", lora)
 
 
@@ -66,5 +87,9 @@ def test_only_the_untrained_tiny_base_is_pretrained(setup, tmp_path):  # noqa: F
     hub_like = tmp_path / "hub_like"
     shutil.copytree(setup["base"], hub_like)
     (hub_like / SOURCE_FILE).write_text(json.dumps({"base_model": "runwayml/stable-diffusion-v1-5"}))
-    with pytest.raises(InputError, match=f"pretrain_base: {hub_like} is not an untrained tiny base .*'runwayml/stable-diffusion-v1-5'"):
-        pretrain_base(hub_like, setup["split"]["train"], tmp_path / "out", tmp_path / "work", short(), {}, 32, progress=False)
+    with pytest.raises(
+        InputError, match=f"pretrain_base: {hub_like} is not an untrained tiny base .*'runwayml/stable-diffusion-v1-5'"
+    ):
+        pretrain_base(
+            hub_like, setup["split"]["train"], tmp_path / "out", tmp_path / "work", short(), {}, 32, progress=False
+        )

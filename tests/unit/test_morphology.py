@@ -13,7 +13,10 @@ def test_clusters_separate_distinct_tissues(patches, embedder, tmp_path):
         feats[split], _ = load_embeddings(tmp_path / f"{split}.h5", p)
         labels[split] = np.arange(len(feats[split])) % 2
     cfg = default_config(morphology={"k": 2, "sweep": [2, 3, 4]})["morphology"]
-    out = {k: tmp_path / f"{k}.{'png' if k in ('sweep', 'examples') else 'tsv'}" for k in ("assignments", "centroids", "sizes", "sweep", "examples")}
+    out = {
+        k: tmp_path / f"{k}.{'png' if k in ('sweep', 'examples') else 'tsv'}"
+        for k in ("assignments", "centroids", "sizes", "sweep", "examples")
+    }
     df = cluster_morphology(feats["train"], feats, labels, cfg, out, patches["train"])
     assert set(df.split) == {"train", "val", "test"} and len(df) == 60
     # with two well-separated tissues, k=2 clusters coincide with the labels

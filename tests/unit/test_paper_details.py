@@ -50,8 +50,10 @@ def test_outliers_are_left_out_of_the_clustering_fit_and_marked(tmp_path):
     # the two blank patches sit far away in embedding space: fitted on, they would take a cluster of their own
     emb = np.concatenate([rng.normal(0, 1, (8, 4)), np.full((2, 4), 50.0)])
     cfg = {**default_config()["morphology"], "k": 2, "sweep": [2], "examples_per_cluster": 2}
-    out = {k: tmp_path / f"{k}.{'png' if k in ('sweep', 'examples') else 'tsv'}"
-           for k in ("assignments", "centroids", "sizes", "sweep", "examples")}
+    out = {
+        k: tmp_path / f"{k}.{'png' if k in ('sweep', 'examples') else 'tsv'}"
+        for k in ("assignments", "centroids", "sizes", "sweep", "examples")
+    }
     plain = cluster_morphology(emb, {"train": emb}, {"train": labels}, cfg, out, train)
     assert set(plain.loc[[8, 9], "cluster"]) != set(plain.loc[:7, "cluster"]) and not plain["outlier"].any()
     cfg["outliers"] = {**cfg["outliers"], "activate": True}
@@ -81,29 +83,74 @@ def pathldm(tmp_path_factory):
     path = d / "train.h5"
     spec = PatchFileSpec(48, ["a", "b"], coords_attrs={"mpp": 1.0})
     with PatchWriter(path, spec) as w:
-        w.append(PatchBatch(tissue_like(rng, n, 48), np.stack([np.arange(n) * 48, np.zeros(n)], 1), np.array([0, 1] * 4), ["s"] * n,
-                            ["c1", "c2"] * 4, np.ones(n)))
+        w.append(
+            PatchBatch(
+                tissue_like(rng, n, 48),
+                np.stack([np.arange(n) * 48, np.zeros(n)], 1),
+                np.array([0, 1] * 4),
+                ["s"] * n,
+                ["c1", "c2"] * 4,
+                np.ones(n),
+            )
+        )
     summaries, scores = d / "summaries.tsv", d / "scores.tsv"
-    pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", "lobular carcinoma"]}).to_csv(
-        summaries, sep="\t", index=False)
+    pd.DataFrame(
+        {"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", "lobular carcinoma"]}
+    ).to_csv(summaries, sep="\t", index=False)
     til = [0.1, 0.9, 0.3, 0.6, 0.0, 0.2, 0.8, 0.4]  # levels 0 1 0 1 0 0 1 0
     # joined to the patches on slide and level-0 corner (histosynth.scores)
     pd.DataFrame({"slide_id": ["s"] * n, "x": np.arange(n) * 48, "y": [0] * n, "tumor": [0.7] * n, "til": til}).to_csv(
-        scores, sep="\t", index=False)
+        scores, sep="\t", index=False
+    )
     cfg = {**default_config()["prompts"], "patch_scores": str(scores)}
-    build_prompts("report", path, cfg, lambda s: len(s.split()) + 2, 154, inputs={"summaries": summaries},
-                  out_tsv=d / "prompts.tsv")
+    build_prompts(
+        "report",
+        path,
+        cfg,
+        lambda s: len(s.split()) + 2,
+        154,
+        inputs={"summaries": summaries},
+        out_tsv=d / "prompts.tsv",
+    )
     base = prepare_base_model("tiny", d / "base")
-    cache_latents(path, d / "prompts.tsv", base, d / "latents.h5", 32, True, progress=False, vertical_flip=True, crop=32,
-                  text_chunks=2)
-    return {"dir": d, "train": path, "base": base, "prompts": d / "prompts.tsv", "latents": d / "latents.h5",
-            "til_level": np.array([0, 1, 0, 1, 0, 0, 1, 0])}
+    cache_latents(
+        path,
+        d / "prompts.tsv",
+        base,
+        d / "latents.h5",
+        32,
+        True,
+        progress=False,
+        vertical_flip=True,
+        crop=32,
+        text_chunks=2,
+    )
+    return {
+        "dir": d,
+        "train": path,
+        "base": base,
+        "prompts": d / "prompts.tsv",
+        "latents": d / "latents.h5",
+        "til_level": np.array([0, 1, 0, 1, 0, 0, 1, 0]),
+    }
 
 
 def pathldm_train_cfg(**kw):
-    return default_config(train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 100, "validation_every": 100,
-                                 "validation_images_per_class": 1, "vertical_flip": True, "crop": 32, "text_chunks": 2,
-                                 "prompt_dropout": 1.0, "prompt_dropout_low_til_only": True, **kw})["train"]
+    return default_config(
+        train={
+            "max_steps": 2,
+            "batch_size": 4,
+            "checkpoint_every": 100,
+            "validation_every": 100,
+            "validation_images_per_class": 1,
+            "vertical_flip": True,
+            "crop": 32,
+            "text_chunks": 2,
+            "prompt_dropout": 1.0,
+            "prompt_dropout_low_til_only": True,
+            **kw,
+        }
+    )["train"]
 
 
 @pytest.mark.slow  # the tiny PathLDM set-up trains and samples
@@ -124,7 +171,10 @@ def test_cache_holds_every_flip_and_whole_patches_for_cropping(pathldm):
         assert all(not np.allclose(views[0], v) for v in views[1:])
         assert h["prompt_embeds"].shape[1] == 154 and h.attrs["resolution"] == 32 and h.attrs["latent_crop"] == 8
     with LatentCache(pathldm["latents"]) as cache:
-        assert cache.views == ["", "_flip", "_vflip", "_hvflip"] and cache.til_level.tolist() == pathldm["til_level"].tolist()
+        assert (
+            cache.views == ["", "_flip", "_vflip", "_hvflip"]
+            and cache.til_level.tolist() == pathldm["til_level"].tolist()
+        )
 
 
 @pytest.mark.slow  # the tiny PathLDM set-up trains and samples
@@ -132,7 +182,9 @@ def test_flip_and_crop_settings_key_the_cache(pathldm, tmp_path):
     from histosynth.diffusion.latents import LatentCache, cache_latents
 
     p = pathldm
-    cache_latents(p["train"], p["prompts"], p["base"], tmp_path / "h.h5", 32, True, progress=False, crop=32, text_chunks=2)
+    cache_latents(
+        p["train"], p["prompts"], p["base"], tmp_path / "h.h5", 32, True, progress=False, crop=32, text_chunks=2
+    )
     with LatentCache(p["latents"]) as a, LatentCache(tmp_path / "h.h5") as b:
         assert a.fingerprint != b.fingerprint and b.views == ["", "_flip"]
     with pytest.raises(InputError, match="train.crop 40 and train.resolution 32"):
@@ -162,7 +214,9 @@ def test_batches_use_every_flip_random_crops_and_drop_only_low_til_prompts(pathl
             idx = reads[-1][0]
             low = pathldm["til_level"][idx] == 0
             # prompt_dropout 1.0: every low-TIL patch gets the empty prompt, no high-TIL patch does
-            assert (rows.numpy()[low] == cache.uncond).all() and (rows.numpy()[~low] == cache.prompt_index[idx][~low]).all()
+            assert (rows.numpy()[low] == cache.uncond).all() and (
+                rows.numpy()[~low] == cache.prompt_index[idx][~low]
+            ).all()
         assert seen_views == {0, 1, 2, 3}
         # the crop moves: the same patch's latent differs between steps (beyond the posterior noise, std ~ 0)
         cfg0 = {**cfg, "prompt_dropout": 0.0}
@@ -202,8 +256,17 @@ def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
 
     d = tmp_path
     cfg = pathldm_train_cfg(validation_every=2)
-    fine_tune(pathldm["latents"], pathldm["base"], d / "model", d / "loss.tsv", d / "loss.png", d / "val", d / "ckpt", cfg,
-              progress=False)
+    fine_tune(
+        pathldm["latents"],
+        pathldm["base"],
+        d / "model",
+        d / "loss.tsv",
+        d / "loss.png",
+        d / "val",
+        d / "ckpt",
+        cfg,
+        progress=False,
+    )
     pipe = load_pipeline(pathldm["base"], d / "model", "ddim", "cpu")
     assert pipe.text_chunks == 2
     scfg = {**default_config()["sampling"], "steps": 2}
@@ -212,8 +275,17 @@ def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
     # a crop keeps the patches' scale: the synthetic images carry the real µm/px
     assert synthetic_spec(pathldm["train"], "x", 32, scfg, d / "model").coords_attrs["mpp"] == pytest.approx(1.0)
     with pytest.raises(InputError, match="rerun cache_latents"):
-        fine_tune(pathldm["latents"], pathldm["base"], d / "m2", d / "l2.tsv", d / "l2.png", d / "v2", d / "c2",
-                  pathldm_train_cfg(text_chunks=1), progress=False)
+        fine_tune(
+            pathldm["latents"],
+            pathldm["base"],
+            d / "m2",
+            d / "l2.tsv",
+            d / "l2.png",
+            d / "v2",
+            d / "c2",
+            pathldm_train_cfg(text_chunks=1),
+            progress=False,
+        )
 
 
 @pytest.mark.slow  # the tiny PathLDM set-up trains and samples
@@ -223,11 +295,30 @@ def test_til_aware_dropout_needs_til_levels(pathldm, tmp_path):
 
     p = pd.read_csv(pathldm["prompts"], sep="\t").drop(columns="til_level")
     p.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
-    cache_latents(pathldm["train"], tmp_path / "p.tsv", pathldm["base"], tmp_path / "l.h5", 32, True, progress=False,
-                  vertical_flip=True, crop=32, text_chunks=2)
+    cache_latents(
+        pathldm["train"],
+        tmp_path / "p.tsv",
+        pathldm["base"],
+        tmp_path / "l.h5",
+        32,
+        True,
+        progress=False,
+        vertical_flip=True,
+        crop=32,
+        text_chunks=2,
+    )
     with pytest.raises(InputError, match="prompt_dropout_low_til_only needs per-patch TIL levels"):
-        fine_tune(tmp_path / "l.h5", pathldm["base"], tmp_path / "m", tmp_path / "l.tsv", tmp_path / "l.png", tmp_path / "v",
-                  tmp_path / "c", pathldm_train_cfg(), progress=False)
+        fine_tune(
+            tmp_path / "l.h5",
+            pathldm["base"],
+            tmp_path / "m",
+            tmp_path / "l.tsv",
+            tmp_path / "l.png",
+            tmp_path / "v",
+            tmp_path / "c",
+            pathldm_train_cfg(),
+            progress=False,
+        )
 
 
 def test_coverage_plot_adds_a_umap_row_fitted_on_the_real_features(tmp_path, monkeypatch):

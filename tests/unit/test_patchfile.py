@@ -8,11 +8,19 @@ from histosynth.patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWrit
 
 def batch(n, s=8, start=0, label=0):
     imgs = np.stack([np.full((s, s, 3), (start + i) % 256, np.uint8) for i in range(n)])
-    return PatchBatch(imgs, np.stack([np.arange(start, start + n)] * 2, 1), np.full(n, label), [f"s{start}"] * n,
-                      ["c"] * n, np.full(n, 0.5, np.float32))
+    return PatchBatch(
+        imgs,
+        np.stack([np.arange(start, start + n)] * 2, 1),
+        np.full(n, label),
+        [f"s{start}"] * n,
+        ["c"] * n,
+        np.full(n, 0.5, np.float32),
+    )
 
 
-SPEC = PatchFileSpec(8, ["a", "b"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0))
+SPEC = PatchFileSpec(
+    8, ["a", "b"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0)
+)
 
 
 def test_roundtrip_and_ordered_reads(tmp_path):

@@ -28,10 +28,17 @@ def test_every_chart_is_written_and_its_figure_freed(tmp_path):
     per_class = pd.DataFrame({"label_name": ["a", "b"], "requested": [4, 4]})
     charts = {
         "loss": lambda p: loss_curve(pd.DataFrame({"step": range(10), "loss": rng.random(10)}), p, "lora"),
-        "sweep": lambda p: k_sweep_plot(pd.DataFrame({"k": [2, 3], "inertia": [2.0, 1.0], "silhouette": [0.3, 0.4]}), p, 50, 3),
+        "sweep": lambda p: k_sweep_plot(
+            pd.DataFrame({"k": [2, 3], "inertia": [2.0, 1.0], "silhouette": [0.3, 0.4]}), p, 50, 3
+        ),
         "acceptance": lambda p: acceptance_plot(acceptance, per_class, p),
-        "coverage": lambda p: coverage_plot(rng.random((20, 5)), {"raw": rng.random((8, 5)), "filtered": np.zeros((0, 5))}, p,
-                                            "exp", note="random network"),
+        "coverage": lambda p: coverage_plot(
+            rng.random((20, 5)),
+            {"raw": rng.random((8, 5)), "filtered": np.zeros((0, 5))},
+            p,
+            "exp",
+            note="random network",
+        ),
     }
     for name, draw in charts.items():
         draw(tmp_path / f"{name}.png")

@@ -22,7 +22,7 @@ BLUR = {"activate": True, "threshold": 0.002}
 def tissue_crops(n=6, size=64):
     """Real stained tissue (scikit-image's IHC image), cut into patches."""
     img = skdata.immunohistochemistry()
-    return np.stack([img[64 * i: 64 * i + size, 100: 100 + size] for i in range(n)])
+    return np.stack([img[64 * i : 64 * i + size, 100 : 100 + size] for i in range(n)])
 
 
 def blurred(imgs, sigma=3.0):
@@ -31,8 +31,14 @@ def blurred(imgs, sigma=3.0):
 
 def batch_of(imgs):
     n = len(imgs)
-    return PatchBatch(imgs, np.arange(2 * n).reshape(n, 2) * 10, np.arange(n) % 2, [f"s{i}" for i in range(n)],
-                      [f"c{i}" for i in range(n)], np.full(n, 1.0, np.float32))
+    return PatchBatch(
+        imgs,
+        np.arange(2 * n).reshape(n, 2) * 10,
+        np.arange(n) % 2,
+        [f"s{i}" for i in range(n)],
+        [f"c{i}" for i in range(n)],
+        np.full(n, 1.0, np.float32),
+    )
 
 
 def stain_cfg(reference="", method="macenko"):
@@ -43,7 +49,7 @@ def test_blur_score_separates_sharp_from_blurred_and_ignores_batching():
     sharp = tissue_crops()
     s_sharp, s_blur = blur_scores(sharp), blur_scores(blurred(sharp))
     assert (s_blur < s_sharp / 5).all()
-    one_by_one = np.concatenate([blur_scores(sharp[i: i + 1]) for i in range(len(sharp))])
+    one_by_one = np.concatenate([blur_scores(sharp[i : i + 1]) for i in range(len(sharp))])
     assert np.allclose(one_by_one, s_sharp, rtol=1e-5)
     assert blur_scores(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0,)
     # the same number as scikit-image's grey conversion and scipy's Laplacian in float64
@@ -94,7 +100,7 @@ def test_stain_normalisation_with_reference_image_keeps_pale_patches(tmp_path, m
     assert qc.attrs()["qc_stain_reference"] == str(ref)
     # per patch, so the batch size does not change a pixel
     qc2 = PatchQC(stain_cfg(ref, method), source="test")
-    singles = np.concatenate([qc2.apply(batch_of(imgs[i: i + 1])).imgs for i in range(len(imgs))])
+    singles = np.concatenate([qc2.apply(batch_of(imgs[i : i + 1])).imgs for i in range(len(imgs))])
     assert np.array_equal(singles, out.imgs)
 
 
@@ -121,7 +127,7 @@ def test_without_reference_the_first_stained_patch_is_the_reference():
     assert np.array_equal(out.imgs[:2], white) and (qc.n_normalised, qc.n_unnormalised) == (3, 2)
     # the same reference patch whatever the batch size
     qc2 = PatchQC(stain_cfg(), source="slide s")
-    parts = [qc2.apply(batch_of(imgs[i: i + 2])).imgs for i in range(0, len(imgs), 2)]
+    parts = [qc2.apply(batch_of(imgs[i : i + 2])).imgs for i in range(0, len(imgs), 2)]
     assert np.array_equal(np.concatenate(parts), out.imgs)
 
 
@@ -143,21 +149,43 @@ def test_tile_slide_blur_rejects_shown_on_thumbnail_and_counted(demo_slide, cfg,
     out, thumb = tmp_path / "s.h5", tmp_path / "s.png"
     ref = tile_slide(demo_slide, "s", "c", tmp_path / "ref.h5", tmp_path / "ref.png", tiling, progress=False)
     # a threshold above every score rejects every patch: the file is empty, the thumbnail shows them all
-    res = tile_slide(demo_slide, "s", "c", out, thumb, tiling, progress=False,
-                     qc={"blur": {"activate": True, "threshold": 1e9}, "stain": {"activate": False}})
+    res = tile_slide(
+        demo_slide,
+        "s",
+        "c",
+        out,
+        thumb,
+        tiling,
+        progress=False,
+        qc={"blur": {"activate": True, "threshold": 1e9}, "stain": {"activate": False}},
+    )
     assert ref.n_patches > 0 and res.n_patches == 0
     with h5py.File(out) as h:
         assert h.attrs["qc_n_blurry"] == ref.n_patches and h.attrs["n_patches"] == 0
     px = np.asarray(Image.open(thumb).convert("RGB")).reshape(-1, 3)
     assert (px == BLUR_COLOUR).all(axis=1).sum() > 100
-    assert not (np.asarray(Image.open(tmp_path / "ref.png").convert("RGB")).reshape(-1, 3) == BLUR_COLOUR).all(axis=1).any()
+    assert (
+        not (np.asarray(Image.open(tmp_path / "ref.png").convert("RGB")).reshape(-1, 3) == BLUR_COLOUR)
+        .all(axis=1)
+        .any()
+    )
 
 
 def test_tile_slide_stain_normalisation_recorded(demo_slide, cfg, tmp_path):
     tiling = TilingParams.from_config(cfg["tiling"])
-    res = tile_slide(demo_slide, "s", "c", tmp_path / "s.h5", tmp_path / "s.png", tiling, progress=False,
-                     qc={"blur": {"activate": False}, "stain": {"activate": True, "method": "macenko", "reference": "",
-                                                                "min_stained_fraction": 0.1}})
+    res = tile_slide(
+        demo_slide,
+        "s",
+        "c",
+        tmp_path / "s.h5",
+        tmp_path / "s.png",
+        tiling,
+        progress=False,
+        qc={
+            "blur": {"activate": False},
+            "stain": {"activate": True, "method": "macenko", "reference": "", "min_stained_fraction": 0.1},
+        },
+    )
     with PatchFile(tmp_path / "s.h5") as pf:
         assert len(pf) == res.n_patches > 0
         assert pf.attrs["qc_stain_method"] == "macenko"
@@ -170,8 +198,13 @@ def test_import_with_qc_records_counts(tmp_path):
     npz = tmp_path / "m.npz"
     np.savez(npz, train_images=np.concatenate([sharp, blurred(sharp[:2])]), train_labels=np.arange(6).reshape(6, 1) % 2)
     out = tmp_path / "m.h5"
-    n = import_patches({"name": "m", "format": "medmnist", "path": str(npz), "split": "resplit"}, out, 64, progress=False,
-                       qc={"blur": BLUR, "stain": {"activate": False}})
+    n = import_patches(
+        {"name": "m", "format": "medmnist", "path": str(npz), "split": "resplit"},
+        out,
+        64,
+        progress=False,
+        qc={"blur": BLUR, "stain": {"activate": False}},
+    )
     assert n == 4
     with PatchFile(out) as pf:
         assert len(pf) == 4 and pf.attrs["qc_n_blurry"] == 2 and list(pf.labels) == [0, 1, 0, 1]
@@ -191,8 +224,12 @@ def test_real_tiles_blank_reference_and_pale_tiles(shared_data, tmp_path):
     with pytest.raises(InputError, match="no-tissue.png"):
         PatchQC(stain_cfg(tiles / "no-tissue.png"), source="test")
     ref = tiles / "tissue-level2-1784-6289-5880-10386.png"
-    names = ["tissue-level0-4302-10273-4814-10785.png", "tissue-level2-3000-7666-7096-11763.png", "almost-white-1.png",
-             "almost-white-2.png"]
+    names = [
+        "tissue-level0-4302-10273-4814-10785.png",
+        "tissue-level2-3000-7666-7096-11763.png",
+        "almost-white-1.png",
+        "almost-white-2.png",
+    ]
     imgs = np.stack([np.asarray(Image.open(tiles / n).convert("RGB")) for n in names])
     qc = PatchQC(stain_cfg(ref), source="test")
     out = qc.apply(batch_of(imgs))
@@ -204,11 +241,25 @@ def test_real_tiles_blank_reference_and_pale_tiles(shared_data, tmp_path):
 def test_real_slide_sharp_patches_pass_blurred_fail(shared_data, cfg, tmp_path):
     """CMU-1 (Aperio, 0.5 um/px) tiled at 1 um/px: the default threshold keeps every sharp patch and
     rejects the same patches blurred by a 2-pixel Gaussian."""
-    tiling = TilingParams.from_config({**cfg["tiling"], "patch_size": 128, "labels": {**cfg["tiling"]["labels"], "method": "sample"},
-                                       "tissue": {**cfg["tiling"]["tissue"], "max_saturation": 20}})
+    tiling = TilingParams.from_config(
+        {
+            **cfg["tiling"],
+            "patch_size": 128,
+            "labels": {**cfg["tiling"]["labels"], "method": "sample"},
+            "tissue": {**cfg["tiling"]["tissue"], "max_saturation": 20},
+        }
+    )
     slide = shared_data / "wsi" / "cmu-1-small-region.svs"
-    res = tile_slide(slide, "cmu", "c", tmp_path / "c.h5", tmp_path / "c.png", tiling, progress=False,
-                     qc={"blur": BLUR, "stain": {"activate": False}})
+    res = tile_slide(
+        slide,
+        "cmu",
+        "c",
+        tmp_path / "c.h5",
+        tmp_path / "c.png",
+        tiling,
+        progress=False,
+        qc={"blur": BLUR, "stain": {"activate": False}},
+    )
     with PatchFile(tmp_path / "c.h5") as pf:
         assert res.n_patches > 10 and pf.attrs["qc_n_blurry"] == 0
         imgs = pf.read(np.arange(len(pf)))

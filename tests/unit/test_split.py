@@ -36,17 +36,30 @@ def test_too_few_groups_is_a_clear_error():
 
 def _write(path, names, labels, case_prefix):
     n = len(labels)
-    spec = PatchFileSpec(8, names, dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0, magnification=10.0))
+    spec = PatchFileSpec(
+        8, names, dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0, magnification=10.0)
+    )
     imgs = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(n)])
     with PatchWriter(path, spec) as w:
-        w.append(PatchBatch(imgs, np.zeros((n, 2)), labels, ["s"] * n, [f"{case_prefix}{i}" for i in range(n)], np.ones(n)))
+        w.append(
+            PatchBatch(imgs, np.zeros((n, 2)), labels, ["s"] * n, [f"{case_prefix}{i}" for i in range(n)], np.ones(n))
+        )
 
 
 def test_split_files_merge_label_vocabularies(tmp_path):
     _write(tmp_path / "a.h5", ["x", "y"], [0, 1] * 10, "a")
     _write(tmp_path / "b.h5", ["y", "z"], [0, 1] * 10, "b")
     outs = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
-    man = split_patches([tmp_path / "a.h5", tmp_path / "b.h5"], outs, tmp_path / "m.tsv", tmp_path / "s.tsv", 0.25, 0.25, 0, batch_size=3)
+    man = split_patches(
+        [tmp_path / "a.h5", tmp_path / "b.h5"],
+        outs,
+        tmp_path / "m.tsv",
+        tmp_path / "s.tsv",
+        0.25,
+        0.25,
+        0,
+        batch_size=3,
+    )
     assert sum(check_patch_file(p) for p in outs.values()) == 40
     with PatchFile(outs["train"]) as pf:
         assert pf.label_names == ["x", "y", "z"]
@@ -77,8 +90,11 @@ def test_every_importer_keeps_slides_and_cases_in_one_split(tmp_path):
     from histosynth.importers import import_patches
 
     npz = tmp_path / "m.npz"
-    np.savez(npz, **{f"{p}_images": rand_imgs(n, 8, seed=n) for p, n in (("train", 12), ("val", 4), ("test", 4))},
-             **{f"{p}_labels": (np.arange(n) % 2).reshape(n, 1) for p, n in (("train", 12), ("val", 4), ("test", 4))})
+    np.savez(
+        npz,
+        **{f"{p}_images": rand_imgs(n, 8, seed=n) for p, n in (("train", 12), ("val", 4), ("test", 4))},
+        **{f"{p}_labels": (np.arange(n) % 2).reshape(n, 1) for p, n in (("train", 12), ("val", 4), ("test", 4))},
+    )
     pcam_official = write_pcam(tmp_path / "pcam1")
     pcam_pooled = write_pcam(tmp_path / "pcam2", slides_per_part=4, shared_slides=True)  # slides span the parts
     for cls in ("stroma", "tumor"):
@@ -86,15 +102,23 @@ def test_every_importer_keeps_slides_and_cases_in_one_split(tmp_path):
             make_tile(tmp_path / "byfolder" / cls / case / "a.png")
     for i, case in enumerate(f"TCGA-AA-000{k}" for k in range(8)):
         make_tile(tmp_path / "flat" / f"{['STR', 'TUM'][i % 2]}-{case}-{i}.png", seed=i)
-    (tmp_path / "byfolder" / "list.csv").write_text("path,label,case_id\n" + "".join(
-        f"{c}/{p}/a.png,{c},csv_{p}\n" for c in ("stroma", "tumor") for p in ("p1", "p2", "p3")))
+    (tmp_path / "byfolder" / "list.csv").write_text(
+        "path,label,case_id\n"
+        + "".join(f"{c}/{p}/a.png,{c},csv_{p}\n" for c in ("stroma", "tumor") for p in ("p1", "p2", "p3"))
+    )
     datasets = [
         {"name": "mm_official", "format": "medmnist", "path": str(npz)},
         {"name": "mm_pooled", "format": "medmnist", "path": str(npz), "split": "resplit"},
         {"name": "pcam_official", "format": "pcam", "path": str(pcam_official)},
         {"name": "pcam_pooled", "format": "pcam", "path": str(pcam_pooled), "split": "resplit"},
         {"name": "folder", "format": "folder", "path": str(tmp_path / "byfolder"), "case_from": "subfolder"},
-        {"name": "flat", "format": "folder", "path": str(tmp_path / "flat"), "label_from": "filename", "case_from": "filename"},
+        {
+            "name": "flat",
+            "format": "folder",
+            "path": str(tmp_path / "flat"),
+            "label_from": "filename",
+            "case_from": "filename",
+        },
         {"name": "csv", "format": "folder", "path": str(tmp_path / "byfolder" / "list.csv")},
     ]
     files = []
@@ -120,7 +144,9 @@ def test_an_official_split_that_shares_slides_is_refused(tmp_path):
 
     src = write_pcam(tmp_path / "pcam", shared_slides=True)
     import_patches({"name": "pcam", "format": "pcam", "path": str(src)}, tmp_path / "p.h5", 8, progress=False)
-    with pytest.raises(InputError, match=r"case_id\(s\) appear in two splits, e.g. pcam:slide_0 in \['test', 'train', 'val'\].*resplit"):
+    with pytest.raises(
+        InputError, match=r"case_id\(s\) appear in two splits, e.g. pcam:slide_0 in \['test', 'train', 'val'\].*resplit"
+    ):
         split_patches([tmp_path / "p.h5"], _outs(tmp_path), tmp_path / "m.tsv", None, 0.2, 0.2, 0)
 
 
@@ -133,16 +159,33 @@ def test_class_without_training_patches_or_with_one_case_fails_and_keeps_old_res
     for p in outs.values():
         p.write_text("previous result")
     npz = tmp_path / "m.npz"
-    np.savez(npz, train_images=rand_imgs(4, 8), train_labels=np.array([0, 1, 0, 1]), val_images=rand_imgs(2, 8),
-             val_labels=np.array([0, 1]), test_images=rand_imgs(2, 8), test_labels=np.array([2, 2]))
-    import_patches({"name": "m", "format": "medmnist", "path": str(npz), "label_names": ["a", "b", "rare"]}, tmp_path / "m.h5", 8,
-                   progress=False)
+    np.savez(
+        npz,
+        train_images=rand_imgs(4, 8),
+        train_labels=np.array([0, 1, 0, 1]),
+        val_images=rand_imgs(2, 8),
+        val_labels=np.array([0, 1]),
+        test_images=rand_imgs(2, 8),
+        test_labels=np.array([2, 2]),
+    )
+    import_patches(
+        {"name": "m", "format": "medmnist", "path": str(npz), "label_names": ["a", "b", "rare"]},
+        tmp_path / "m.h5",
+        8,
+        progress=False,
+    )
     with pytest.raises(InputError, match=r"class 'rare' has no training patches"):
         split_patches([tmp_path / "m.h5"], outs, tmp_path / "m.tsv", None, 0.2, 0.2, 0)
     _write(tmp_path / "a.h5", ["x", "y"], [0] * 10 + [1] * 10, "a")
-    spec = PatchFileSpec(8, ["solo"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0, magnification=10.0))
+    spec = PatchFileSpec(
+        8, ["solo"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0, magnification=10.0)
+    )
     with PatchWriter(tmp_path / "b.h5", spec) as w:
-        w.append(PatchBatch(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2)), [0, 0, 0], ["s"] * 3, ["onlycase"] * 3, np.ones(3)))
+        w.append(
+            PatchBatch(
+                np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2)), [0, 0, 0], ["s"] * 3, ["onlycase"] * 3, np.ones(3)
+            )
+        )
     with pytest.raises(InputError, match=r"class 'solo' comes from a single case_id \(onlycase\)"):
         split_patches([tmp_path / "a.h5", tmp_path / "b.h5"], outs, tmp_path / "m.tsv", None, 0.2, 0.2, 0)
     assert all(p.read_text() == "previous result" for p in outs.values())
@@ -151,19 +194,35 @@ def test_class_without_training_patches_or_with_one_case_fails_and_keeps_old_res
 def test_split_errors_name_the_users_fractions():
     with pytest.raises(InputError, match=r"split.val \(0.5\) \+ split.test \(0.5\) must be below 1"):
         assign_splits([0, 1] * 10, [f"g{i}" for i in range(20)], 0.5, 0.5, seed=0)
-    with pytest.raises(InputError, match=r"only 1 group\(s\) left for val and train with split.val=0.4, split.test=0.4"):
+    with pytest.raises(
+        InputError, match=r"only 1 group\(s\) left for val and train with split.val=0.4, split.test=0.4"
+    ):
         assign_splits([0, 1, 0], ["a", "b", "c"], 0.4, 0.4, seed=0)
 
 
 def test_a_split_mixing_pixel_sizes_warns_with_counts(tmp_path, caplog):
     _write(tmp_path / "a.h5", ["x", "y"], [0, 1] * 10, "a")
-    spec = PatchFileSpec(8, ["x", "y"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0))
+    spec = PatchFileSpec(
+        8, ["x", "y"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=0.5, magnification=20.0)
+    )
     with PatchWriter(tmp_path / "b.h5", spec) as w:
-        w.append(PatchBatch(np.zeros((20, 8, 8, 3), np.uint8), np.zeros((20, 2)), [0, 1] * 10, ["s"] * 20,
-                            [f"b{i}" for i in range(20)], np.full(20, 0.5)))
-        w.append(PatchBatch(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 2)), [0], ["s"], ["b0"], [np.nan]))  # unknown um/px
+        w.append(
+            PatchBatch(
+                np.zeros((20, 8, 8, 3), np.uint8),
+                np.zeros((20, 2)),
+                [0, 1] * 10,
+                ["s"] * 20,
+                [f"b{i}" for i in range(20)],
+                np.full(20, 0.5),
+            )
+        )
+        w.append(
+            PatchBatch(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 2)), [0], ["s"], ["b0"], [np.nan])
+        )  # unknown um/px
     with caplog.at_level("WARNING"):
-        man = split_patches([tmp_path / "a.h5", tmp_path / "b.h5"], _outs(tmp_path), tmp_path / "m.tsv", None, 0.25, 0.25, 0)
+        man = split_patches(
+            [tmp_path / "a.h5", tmp_path / "b.h5"], _outs(tmp_path), tmp_path / "m.tsv", None, 0.25, 0.25, 0
+        )
     train = man[man.split == "train"]
     n_a = train["source_file"].str.endswith("a.h5").sum()
     n_b = train["source_file"].str.endswith("b.h5").sum() - int((train["case_id"] == "b0").sum() == 2)
@@ -175,12 +234,25 @@ def test_a_split_mixing_pixel_sizes_warns_with_counts(tmp_path, caplog):
 
 def _slide_file(path, case, label, n, first, official=None):
     """n patches whose pixels all equal first + row (mod 256), one case, one label."""
-    spec = PatchFileSpec(8, ["x", "y"], dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0,
-                                             magnification=10.0), extra={"official_split": "str"} if official else {})
+    spec = PatchFileSpec(
+        8,
+        ["x", "y"],
+        dict(patch_size=8, patch_level=0, downsample=np.array([1.0, 1.0]), mpp=1.0, magnification=10.0),
+        extra={"official_split": "str"} if official else {},
+    )
     imgs = np.stack([np.full((8, 8, 3), (first + i) % 256, np.uint8) for i in range(n)])
     with PatchWriter(path, spec) as w:
-        w.append(PatchBatch(imgs, np.zeros((n, 2)), [label] * n, [case] * n, [case] * n, np.ones(n),
-                            extra={"official_split": official} if official else {}))
+        w.append(
+            PatchBatch(
+                imgs,
+                np.zeros((n, 2)),
+                [label] * n,
+                [case] * n,
+                [case] * n,
+                np.ones(n),
+                extra={"official_split": official} if official else {},
+            )
+        )
 
 
 def test_split_references_whole_slide_files_and_copies_only_short_runs(tmp_path):
@@ -223,4 +295,6 @@ def test_split_references_whole_slide_files_and_copies_only_short_runs(tmp_path)
             assert np.array_equal(got, expected(split)), split
             assert np.array_equal(np.asarray(pf.read([5, 1]))[:, 0, 0, 0], expected(split)[[5, 1]])
     # the split files hold no referenced pixels: far smaller than the tiles they index
-    assert (moved / "patches" / "train.h5").stat().st_size < sum(f.stat().st_size for f in (moved / "tiles").glob("s*.h5")) / 4
+    assert (moved / "patches" / "train.h5").stat().st_size < sum(
+        f.stat().st_size for f in (moved / "tiles").glob("s*.h5")
+    ) / 4

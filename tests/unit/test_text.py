@@ -18,26 +18,56 @@ def test_clip_tokenizer_matches_open_clip(tokenizer):
     from open_clip.tokenizer import SimpleTokenizer
 
     st = SimpleTokenizer()
-    for text in ["a histopathological image of an area with colorectal adenocarcinoma epithelium",
-                 "ER+, PR- (HER2 2+); Nottingham grade 3 — café"]:
+    for text in [
+        "a histopathological image of an area with colorectal adenocarcinoma epithelium",
+        "ER+, PR- (HER2 2+); Nottingham grade 3 — café",
+    ]:
         assert tokenizer(text)["input_ids"] == [49406, *st.encode(text), 49407]
     assert tokenizer.model_max_length == 77
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("FINAL DIAGNOSIS: Infiltrating duct carcinoma, Nottingham score 6/9. ER positive, PR negative, HER-2/neu negative (score 1+).",
-     {"type": "invasive ductal carcinoma (NST)", "grade": "Nottingham grade 2", "receptors": "ER+, PR-, HER2-"}),
-    ("Invasive lobular carcinoma, SBR grade II, two foci (1.9cm and 2.2 cm). Margins are negative.",
-     {"type": "invasive lobular carcinoma", "grade": "Nottingham grade 2", "size": "tumor 2.2 cm", "margins": "margins negative"}),
-    ("poorly differentiated invasive ductal breast. carcinoma measuring a good 55 mm with invasion of the lymph vessels. G3, pT4b, pN1a (1/11), pMx, stage III B. R1.",
-     {"type": "invasive ductal carcinoma (NST)", "grade": "Nottingham grade 3", "size": "tumor 5.5 cm", "lvi": "LVI present", "margins": "margins positive"}),
-    ("Prostate, radical prostatectomy: adenocarcinoma, Gleason score 3 + 4 = 7. Lymph nodes: 0/8.",
-     {"type": "adenocarcinoma", "grade": "Gleason 3+4=7", "nodes": "lymph nodes negative (0/8)"}),
-    ("Right temporal tumor: glioblastoma multiforme, grade IV of IV (WHO scale).", {"type": "glioblastoma multiforme", "grade": "grade 4"}),
-    ("Grade: 2. T Stage: 2 N Stage: 0 M Stage: 0", {"grade": "grade 2", "stage": "T2 N0 M0"}),
-    ("Tubular adenoma. Negative for high-grade dysplasia and carcinoma.", {"type": "tubular adenoma"}),
-    ("No lymphovascular invasion identified. Tumor is estrogen receptor positive.", {"lvi": "LVI absent", "receptors": "ER+"}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "FINAL DIAGNOSIS: Infiltrating duct carcinoma, Nottingham score 6/9. ER positive, PR negative, HER-2/neu negative (score 1+).",
+            {"type": "invasive ductal carcinoma (NST)", "grade": "Nottingham grade 2", "receptors": "ER+, PR-, HER2-"},
+        ),
+        (
+            "Invasive lobular carcinoma, SBR grade II, two foci (1.9cm and 2.2 cm). Margins are negative.",
+            {
+                "type": "invasive lobular carcinoma",
+                "grade": "Nottingham grade 2",
+                "size": "tumor 2.2 cm",
+                "margins": "margins negative",
+            },
+        ),
+        (
+            "poorly differentiated invasive ductal breast. carcinoma measuring a good 55 mm with invasion of the lymph vessels. G3, pT4b, pN1a (1/11), pMx, stage III B. R1.",
+            {
+                "type": "invasive ductal carcinoma (NST)",
+                "grade": "Nottingham grade 3",
+                "size": "tumor 5.5 cm",
+                "lvi": "LVI present",
+                "margins": "margins positive",
+            },
+        ),
+        (
+            "Prostate, radical prostatectomy: adenocarcinoma, Gleason score 3 + 4 = 7. Lymph nodes: 0/8.",
+            {"type": "adenocarcinoma", "grade": "Gleason 3+4=7", "nodes": "lymph nodes negative (0/8)"},
+        ),
+        (
+            "Right temporal tumor: glioblastoma multiforme, grade IV of IV (WHO scale).",
+            {"type": "glioblastoma multiforme", "grade": "grade 4"},
+        ),
+        ("Grade: 2. T Stage: 2 N Stage: 0 M Stage: 0", {"grade": "grade 2", "stage": "T2 N0 M0"}),
+        ("Tubular adenoma. Negative for high-grade dysplasia and carcinoma.", {"type": "tubular adenoma"}),
+        (
+            "No lymphovascular invasion identified. Tumor is estrogen receptor positive.",
+            {"lvi": "LVI absent", "receptors": "ER+"},
+        ),
+    ],
+)
 def test_extraction_on_report_snippets(text, expected):
     got = extract_fields(text).values
     for key, value in expected.items():
@@ -54,7 +84,9 @@ def test_ocr_line_break_periods_are_undone():
 
 
 def test_compose_drops_least_important_fields_to_fit(tokenizer):
-    fields = extract_fields("Invasive ductal carcinoma, grade 3, ER positive, PR positive, HER2 negative, 2.0 cm. Margins negative. pT2 pN0.")
+    fields = extract_fields(
+        "Invasive ductal carcinoma, grade 3, ER positive, PR positive, HER2 negative, 2.0 cm. Margins negative. pT2 pN0."
+    )
     count = token_counter(tokenizer)
     full, kept = compose(fields, count, 77)
     assert kept[0] == "type" and "margins" in kept
@@ -107,4 +139,11 @@ def test_extractive_summaries_tsv_counts_empty_reports(tmp_path, tokenizer):
 
 def test_number_words():
     assert [number_words(n) for n in (0, 7, 13, 20, 32, 99, 105)] == [
-        "zero", "seven", "thirteen", "twenty", "thirty-two", "ninety-nine", "one hundred five"]
+        "zero",
+        "seven",
+        "thirteen",
+        "twenty",
+        "thirty-two",
+        "ninety-nine",
+        "one hundred five",
+    ]

@@ -17,8 +17,16 @@ def train_h5(tmp_path):
     path = tmp_path / "train.h5"
     n = 6
     with PatchWriter(path, PatchFileSpec(8, ["healthy", "tumor"], {})) as w:
-        w.append(PatchBatch(np.zeros((n, 8, 8, 3), np.uint8), np.array([[0, 0], [8, 0]] * 3), [0, 1, 1, 0, 1, 1],
-                            ["s"] * n, ["c1", "c1", "c2", "c3", "c3", "c2"], np.ones(n)))
+        w.append(
+            PatchBatch(
+                np.zeros((n, 8, 8, 3), np.uint8),
+                np.array([[0, 0], [8, 0]] * 3),
+                [0, 1, 1, 0, 1, 1],
+                ["s"] * n,
+                ["c1", "c1", "c2", "c3", "c3", "c2"],
+                np.ones(n),
+            )
+        )
     return path
 
 
@@ -38,9 +46,24 @@ def test_label_and_class_description(train_h5, cfg):
 
 def test_morphology_prompts_write_clusters_in_words(train_h5, cfg, tmp_path):
     clusters = tmp_path / "c.tsv"
-    pd.DataFrame({"split": ["train"] * 6 + ["val"], "index": [0, 1, 2, 3, 4, 5, 0], "label": [0, 1, 1, 0, 1, 1, 0],
-                  "cluster": [0, 32, 32, 5, 1, 0, 3]}).to_csv(clusters, sep="\t", index=False)
-    df = build_prompts("morphology", train_h5, cfg, words, 77, inputs={'clusters': clusters}, out_tsv=tmp_path / "p.tsv", out_freq=tmp_path / "f.tsv")
+    pd.DataFrame(
+        {
+            "split": ["train"] * 6 + ["val"],
+            "index": [0, 1, 2, 3, 4, 5, 0],
+            "label": [0, 1, 1, 0, 1, 1, 0],
+            "cluster": [0, 32, 32, 5, 1, 0, 3],
+        }
+    ).to_csv(clusters, sep="\t", index=False)
+    df = build_prompts(
+        "morphology",
+        train_h5,
+        cfg,
+        words,
+        77,
+        inputs={"clusters": clusters},
+        out_tsv=tmp_path / "p.tsv",
+        out_freq=tmp_path / "f.tsv",
+    )
     assert df["prompt"][1] == "Histology image of tumor tissue, morphology type thirty-two"
     freq = pd.read_csv(tmp_path / "f.tsv", sep="\t")
     assert freq["count"].sum() == 6 and freq.iloc[0]["count"] == 2
@@ -48,15 +71,19 @@ def test_morphology_prompts_write_clusters_in_words(train_h5, cfg, tmp_path):
 
 def test_clusters_that_do_not_line_up_are_refused(train_h5, cfg, tmp_path):
     clusters = tmp_path / "c.tsv"
-    pd.DataFrame({"split": ["train"] * 3, "index": [0, 1, 2], "label": [0, 1, 1], "cluster": [0, 1, 2]}).to_csv(clusters, sep="\t", index=False)
+    pd.DataFrame({"split": ["train"] * 3, "index": [0, 1, 2], "label": [0, 1, 1], "cluster": [0, 1, 2]}).to_csv(
+        clusters, sep="\t", index=False
+    )
     with pytest.raises(InputError, match="rerun cluster_morphology"):
-        build_prompts("morphology", train_h5, cfg, words, 77, inputs={'clusters': clusters})
+        build_prompts("morphology", train_h5, cfg, words, 77, inputs={"clusters": clusters})
 
 
 def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, caplog):
     summaries = tmp_path / "s.tsv"
-    pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", ""]}).to_csv(summaries, sep="\t", index=False)
-    df = build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
+    pd.DataFrame({"case_id": ["c1", "c2"], "summary": ["invasive ductal carcinoma; grade 3", ""]}).to_csv(
+        summaries, sep="\t", index=False
+    )
+    df = build_prompts("report", train_h5, cfg, words, 77, inputs={"summaries": summaries})
     assert df["prompt"][0] == "invasive ductal carcinoma; grade 3"
     assert df["fallback"].tolist() == [False, False, True, True, True, True]
     assert df["prompt"][2] == "Histology image of tumor tissue"
@@ -64,15 +91,24 @@ def test_report_prompts_fall_back_to_labels_and_levels(train_h5, cfg, tmp_path, 
     scores = tmp_path / "scores.tsv"
     # keyed by slide and level-0 corner (wsinfer's per-slide rows), not by a split's row numbers;
     # rows of other slides and corners are ignored
-    pd.DataFrame({"slide_id": ["s", "s", "other"], "x": [0, 8, 0], "y": [0, 0, 0], "tumor": [0.9, 0.1, 0.1],
-                  "til": [0.0, 0.8, 0.9]}).to_csv(scores, sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "slide_id": ["s", "s", "other"],
+            "x": [0, 8, 0],
+            "y": [0, 0, 0],
+            "tumor": [0.9, 0.1, 0.1],
+            "til": [0.0, 0.8, 0.9],
+        }
+    ).to_csv(scores, sep="\t", index=False)
     cfg["patch_scores"] = str(scores)
-    df = build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
+    df = build_prompts("report", train_h5, cfg, words, 77, inputs={"summaries": summaries})
     assert df["prompt"][0] == "high tumor; low til; invasive ductal carcinoma; grade 3"
     assert df["prompt"][1] == "low tumor; high til; invasive ductal carcinoma; grade 3"
-    pd.DataFrame({"slide_id": ["s"], "x": [0], "y": [0], "tumor": [0.9], "til": [0.0]}).to_csv(scores, sep="\t", index=False)
+    pd.DataFrame({"slide_id": ["s"], "x": [0], "y": [0], "tumor": [0.9], "til": [0.0]}).to_csv(
+        scores, sep="\t", index=False
+    )
     with pytest.raises(InputError, match=r"no row for 3 patch\(es\), e.g. slide s at x=8, y=0"):
-        build_prompts("report", train_h5, cfg, words, 77, inputs={'summaries': summaries})
+        build_prompts("report", train_h5, cfg, words, 77, inputs={"summaries": summaries})
 
 
 def test_overlong_prompts_are_counted_not_hidden(train_h5, cfg, caplog):
@@ -86,15 +122,25 @@ def test_overlong_prompts_are_counted_not_hidden(train_h5, cfg, caplog):
 def unlabelled_h5(tmp_path):
     path = tmp_path / "unlabelled.h5"
     with PatchWriter(path, PatchFileSpec(8, [], {})) as w:
-        w.append(PatchBatch(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 2)), [-1, -1, -1], ["s"] * 3,
-                            ["c1", "c2", "c2"], np.ones(3)))
+        w.append(
+            PatchBatch(
+                np.zeros((3, 8, 8, 3), np.uint8),
+                np.zeros((3, 2)),
+                [-1, -1, -1],
+                ["s"] * 3,
+                ["c1", "c2", "c2"],
+                np.ones(3),
+            )
+        )
     return path
 
 
 def test_report_prompts_need_no_labels(unlabelled_h5, cfg, tmp_path):
     """PathLDM's patches carry no class: report prompts, else the empty (unconditional) prompt."""
     summaries = tmp_path / "s.tsv"
-    pd.DataFrame({"case_id": ["c1"], "summary": ["invasive lobular carcinoma"]}).to_csv(summaries, sep="\t", index=False)
+    pd.DataFrame({"case_id": ["c1"], "summary": ["invasive lobular carcinoma"]}).to_csv(
+        summaries, sep="\t", index=False
+    )
     df = build_prompts("report", unlabelled_h5, cfg, words, 77, inputs={"summaries": summaries})
     assert df["prompt"].tolist() == ["invasive lobular carcinoma", "", ""]
     assert df["fallback"].tolist() == [False, True, True] and df["label_name"].tolist() == ["", "", ""]

@@ -20,7 +20,9 @@ def words(s):
 
 def write_reports(path, n, special=None):
     special = special or {}
-    rows = [{"case_id": f"C{i}", "text": f"CASE[C{i}] invasive carcinoma report {special.get(i, '')}"} for i in range(n)]
+    rows = [
+        {"case_id": f"C{i}", "text": f"CASE[C{i}] invasive carcinoma report {special.get(i, '')}"} for i in range(n)
+    ]
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
@@ -90,10 +92,25 @@ def test_killed_run_resumes_without_asking_again(tmp_path):
     # the server answers four requests and holds the fifth, so the kill lands after exactly four
     # cached answers however slow the machine is (no race between the client and this test)
     with FakeOpenAI(hold_after=done) as server:
-        proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path / "r.csv"), str(tmp_path / "cache"),
-                                 server.base_url, str(tmp_path / "s.tsv")], env=dict(os.environ), cwd=tmp_path)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                KILLABLE,
+                str(tmp_path / "r.csv"),
+                str(tmp_path / "cache"),
+                server.base_url,
+                str(tmp_path / "s.tsv"),
+            ],
+            env=dict(os.environ),
+            cwd=tmp_path,
+        )
         deadline = time.monotonic() + 300  # a liveness bound for a loaded machine, not a timing assertion
-        while len(list((tmp_path / "cache").glob("*.json"))) < done and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            len(list((tmp_path / "cache").glob("*.json"))) < done
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.05)
         proc.kill()
         proc.wait(timeout=30)

@@ -28,7 +28,9 @@ def test_batch_dab_labels_equal_per_patch_fractions():
     masks = rng.random((6, 24, 24)) < 0.7
     masks[0] = False  # no tissue: negative
     p = DabParams(0.03, 0.3)
-    expected = [int(dab_positive_fraction(im, p.dab_threshold, m) >= p.min_positive_fraction) for im, m in zip(imgs, masks)]
+    expected = [
+        int(dab_positive_fraction(im, p.dab_threshold, m) >= p.min_positive_fraction) for im, m in zip(imgs, masks)
+    ]
     assert dab_labels(imgs, p, masks).tolist() == expected
     assert dab_labels(imgs, p, masks)[0] == 0
 
@@ -78,8 +80,15 @@ def test_padding_tiles_the_edge_strips_and_records_them(edge_slide, tmp_path):
     counts = {}
     for pad in (False, True):
         out = tmp_path / f"{pad}.h5"
-        res = tile_slide(edge_slide, "e", "c", out, tmp_path / "t.png", TilingParams.from_config({**cfg, "pad_edges": pad}),
-                         progress=False)
+        res = tile_slide(
+            edge_slide,
+            "e",
+            "c",
+            out,
+            tmp_path / "t.png",
+            TilingParams.from_config({**cfg, "pad_edges": pad}),
+            progress=False,
+        )
         counts[pad] = check_patch_file(out)
         with PatchFile(out) as pf:
             pad_frac = pf.column(PAD_FRACTION)
@@ -99,13 +108,28 @@ def test_padding_tiles_the_edge_strips_and_records_them(edge_slide, tmp_path):
     assert counts[True] > counts[False]
 
 
-@pytest.mark.parametrize("script", ["tile_slide", "split_patches", "import_patches", "make_demo_slide", "cluster_morphology", "gather_samples", "gather_filtered"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "tile_slide",
+        "split_patches",
+        "import_patches",
+        "make_demo_slide",
+        "cluster_morphology",
+        "gather_samples",
+        "gather_filtered",
+    ],
+)
 def test_model_free_rules_never_import_torch(script):
     """A model-free job must not pay torch's start-up: importing its script's modules leaves torch out."""
     src = (REPO / "workflow_scripts" / f"{script}.py").read_text()
     imports = [line for line in src.splitlines() if line.startswith(("from histosynth", "import histosynth"))]
     assert imports, script
-    code = "import sys\n" + "\n".join(imports) + "\nprint(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys\n"
+        + "\n".join(imports)
+        + "\nprint(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", f"{script} imports {r.stdout.strip()}"

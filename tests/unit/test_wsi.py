@@ -47,7 +47,10 @@ def test_grid_and_mask_fraction():
     assert frac.reshape(2, 5)[0].tolist() == [1, 1, 0.5, 0, 0]
 
 
-@pytest.mark.parametrize("content, match", [(b"this is a pathology report, not a slide\n", "not a whole-slide image"), (None, "file not found")])
+@pytest.mark.parametrize(
+    "content, match",
+    [(b"this is a pathology report, not a slide\n", "not a whole-slide image"), (None, "file not found")],
+)
 def test_bad_slide_files_name_the_slide(tmp_path, content, match):
     path = tmp_path / "fake.svs"
     if content is not None:
@@ -70,7 +73,16 @@ def test_truncated_slide_fails_naming_the_slide_and_leaves_no_output(demo_slide,
 def test_tile_slide_writes_the_contract(demo_slide, tmp_path, cfg):
     cfg["tiling"]["labels"]["method"] = "dab"
     out = tmp_path / "demo.h5"
-    res = tile_slide(demo_slide, "demo", "case1", out, tmp_path / "demo.png", TilingParams.from_config(cfg["tiling"]), threads=2, progress=False)
+    res = tile_slide(
+        demo_slide,
+        "demo",
+        "case1",
+        out,
+        tmp_path / "demo.png",
+        TilingParams.from_config(cfg["tiling"]),
+        threads=2,
+        progress=False,
+    )
     assert res.n_patches == check_patch_file(out) > 0
     with PatchFile(out) as pf:
         assert pf.label_names == ["dab_negative", "dab_positive"]
@@ -102,15 +114,26 @@ def test_threaded_reading_equals_single_thread(demo_slide):
 def test_slide_without_tissue_gives_empty_file_and_warning(blank_slide, tmp_path, cfg, caplog):
     out = tmp_path / "blank.h5"
     with caplog.at_level(logging.WARNING):
-        res = tile_slide(blank_slide, "blank", "c", out, tmp_path / "b.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+        res = tile_slide(
+            blank_slide, "blank", "c", out, tmp_path / "b.png", TilingParams.from_config(cfg["tiling"]), progress=False
+        )
     assert res.n_patches == 0 and check_patch_file(out) == 0
     assert "no tissue" in caplog.text
 
 
 def test_sample_label_is_applied(demo_slide, tmp_path, cfg):
     out = tmp_path / "s.h5"
-    tile_slide(demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]),
-               sample_label="tumor", label_names=["normal", "tumor"], progress=False)
+    tile_slide(
+        demo_slide,
+        "s",
+        "c",
+        out,
+        tmp_path / "s.png",
+        TilingParams.from_config(cfg["tiling"]),
+        sample_label="tumor",
+        label_names=["normal", "tumor"],
+        progress=False,
+    )
     with PatchFile(out) as pf:
         assert pf.label_names == ["normal", "tumor"] and set(pf.labels) == {1}
 
@@ -129,7 +152,9 @@ def test_a_failure_mid_slide_leaves_no_file(demo_slide, tmp_path, cfg, monkeypat
     out = tmp_path / "crash.h5"
     cfg["tiling"]["batch_size"] = 4
     with pytest.raises(RuntimeError):
-        tile_slide(demo_slide, "c", "c", out, tmp_path / "c.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+        tile_slide(
+            demo_slide, "c", "c", out, tmp_path / "c.png", TilingParams.from_config(cfg["tiling"]), progress=False
+        )
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
 
 
@@ -172,4 +197,6 @@ def test_scores_labels_are_the_tumour_level_of_each_patch(demo_slide, cfg, tmp_p
         assert set(pf.labels.tolist()) == {0, 1}
     pd.DataFrame(rows[:1], columns=["slide_id", "x", "y", "tumor", "til"]).to_csv(scores, sep="\t", index=False)
     with pytest.raises(InputError, match=r"patch scores .*scores.tsv: no row for \d+ patch\(es\), e.g. slide s at x="):
-        tile_slide(demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+        tile_slide(
+            demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]), progress=False
+        )

@@ -31,7 +31,9 @@ def readme_recovery_commands() -> list[list[str]]:
     block = re.search(r"\*\*After a kill\*\*.*?```bash\n(.*?)```", section.group(1), re.S)
     assert block, "README's Faults section has no command block after 'After a kill'"
     cmds = [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
-    assert [c[0] for c in cmds] == ["snakemake", "snakemake"] and "--unlock" in cmds[0] and "--rerun-incomplete" in cmds[1]
+    assert (
+        [c[0] for c in cmds] == ["snakemake", "snakemake"] and "--unlock" in cmds[0] and "--rerun-incomplete" in cmds[1]
+    )
     return cmds
 
 
@@ -40,8 +42,10 @@ def workdir(tmp_path):
     # ~16k patches of 16 px: the job runs long enough to be killed while it writes
     make_demo_slide(tmp_path / "s1.tiff", variant=1, size=2048)
     (tmp_path / "slides.tsv").write_text("slide_id\tslide_path\tcase_id\tlabel\ns1\ts1.tiff\tc1\t\n")
-    cfg = {"slides": "slides.tsv",
-           "tiling": {"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "tissue": {"max_saturation": 12}}}
+    cfg = {
+        "slides": "slides.tsv",
+        "tiling": {"patch_size": 16, "mpp": 0.5, "min_tissue_fraction": 0.0, "tissue": {"max_saturation": 12}},
+    }
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
     return tmp_path
 
@@ -56,8 +60,13 @@ def snakemake_cmd(wd: Path, args: list[str]) -> list[str]:
 
 
 def start_and_wait_for_partial(wd: Path) -> tuple[subprocess.Popen, Path]:
-    proc = subprocess.Popen(snakemake_cmd(wd, ["--cores", "2", "--configfile", "my.yaml"]), cwd=wd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_cmd(wd, ["--cores", "2", "--configfile", "my.yaml"]),
+        cwd=wd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     tiles = wd / "results" / "tiles"
     deadline = time.monotonic() + WAIT_S
     while not list(tiles.glob(".s1.h5.*.partial")):

@@ -13,10 +13,19 @@ SLIDES = [("a", "tumor"), ("b", "normal"), ("c", "tumor"), ("d", "normal")]
 
 def _config(wd, slides, batch_size=64):
     sheet = wd / "slides.tsv"
-    sheet.write_text("slide_id\tslide_path\tcase_id\tlabel\n" + "".join(f"{s}\t{s}.tiff\tcase_{s}\t{label}\n" for s, label in slides))
+    sheet.write_text(
+        "slide_id\tslide_path\tcase_id\tlabel\n" + "".join(f"{s}\t{s}.tiff\tcase_{s}\t{label}\n" for s, label in slides)
+    )
     cfg = wd / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"slides": str(sheet), "split": {"val": 0.0, "test": 0.25},
-                                   "tiling": {"patch_size": 32, "mpp": 2.0, "batch_size": batch_size, "tissue": {"max_saturation": 12}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "slides": str(sheet),
+                "split": {"val": 0.0, "test": 0.25},
+                "tiling": {"patch_size": 32, "mpp": 2.0, "batch_size": batch_size, "tissue": {"max_saturation": 12}},
+            }
+        )
+    )
     return cfg
 
 

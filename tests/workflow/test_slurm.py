@@ -17,12 +17,15 @@ from histosynth.patchfile import check_patch_file
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "slurm" / "slurm_local.sh"
 pytestmark = pytest.mark.slurm
-pytest.importorskip("snakemake_executor_plugin_slurm", reason="the SLURM executor is an extra: pip install 'histosynth[slurm]'")
+pytest.importorskip(
+    "snakemake_executor_plugin_slurm", reason="the SLURM executor is an extra: pip install 'histosynth[slurm]'"
+)
 
 
 def sh(*args, timeout=300, env=None):
-    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["timeout", "-k", "10", str(timeout), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,21 @@ def cluster(tmp_path_factory):
 
 
 def run_on_slurm(workdir, cfg, *targets, extra=()):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(cfg), "--workflow-profile", str(REPO / "profiles" / "slurm-ci"), *extra, *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm-ci"),
+        *extra,
+        *targets,
+    ]
     return subprocess.run(["timeout", "-k", "10", "600", *cmd], capture_output=True, text=True)
 
 
@@ -59,9 +75,15 @@ def write_config(wd, rows):
     sheet = wd / "slides.tsv"
     sheet.write_text("slide_id\tslide_path\tcase_id\n" + "".join("\t".join(r) + "\n" for r in rows))
     cfg = wd / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"slides": str(sheet), "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"},
-                                                                       "tissue": {"max_saturation": 12}},
-                                   "split": {"val": 0.25, "test": 0.25}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "slides": str(sheet),
+                "tiling": {"patch_size": 32, "mpp": 2.0, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
+                "split": {"val": 0.25, "test": 0.25},
+            }
+        )
+    )
     return cfg
 
 
@@ -98,13 +120,39 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}") for i in range(1, 5)]
     cfg = write_config(tmp_path, rows)
     c = yaml.safe_load(cfg.read_text())
-    c.update(train={"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "validation_every": 2,
-                    "validation_images_per_class": 1},
-             sampling={"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2})
+    c.update(
+        train={
+            "max_steps": 2,
+            "batch_size": 4,
+            "checkpoint_every": 2,
+            "validation_every": 2,
+            "validation_images_per_class": 1,
+        },
+        sampling={"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
+    )
     cfg.write_text(yaml.safe_dump(c))
-    local = subprocess.run(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                            "--directory", str(tmp_path), "--configfile", str(cfg), "--cores", "2",
-                            "results/models/label_only/trained"], capture_output=True, text=True)
+    local = subprocess.run(
+        [
+            "timeout",
+            "-k",
+            "10",
+            "1500",
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(cfg),
+            "--cores",
+            "2",
+            "results/models/label_only/trained",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
     shards = [f"results/synthetic/label_only/shards/raw.{k}.h5" for k in range(2)]
     # small requests, so that both shards fit the 2-CPU CI node at once ("=": these options take several

@@ -33,7 +33,13 @@ def write_config(workdir, samples_rows, datasets=(), **extra):
         "embedding": {"num_workers": 0},
         "morphology": {"k": 2, "sweep": [2, 3]},
         "pretrain": {"vae_steps": 4, "unet_steps": 4, "checkpoint_every": 2, "batch_size": 4},
-        "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "validation_every": 6, "validation_images_per_class": 1},
+        "train": {
+            "max_steps": 6,
+            "batch_size": 4,
+            "checkpoint_every": 3,
+            "validation_every": 6,
+            "validation_images_per_class": 1,
+        },
         "sampling": {"steps": 2, "per_class": 2, "batch_size": 4, "shards": 2},
         "classifier": {"epochs": 1},
         "filter": {"max_rounds": 1},
@@ -50,15 +56,34 @@ def finished_run(tmp_path_factory, run_snakemake):
     """Demo slides built by the workflow itself, plus an imported MedMNIST-style dataset."""
     wd = tmp_path_factory.mktemp("wf")
     rng = np.random.default_rng(0)
-    np.savez(wd / "mini.npz", train_images=rng.integers(0, 255, (12, 28, 28, 3), dtype=np.uint8),
-             train_labels=(np.arange(12) % 2).reshape(12, 1))
+    np.savez(
+        wd / "mini.npz",
+        train_images=rng.integers(0, 255, (12, 28, 28, 3), dtype=np.uint8),
+        train_labels=(np.arange(12) % 2).reshape(12, 1),
+    )
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}", "") for i in (1, 2, 3)]
-    (wd / "reports.csv").write_text("case_id,text\ncase1,\"Invasive ductal carcinoma, grade 2. Margins negative.\"\ncase2,\n")
-    cfg = write_config(wd, rows, datasets=[{"name": "mini", "format": "medmnist", "path": str(wd / "mini.npz"), "split": "resplit",
-                                            "label_names": ["dab_negative", "dab_positive"]}],
-                       reports={"path": str(wd / "reports.csv")},
-                       experiments={"label_only": {"prompts": "label"}, "morphology": {"prompts": "morphology"},
-                                    "report": {"prompts": "report"}})
+    (wd / "reports.csv").write_text(
+        'case_id,text\ncase1,"Invasive ductal carcinoma, grade 2. Margins negative."\ncase2,\n'
+    )
+    cfg = write_config(
+        wd,
+        rows,
+        datasets=[
+            {
+                "name": "mini",
+                "format": "medmnist",
+                "path": str(wd / "mini.npz"),
+                "split": "resplit",
+                "label_names": ["dab_negative", "dab_positive"],
+            }
+        ],
+        reports={"path": str(wd / "reports.csv")},
+        experiments={
+            "label_only": {"prompts": "label"},
+            "morphology": {"prompts": "morphology"},
+            "report": {"prompts": "report"},
+        },
+    )
     res = run_snakemake(wd, "--configfile", str(cfg))
     assert res.returncode == 0, res.stderr[-4000:]
     return wd, cfg
@@ -93,23 +118,56 @@ def scheduled(run_snakemake, wd, cfg, change):
     changed.write_text(yaml.safe_dump(c))
     res = run_snakemake(wd, "--configfile", str(changed), "-n", "--quiet", "rules")
     assert res.returncode == 0, res.stderr[-3000:]
-    return {line.split()[0] for line in res.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()} - {"total", "job"}
+    return {line.split()[0] for line in res.stdout.splitlines() if line.strip() and line.split()[-1].isdigit()} - {
+        "total",
+        "job",
+    }
 
 
 def test_tiling_change_reruns_everything_downstream_of_tiling(finished_run, run_snakemake):
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["tiling"].update(min_tissue_fraction=0.7))
-    assert {"tile_slide", "split_patches", "pretrain_base", "embed_patches", "cluster_morphology", "build_prompts"} <= rules
+    assert {
+        "tile_slide",
+        "split_patches",
+        "pretrain_base",
+        "embed_patches",
+        "cluster_morphology",
+        "build_prompts",
+    } <= rules
     # import_patches reads tiling.patch_size only; models and demo slides do not depend on tiling
-    assert not rules & {"import_patches", "make_demo_slide", "prepare_base_model", "prepare_embedder", "summarize_reports"}
+    assert not rules & {
+        "import_patches",
+        "make_demo_slide",
+        "prepare_base_model",
+        "prepare_embedder",
+        "summarize_reports",
+    }
 
 
 def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snakemake):
     wd, cfg = finished_run
-    rules = scheduled(run_snakemake, wd, cfg, lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"))
-    assert rules == {"build_prompts", "cache_latents", "train_diffusion", "sample", "gather_samples", "filter_synthetic",
-                     "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card",
-                     "html_report", "all"}
+    rules = scheduled(
+        run_snakemake,
+        wd,
+        cfg,
+        lambda c: c.setdefault("prompts", {}).update(morphology_template="{label}, type {cluster}"),
+    )
+    assert rules == {
+        "build_prompts",
+        "cache_latents",
+        "train_diffusion",
+        "sample",
+        "gather_samples",
+        "filter_synthetic",
+        "gather_filtered",
+        "evaluate_generation",
+        "evaluate_agreement",
+        "evaluate_downstream",
+        "model_card",
+        "html_report",
+        "all",
+    }
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     assert "results/prompts/morphology.tsv" in res.stdout and "results/prompts/label_only.tsv" not in res.stdout
     assert "results/models/label_only/trained" not in res.stdout
@@ -119,18 +177,43 @@ def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sampling"].update(guidance_scale=3.0))
     # sampling, the filter, evaluation, the model cards and the report; no tiling, embedding, training
-    assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
-                     "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
+    assert rules == {
+        "sample",
+        "gather_samples",
+        "filter_synthetic",
+        "gather_filtered",
+        "evaluate_generation",
+        "evaluate_agreement",
+        "evaluate_downstream",
+        "model_card",
+        "html_report",
+        "all",
+    }
 
 
 def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_snakemake):
     wd, cfg = finished_run
-    rules = scheduled(run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sampling={"scheduler": "euler"}))
-    assert rules == {"sample", "gather_samples", "filter_synthetic", "gather_filtered", "evaluate_generation",
-                     "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
+    rules = scheduled(
+        run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sampling={"scheduler": "euler"})
+    )
+    assert rules == {
+        "sample",
+        "gather_samples",
+        "filter_synthetic",
+        "gather_filtered",
+        "evaluate_generation",
+        "evaluate_agreement",
+        "evaluate_downstream",
+        "model_card",
+        "html_report",
+        "all",
+    }
     res = run_snakemake(wd, "--configfile", str(wd / "changed.yaml"), "-n")
     # (the report lists every experiment's sets among its inputs; only outputs say what is made again)
-    assert "output: results/synthetic/report/raw.h5" in res.stdout and "output: results/synthetic/label_only/raw.h5" not in res.stdout
+    assert (
+        "output: results/synthetic/report/raw.h5" in res.stdout
+        and "output: results/synthetic/label_only/raw.h5" not in res.stdout
+    )
 
 
 def test_a_lost_shard_reruns_alone(finished_run, run_snakemake):
@@ -153,8 +236,22 @@ def test_pretraining_change_retrains_the_base_and_every_experiment_only(finished
     wd, cfg = finished_run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["pretrain"].update(unet_steps=5))
     # the random base, the data, the prompts (tokenizer of the random base) and the classifiers stay; everything the base feeds is redone
-    assert rules == {"pretrain_base", "cache_image_latents", "cache_latents", "train_diffusion", "sample", "gather_samples",
-                     "filter_synthetic", "gather_filtered", "evaluate_generation", "evaluate_agreement", "evaluate_downstream", "model_card", "html_report", "all"}
+    assert rules == {
+        "pretrain_base",
+        "cache_image_latents",
+        "cache_latents",
+        "train_diffusion",
+        "sample",
+        "gather_samples",
+        "filter_synthetic",
+        "gather_filtered",
+        "evaluate_generation",
+        "evaluate_agreement",
+        "evaluate_downstream",
+        "model_card",
+        "html_report",
+        "all",
+    }
 
 
 def test_pretrained_base_names_its_cache_and_experiments_are_keyed_by_it(finished_run):
@@ -190,7 +287,9 @@ def test_prompts_for_every_experiment(finished_run):
         assert len(df) == n and not df["truncated"].any()
     morph = pd.read_csv(wd / "results/prompts/morphology.tsv", sep="\t")
     assert morph["prompt"].str.contains("morphology type (?:zero|one)$").all()
-    summaries = pd.read_csv(wd / "results/pathology_reports/summaries.tsv", sep="\t", keep_default_na=False).set_index("case_id")
+    summaries = pd.read_csv(wd / "results/pathology_reports/summaries.tsv", sep="\t", keep_default_na=False).set_index(
+        "case_id"
+    )
     assert summaries.loc["case1", "summary"] == "invasive ductal carcinoma (NST); Nottingham grade 2; margins negative"
     assert summaries.loc["case2", "status"] == "empty"
     assert (wd / "results/morphology/k_sweep.png").stat().st_size > 0
@@ -198,8 +297,11 @@ def test_prompts_for_every_experiment(finished_run):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [({"tiling": {"patch_sise": 32}}, "patch_sise"), ({"split": {"val": "lots"}}, "lots"),
-     ({"train": {"method": "full", "rank": 8}}, "train.rank = 8 applies to train.method 'lora' only")],
+    [
+        ({"tiling": {"patch_sise": 32}}, "patch_sise"),
+        ({"split": {"val": "lots"}}, "lots"),
+        ({"train": {"method": "full", "rank": 8}}, "train.rank = 8 applies to train.method 'lora' only"),
+    ],
 )
 def test_bad_config_stops_with_the_key(tmp_path, extra, message, run_snakemake):
     cfg = write_config(tmp_path, [("s1", "x.svs", "c1", "")], **extra)
@@ -221,7 +323,9 @@ def test_missing_slide_file_is_named(tmp_path, run_snakemake):
 
 def test_corrupt_slide_fails_alone_with_keep_going(tmp_path, run_snakemake):
     (tmp_path / "broken.svs").write_text("not a slide at all\n")
-    cfg = write_config(tmp_path, [("good", "resources/demo/demo_04.tiff", "c1", ""), ("broken", "broken.svs", "c2", "")])
+    cfg = write_config(
+        tmp_path, [("good", "resources/demo/demo_04.tiff", "c1", ""), ("broken", "broken.svs", "c2", "")]
+    )
     res = run_snakemake(tmp_path, "--configfile", str(cfg), "--keep-going")
     out = res.stdout + res.stderr
     assert res.returncode != 0
@@ -302,8 +406,12 @@ def test_snakemake_report_has_the_metric_tables(finished_run, run_snakemake):
 
 
 def test_lint_is_clean():
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and "Congratulations" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
 
 
@@ -330,8 +438,20 @@ def test_killed_training_job_resumes_from_its_checkpoint(finished_run, tmp_path)
     target = "results/models/label_only/trained"
 
     def cmd(*args):  # --configfile takes several values, so it goes last
-        return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(copy), "--cores", "2",
-                *args, "--configfile", str(longer)]
+        return [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(copy),
+            "--cores",
+            "2",
+            *args,
+            "--configfile",
+            str(longer),
+        ]
 
     proc = subprocess.Popen(cmd(target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = copy / "results" / "checkpoints" / "label_only"
@@ -359,7 +479,10 @@ def test_changed_prompts_do_not_resume_a_stale_checkpoint(finished_run, tmp_path
     copy = tmp_path / "wd"
     shutil.copytree(wd, copy, symlinks=True)
     target = "results/models/label_only/trained"
-    summary, log = copy / "results/models/label_only/train_summary.json", copy / "results/logs/train_diffusion/label_only.log"
+    summary, log = (
+        copy / "results/models/label_only/train_summary.json",
+        copy / "results/logs/train_diffusion/label_only.log",
+    )
     res = run_snakemake(copy, target, "--forcerun", "train_diffusion", "--configfile", str(cfg))
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(summary.read_text())["resumed_from"] == 3
