@@ -121,13 +121,13 @@ def sample_params(wildcards):
 
 
 def shard_files(pattern):
-    """One file per shard of the experiment's sample.shards."""
+    """One file per shard of the experiment's sampling.shards."""
     return lambda wc: [
         pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])
     ]
 
 
-# one job per seed range (sample.shards); a failed or killed shard reruns alone, the others are kept
+# one job per seed range (sampling.shards); a failed or killed shard reruns alone, the others are kept
 rule sample_synthetic:
     input:
         model="results/models/{experiment}/trained",

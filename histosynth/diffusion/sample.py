@@ -5,7 +5,7 @@ Image i gets seed ``sampling.seed + i`` through its own ``torch.Generator``, so 
 the same image whatever the batch (or shard) it lands in. Output: a patch HDF5 (the contract, plus
 ``prompts``, ``seeds`` and ``round`` columns) and a PNG grid with a row per class.
 
-Sharding (``sample.shards``): shard k of N samples the k-th of N consecutive ranges of the plan
+Sharding (``sampling.shards``): shard k of N samples the k-th of N consecutive ranges of the plan
 (``shard_rows``), each its own job and file; ``gather_shards`` joins the shard files into one
 patch file whose ``imgs`` reference the shards' (HDF5 virtual datasets, no pixel copied), so the
 shard files stay beside it.
@@ -167,7 +167,7 @@ def class_grid(h5, out_png, per_class: int = 8) -> None:
 def shard_rows(n: int, shards: int, shard: int) -> np.ndarray:
     """Rows of shard ``shard`` (0-based) of ``shards``: consecutive, sizes differing by at most one."""
     if not 0 <= shard < shards:
-        raise InputError(f"shard {shard} does not exist with sample.shards={shards}")
+        raise InputError(f"shard {shard} does not exist with sampling.shards={shards}")
     return np.array_split(np.arange(n), shards)[shard]
 
 

@@ -34,7 +34,7 @@ def test_preset_runs_end_to_end_with_only_its_own_experiments(preset, tmp_path, 
             assert json.loads((tmp_path / f"results/eval/{e}/{metric}.json").read_text())
         # with tiny models every distance is marked as coming from a random network
         assert json.loads((tmp_path / f"results/eval/{e}/fd.json").read_text())["extractor"]["random_network"] is True
-    html = (tmp_path / "results" / "report" / "index.html").read_text()
+    html = (tmp_path / "results" / "html_report" / "index.html").read_text()
     for e in experiments:
         assert e in html
     demo_only = set(yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["experiments"]) - experiments

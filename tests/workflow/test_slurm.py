@@ -116,7 +116,7 @@ def test_a_failing_slurm_job_is_reported_as_failed(cluster, tmp_path):
 
 def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
     """Everything up to the trained model runs locally; only the 2 sampling shards go to SLURM, each
-    its own GPU job, and scontrol shows them as two completed jobs of rule sample, one per shard."""
+    its own GPU job, and scontrol shows them as two completed jobs of rule sample_synthetic, one per shard."""
     rows = [(f"demo_0{i}", f"resources/demo/demo_0{i}.tiff", f"case{i}") for i in range(1, 5)]
     cfg = write_config(tmp_path, rows)
     c = yaml.safe_load(cfg.read_text())
@@ -157,7 +157,12 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
     shards = [f"results/synthetic/label_only/shards/raw.{k}.h5" for k in range(2)]
     # small requests, so that both shards fit the 2-CPU CI node at once ("=": these options take several
     # values and would otherwise swallow the targets)
-    res = run_on_slurm(tmp_path, cfg, *shards, extra=("--set-resources=sample:mem_mb=1000", "--set-threads=sample=1"))
+    res = run_on_slurm(
+        tmp_path,
+        cfg,
+        *shards,
+        extra=("--set-resources=sample_synthetic:mem_mb=1000", "--set-threads=sample_synthetic=1"),
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
@@ -167,7 +172,7 @@ def test_sample_shards_run_as_separate_slurm_gpu_jobs(cluster, tmp_path):
         state = sh("scontrol", "show", "job", jid, timeout=30).stdout
         # the GPU request as Slurm 22.05 shows it (newer versions also list gres/gpu=1 under TRES)
         assert "JobState=COMPLETED" in state and re.search(r"TresPerJob=gres[:/]gpu[:=]1", state), state
-        seen.append(re.search(r"Comment=rule_sample_wildcards_(\S+)", state).group(1))
+        seen.append(re.search(r"Comment=rule_sample_synthetic_wildcards_(\S+)", state).group(1))
     assert sorted(seen) == ["label_only_0", "label_only_1"], seen
     for shard in shards:
         assert check_patch_file(tmp_path / shard) == 2  # per_class 2 x 2 classes over 2 shards

@@ -157,7 +157,7 @@ def test_prompt_template_change_reruns_only_that_strategy(finished_run, run_snak
         "build_prompts",
         "cache_latents",
         "train_diffusion",
-        "sample",
+        "sample_synthetic",
         "gather_samples",
         "filter_synthetic",
         "gather_filtered",
@@ -178,7 +178,7 @@ def test_sampling_change_reruns_sampling_and_what_follows_only(finished_run, run
     rules = scheduled(run_snakemake, wd, cfg, lambda c: c["sampling"].update(guidance_scale=3.0))
     # sampling, the filter, evaluation, the model cards and the report; no tiling, embedding, training
     assert rules == {
-        "sample",
+        "sample_synthetic",
         "gather_samples",
         "filter_synthetic",
         "gather_filtered",
@@ -197,7 +197,7 @@ def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_
         run_snakemake, wd, cfg, lambda c: c["experiments"]["report"].update(sampling={"scheduler": "euler"})
     )
     assert rules == {
-        "sample",
+        "sample_synthetic",
         "gather_samples",
         "filter_synthetic",
         "gather_filtered",
@@ -241,7 +241,7 @@ def test_pretraining_change_retrains_the_base_and_every_experiment_only(finished
         "cache_image_latents",
         "cache_latents",
         "train_diffusion",
-        "sample",
+        "sample_synthetic",
         "gather_samples",
         "filter_synthetic",
         "gather_filtered",
