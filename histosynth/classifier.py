@@ -113,8 +113,10 @@ def evaluate(labels, probs, label_names) -> dict:
     }
 
 
-def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True) -> dict:
-    """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``."""
+def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True,
+                     name: str = "classifier") -> dict:
+    """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``.
+    ``name`` heads its progress lines (the judge's and downstream ones run beside the filter's)."""
     import torch
 
     torch.manual_seed(cfg["seed"])
@@ -146,7 +148,7 @@ def train_classifier(train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict
             net.train()
             order = rng.permutation(n)
             total = 0.0
-            for s in progress_bar(range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2):
+            for s in progress_bar(range(0, n, cfg["batch_size"]), desc=f"{name} epoch {epoch}", disable=not progress, mininterval=2):
                 batch = order[s : s + cfg["batch_size"]]
                 parts = []
                 for i, pf in enumerate(sources):  # read each file's rows together, resize to one size

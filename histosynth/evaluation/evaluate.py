@@ -164,7 +164,7 @@ def train_judge(train_h5, val_h5, test_h5, out_dir, metrics_json, classifier_cfg
     ccfg = {**classifier_cfg, "seed": cfg["judge_seed"]}
     with tempfile.TemporaryDirectory(prefix="histosynth-judge-") as tmp:
         train = train_h5 if cfg["judge_cases"] == "all" else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
-        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size)
+        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size, name="judge")
     return metrics
 
 
@@ -232,7 +232,8 @@ def evaluate_downstream(synthetic_h5, real: dict, cfg: dict, classifier_cfg: dic
             doc["results"][name] = {"n_train": 0, "note": "the synthetic set is empty (every image was rejected)"}
             continue
         d = Path(models_dir) / name
-        m = train_classifier(files, real["val"], real["test"], d / "model", d / "metrics.json", ccfg, image_size)
+        m = train_classifier(files, real["val"], real["test"], d / "model", d / "metrics.json", ccfg, image_size,
+                             name=f"downstream {experiment} ({name.replace('_', ' ')})")
         doc["results"][name] = {**_brief(m["test"], names), "n_train": m["n_train"]}
     write_json(out_json, doc)
     log.info("downstream %s: %s", experiment, {k: v.get("macro_auc") for k, v in doc["results"].items()})
