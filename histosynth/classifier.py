@@ -131,13 +131,22 @@ def evaluate(labels, probs, label_names) -> dict:
 
 
 def train_classifier(
-    train_h5, val_h5, test_h5, out_dir, metrics_json, cfg: dict, image_size: int, progress: bool = True
+    train_h5,
+    val_h5,
+    test_h5,
+    out_dir,
+    metrics_json,
+    cfg: dict,
+    image_size: int,
+    progress: bool = True,
+    name: str = "classifier",
 ) -> dict:
     """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``.
 
     ``cfg`` is the ``classifier:`` section, ``image_size`` the input size. Writes the best model to
     ``out_dir`` (safetensors + config, read by :func:`load_classifier`) and the metrics to
-    ``metrics_json``; returns the metrics. Nothing is cached between runs.
+    ``metrics_json``; returns the metrics. ``name`` heads its progress lines (the judge's and the
+    downstream ones run beside the filter's). Nothing is cached between runs.
     """
     import torch
 
@@ -171,7 +180,7 @@ def train_classifier(
             order = rng.permutation(n)
             total = 0.0
             for s in progress_bar(
-                range(0, n, cfg["batch_size"]), desc=f"classifier epoch {epoch}", disable=not progress, mininterval=2
+                range(0, n, cfg["batch_size"]), desc=f"{name} epoch {epoch}", disable=not progress, mininterval=2
             ):
                 batch = order[s : s + cfg["batch_size"]]
                 parts = []

@@ -208,7 +208,7 @@ def train_judge(
             if cfg["judge_cases"] == "all"
             else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
         )
-        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size)
+        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size, name="judge")
     return metrics
 
 
@@ -317,7 +317,16 @@ def evaluate_downstream(
             doc["results"][name] = {"n_train": 0, "note": "the synthetic set is empty (every image was rejected)"}
             continue
         d = Path(models_dir) / name
-        m = train_classifier(files, real["val"], real["test"], d / "model", d / "metrics.json", ccfg, image_size)
+        m = train_classifier(
+            files,
+            real["val"],
+            real["test"],
+            d / "model",
+            d / "metrics.json",
+            ccfg,
+            image_size,
+            name=f"downstream {experiment} ({name.replace('_', ' ')})",
+        )
         doc["results"][name] = {**_brief(m["test"], names), "n_train": m["n_train"]}
     write_json(out_json, doc)
     log.info("downstream %s: %s", experiment, {k: v.get("macro_auc") for k, v in doc["results"].items()})
