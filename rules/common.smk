@@ -218,3 +218,29 @@ def final_outputs():
     if config["pathology_reports"]["path"]:
         outputs.append("results/pathology_reports/summaries.tsv")
     return outputs
+
+
+# ----- diffusion (rules/diffusion.smk) -----
+
+IMAGE_VIEWS = {(False, False): "noflip", (True, False): "flip", (False, True): "vflip", (True, True): "hvflip"}
+
+
+def image_latents(wildcards):
+    """The shared image-latent file an experiment's cache refers to: one per resolution, flip setting and
+    crop (PathLDM's per-step crops need the whole patch's latent)."""
+    train = train_settings(wildcards)
+    views = IMAGE_VIEWS[(bool(train["random_flip"]), bool(train["vertical_flip"]))]
+    crop = "_crop" if train["crop"] else ""
+    return f"results/latents/images/train_{resolution(wildcards)}px_{views}{crop}.h5"
+
+
+def sample_params(wildcards):
+    """What the images depend on: the sample settings without the shard count."""
+    return {k: v for k, v in sampling_settings(wildcards).items() if k != "shards"}
+
+
+def shard_files(pattern):
+    """One file per shard of the experiment's sampling.shards."""
+    return lambda wc: [
+        pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])
+    ]

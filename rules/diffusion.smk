@@ -8,18 +8,6 @@ for _experiment in EXPERIMENTS:
     )
 
 
-IMAGE_VIEWS = {(False, False): "noflip", (True, False): "flip", (False, True): "vflip", (True, True): "hvflip"}
-
-
-def image_latents(wildcards):
-    """The shared image-latent file an experiment's cache refers to: one per resolution, flip setting and
-    crop (PathLDM's per-step crops need the whole patch's latent)."""
-    train = train_settings(wildcards)
-    views = IMAGE_VIEWS[(bool(train["random_flip"]), bool(train["vertical_flip"]))]
-    crop = "_crop" if train["crop"] else ""
-    return f"results/latents/images/train_{resolution(wildcards)}px_{views}{crop}.h5"
-
-
 rule cache_image_latents:
     input:
         patches="results/splits/train.h5",
@@ -113,18 +101,6 @@ rule train_diffusion:
         checkpoints=lambda wc: f"results/checkpoints/{wc.experiment}",
     script:
         "../workflow_scripts/train_diffusion.py"
-
-
-def sample_params(wildcards):
-    """What the images depend on: the sample settings without the shard count."""
-    return {k: v for k, v in sampling_settings(wildcards).items() if k != "shards"}
-
-
-def shard_files(pattern):
-    """One file per shard of the experiment's sampling.shards."""
-    return lambda wc: [
-        pattern.format(experiment=wc.experiment, shard=k) for k in range(sampling_settings(wc)["shards"])
-    ]
 
 
 # one job per seed range (sampling.shards); a failed or killed shard reruns alone, the others are kept
