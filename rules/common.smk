@@ -234,7 +234,7 @@ def image_latents(wildcards):
     return f"results/latents/images/train_{resolution(wildcards)}px_{views}{crop}.h5"
 
 
-def sample_params(wildcards):
+def sampling_params(wildcards):
     """What the images depend on: the sample settings without the shard count."""
     return {k: v for k, v in sampling_settings(wildcards).items() if k != "shards"}
 

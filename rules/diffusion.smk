@@ -126,7 +126,7 @@ rule sample_synthetic:
         runtime=12 * 60,
         gpu=1,
     params:
-        sample=sample_params,
+        sampling=sampling_params,
         shards=lambda wc: sampling_settings(wc)["shards"],
         resolution=resolution,
     script:
@@ -187,7 +187,7 @@ rule filter_synthetic:
         filter=config["filter"],
         # the classifier scores where and in batches as its own section says; sample settings drive regeneration
         classifier={k: config["classifier"][k] for k in ("device", "batch_size")},
-        sample=sample_params,
+        sampling=sampling_params,
         resolution=resolution,
     script:
         "../workflow_scripts/filter_synthetic.py"
