@@ -67,7 +67,7 @@ def start_and_wait_for_partial(wd: Path) -> tuple[subprocess.Popen, Path]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    tiles = wd / "results" / "tiles"
+    tiles = wd / "results" / "slide_patches"
     deadline = time.monotonic() + WAIT_S
     while not list(tiles.glob(".s1.h5.*.partial")):
         assert proc.poll() is None, "snakemake ended before its job wrote anything"
