@@ -95,7 +95,7 @@ REPORTS = {
 }
 
 
-def tcga_brca(root: Path, size: int = 1536) -> Path:
+def tcga_brca(root: Path, size: int = 3072) -> Path:
     """``data/tcga_brca/``: one slide per TCGA case (pyramidal TIFFs at 0.5 um/px), ``slides.tsv``
     without a label column (PathLDM's slides have none), ``reports.csv`` (bcr_patient_barcode, text) and
     ``patch_scores.tsv``: per-patch tumour / TIL probabilities (slide_id, x, y in level-0 pixels of the

@@ -94,6 +94,9 @@ def plan_samples(prompts_tsv, cfg: dict) -> pd.DataFrame:
     return plan
 
 
+PNDM_MIN_STEPS = 4
+
+
 def generate(pipe, prompts: list[str], seeds: list[int], cfg: dict, resolution: int) -> np.ndarray:
     """uint8 (N, R, R, 3); one generator per image; prompts encoded by ``text_encoding`` as in training."""
     import torch
@@ -192,6 +195,9 @@ def sample(
     that plan. Writes ``out_h5`` (images, labels, prompts, seeds; label names from ``train_h5``) and
     ``grid_png`` (None: no grid); returns a summary. Nothing is cached.
     """
+    if cfg["scheduler"] == "pndm" and cfg["steps"] < PNDM_MIN_STEPS:
+        # diffusers' PNDM runs 4 Runge-Kutta warm-up steps; fewer fail deep inside set_timesteps
+        raise InputError(f"sampling.scheduler pndm needs sampling.steps >= {PNDM_MIN_STEPS}, got {cfg['steps']}")
     plan = plan_samples(prompts_tsv, cfg)
     if plan.empty:
         raise InputError(f"{prompts_tsv}: no prompts to sample from")

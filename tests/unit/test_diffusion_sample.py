@@ -19,3 +19,12 @@ def test_sampling_is_reproducible_per_seed(setup, trained):
     same = np.abs(batch[1] - alone[0])
     assert same.max() <= 2 and same.mean() <= 0.05  # rounding: at most 2 levels, on a few pixels
     assert np.abs(batch[0] - batch[1]).mean() > 10
+
+
+def test_pndm_with_fewer_steps_than_its_warm_up_is_a_clear_error(tmp_path):
+    from histosynth.diffusion.sample import sample
+    from histosynth.errors import InputError
+
+    cfg = {"scheduler": "pndm", "steps": 2}
+    with pytest.raises(InputError, match=r"sampling\.scheduler pndm needs sampling\.steps >= 4, got 2"):
+        sample(tmp_path, tmp_path, tmp_path / "p.tsv", tmp_path / "t.h5", tmp_path / "o.h5", None, cfg, 32, "e")

@@ -66,8 +66,12 @@ def test_other_settings_or_data_never_reuse_a_cache_and_models_of_another_base_a
     # another training split (another demo config's patches): another key
     other = tmp_path / "other_train.h5"
     shutil.copy(setup["split"]["train"], other)
-    with h5py.File(other, "r+") as h:
-        h["imgs"][0, 0, 0] = 255 - h["imgs"][0, 0, 0]
+    with h5py.File(setup["split"]["train"], "r") as h:  # the pixels, read where the split's references resolve
+        imgs = h["imgs"][:]
+    imgs[0, 0, 0] = 255 - imgs[0, 0, 0]
+    with h5py.File(other, "r+") as h:  # split files reference the tile files' pixels: the copy gets its own
+        del h["imgs"]
+        h.create_dataset("imgs", data=imgs, chunks=(1, *imgs.shape[1:]))
     prompts = strategy_settings("label", setup["cfg"]["prompts"])
     c = pretrain_base(
         setup["base"], other, tmp_path / "c", tmp_path / "work", short(unet_steps=2), prompts, 32, progress=False

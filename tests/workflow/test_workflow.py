@@ -77,7 +77,7 @@ def finished_run(tmp_path_factory, run_snakemake):
                 "label_names": ["dab_negative", "dab_positive"],
             }
         ],
-        reports={"path": str(wd / "reports.csv")},
+        pathology_reports={"path": str(wd / "reports.csv")},
         experiments={
             "label_only": {"prompts": "label"},
             "morphology": {"prompts": "morphology"},
