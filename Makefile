@@ -9,7 +9,7 @@ EXTRAS ?= dev,slurm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.histosynth-installed
 
-.PHONY: demo test test-fast lint format venv clean-results
+.PHONY: demo test test-fast test-presets lint format venv clean-results
 
 venv: $(STAMP)
 
@@ -24,9 +24,13 @@ demo: $(STAMP)
 	@echo "demo finished. The report: $(abspath results/html_report/index.html)"
 	@echo "open it in a browser, e.g.  xdg-open results/html_report/index.html  (one self-contained file: copy it anywhere)"
 
-# Every tier (tests/README.md), after formatting and lint checks.
+# Every tier (tests/README.md), after formatting and lint checks; the three paper presets' whole
+# DAGs on stand-in data (tens of minutes on 2 cores) run with `make test-presets`.
 test: lint
-	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -m "not presets"
+
+test-presets: $(STAMP)
+	HF_HUB_OFFLINE=1 PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -m presets
 
 # The unit tier only: no snakemake run, no diffusion training, no SLURM, no ../shared data.
 test-fast: $(STAMP)

@@ -12,7 +12,8 @@ import yaml
 from histosynth import standin
 from histosynth.config import REPO_ROOT
 
-pytestmark = pytest.mark.workflow
+# not in `make test` (tens of minutes for the three on 2 cores): `make test-presets`
+pytestmark = [pytest.mark.workflow, pytest.mark.presets]
 
 
 @pytest.mark.parametrize("preset", standin.PRESETS)
