@@ -4,7 +4,9 @@
 rule summarize_reports:
     input:
         reports=config["pathology_reports"]["path"] or [],
-        base="results/models/base",
+        # the tokenizer only (summaries are cut to CLIP tokens): the untrained base's, as build_prompts,
+        # so pretraining the tiny base (which depends on the tiles) does not redo the summaries
+        base=BASE_SOURCE,
     output:
         summaries="results/pathology_reports/summaries.tsv",
     log:
