@@ -390,7 +390,7 @@ def test_touching_any_file_the_report_shows_reschedules_it(finished_run, run_sna
             target.write_bytes(before)
             os.utime(target, (stat.st_atime, stat.st_mtime))
         assert res.returncode == 0, res.stderr[-2000:]
-        assert re.search(r"^report\s+1$", res.stdout, re.M), f"touching {f} does not reschedule the report"
+        assert re.search(r"^html_report\s+1$", res.stdout, re.M), f"touching {f} does not reschedule the report"
 
 
 def test_snakemake_report_has_the_metric_tables(finished_run, run_snakemake):
