@@ -1,7 +1,9 @@
 """A minimal OpenAI-compatible chat-completions server on 127.0.0.1 for tests.
 
 Reports whose text contains ``RATE-LIMIT`` get one 429 first, ``SERVER-ERROR`` one 500 first.
-Every request is recorded, so tests can check what was (not) asked again.
+Every request is recorded, so tests can check what was (not) asked again. With ``hold_after=n``
+the server answers n requests and then holds every further one unanswered until ``release()``,
+so a test can kill its client at a known point, whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, hold_after: int | None = None):
         self.delay_s = delay_s
+        self.hold_after = hold_after
+        self._released = threading.Event()
         self.requests: list[str] = []  # case ids, in arrival order (including failed attempts)
         self.answered: list[str] = []
         self.auth: set[str] = set()
@@ -32,7 +36,13 @@ class FakeOpenAI:
         self.thread.start()
         return self
 
+    def release(self) -> None:
+        """Answer normally from now on; a held request is dropped unanswered (its client is gone)."""
+        self.hold_after = None
+        self._released.set()
+
     def __exit__(self, *exc):
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -66,6 +76,10 @@ class FakeOpenAI:
                         if "RATE-LIMIT" in prompt:
                             return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, [("retry-after-ms", "5")])
                         return self._send(500, {"error": {"message": "boom", "type": "server_error"}}, [("retry-after-ms", "5")])
+                    held = fake.hold_after is not None and len(fake.answered) >= fake.hold_after
+                if held:
+                    fake._released.wait()
+                    return
                 time.sleep(fake.delay_s)
                 with fake._lock:
                     fake.answered.append(case)

@@ -192,7 +192,7 @@ def test_cosine_annealing_warm_restarts_is_the_lora_papers_schedule():
     lrs = np.array(lrs)
     restarts = np.flatnonzero(np.diff(lrs) > 0) + 1
     assert restarts.tolist() == [500, 1500]
-    assert lrs[0] == lrs[500] == lrs[1500] == pytest.approx(5e-5)
+    assert lrs[[0, 500, 1500]] == pytest.approx([5e-5] * 3)  # each restart back at the peak
     assert lrs[250] == pytest.approx(2.5e-5) and lrs[1000] == pytest.approx(2.5e-5)  # mid-cycle: half the peak
 
 
