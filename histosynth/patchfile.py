@@ -160,6 +160,34 @@ class PatchWriter:
         self._add_piece(Path(source).resolve(), start, start + m)
         self._append_columns(batch, m)
 
+    def append_copy(self, source: str | os.PathLike, rows: np.ndarray, batch: PatchBatch) -> None:
+        """Rows whose pixels are ``imgs[rows]`` of the patch file ``source``, copied into this file
+        (``batch.imgs`` is ignored). Chunks of a file written here are copied as they are stored,
+        without decoding; a virtual or otherwise stored source is decoded and deflated again."""
+        rows = np.asarray(rows, np.int64)
+        m = len(rows)
+        if m == 0:
+            return
+        s = self.spec.patch_size
+        with PatchFile(source) as src:
+            imgs = src.imgs
+            if imgs.shape[1:] != (s, s, 3) or rows.min() < 0 or rows.max() >= imgs.shape[0]:
+                raise ValueError(f"{self.path}: cannot copy rows of {source} imgs {imgs.shape}")
+            raw = not imgs.is_virtual and imgs.chunks == (1, s, s, 3) and imgs.compression == "gzip"
+            out = self._h5["imgs"]
+            out.resize(self._copied + m, axis=0)
+            for i, r in enumerate(rows):
+                if raw:
+                    mask, chunk = imgs.id.read_direct_chunk((int(r), 0, 0, 0))
+                    if mask == 0:  # every filter applied: the bytes are a gzip chunk like ours
+                        out.id.write_direct_chunk((self._copied + i, 0, 0, 0), chunk)
+                        continue
+                img = np.ascontiguousarray(imgs[int(r)])
+                out.id.write_direct_chunk((self._copied + i, 0, 0, 0), _deflate_lib.compress(img, self._level))
+        self._add_piece(None, self._copied, self._copied + m)
+        self._copied += m
+        self._append_columns(batch, m)
+
     def _add_piece(self, source, start: int, stop: int) -> None:
         last = self._pieces[-1] if self._pieces else None
         if last is not None and last.source == source and last.stop == start:
@@ -245,6 +273,17 @@ class PatchFile:
             raise InputError(f"{self.path}: not a histosynth patch file, missing datasets {missing}")
         h = self._h5
         self.imgs = h["imgs"]
+        if self.imgs.is_virtual:
+            # HDF5 reads a missing source of a virtual dataset as zeros: refuse instead of reading them
+            folder = self.path.parent
+            for src in sorted({m.file_name for m in self.imgs.virtual_sources()} - {"."}):
+                if not (folder / src).is_file():
+                    h.close()
+                    raise InputError(
+                        f"{self.path}: its pixels are kept in {os.path.normpath(folder / src)}, which is missing; "
+                        f"make it again (snakemake --cores N {os.path.normpath(folder / src)}; the same settings "
+                        "give the same patches) or delete this file so that it is rebuilt"
+                    )
         self.coords = h["coords"][:]
         self.labels = h["labels"][:]
         self.label_names = [str(x) for x in h["labels"].attrs.get("label_names", [])]

@@ -6,9 +6,9 @@ the same image whatever the batch (or shard) it lands in. Output: a patch HDF5 (
 ``prompts``, ``seeds`` and ``round`` columns) and a PNG grid with a row per class.
 
 Sharding (``sampling.shards``): shard k of N samples the k-th of N consecutive ranges of the plan
-(``shard_rows``), each its own job and file; ``gather_shards`` joins the shard files into one
-patch file whose ``imgs`` reference the shards' (HDF5 virtual datasets, no pixel copied), so the
-shard files stay beside it.
+(``shard_rows``), each its own job and file; ``gather_shards`` copies the shard files into one
+patch file (stored chunks copied as they are), which stands alone: a lost shard file changes
+nothing in it.
 """
 
 from __future__ import annotations
@@ -237,8 +237,10 @@ def sample(
 
 
 def gather_shards(pieces: list[tuple[str, np.ndarray]], out_h5) -> None:
-    """One synthetic patch file of the given rows of shard files, in the order given, each run of
-    consecutive rows referenced (a virtual dataset over the shard's ``imgs``), not copied."""
+    """One synthetic patch file of the given rows of shard files, in the order given. The pixels
+    are copied (chunk by chunk, not re-encoded): Snakemake does not remake a deleted intermediate
+    file whose consumers are up to date, so a file that only referenced its shards would read a
+    lost shard as black images."""
     paths = [p for p, _ in pieces]
     with PatchFile(paths[0]) as first:
         attrs = {
@@ -255,22 +257,16 @@ def gather_shards(pieces: list[tuple[str, np.ndarray]], out_h5) -> None:
                     raise InputError(
                         f"{path} has classes {pf.label_names}, {paths[0]} has {spec.label_names}; rerun its shard"
                     )
-                cols = {c: pf.column(c) for c in SYNTHETIC_COLUMNS}
-                breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-                for run in np.split(rows, breaks):
-                    w.append_view(
-                        pf.path,
-                        int(run[0]),
-                        PatchBatch(
-                            None,
-                            pf.coords[run],
-                            pf.labels[run],
-                            pf.slide_ids[run],
-                            pf.case_ids[run],
-                            pf.mpp[run],
-                            extra={c: v[run] for c, v in cols.items()},
-                        ),
-                    )
+                batch = PatchBatch(
+                    None,
+                    pf.coords[rows],
+                    pf.labels[rows],
+                    pf.slide_ids[rows],
+                    pf.case_ids[rows],
+                    pf.mpp[rows],
+                    extra={c: pf.column(c)[rows] for c in SYNTHETIC_COLUMNS},
+                )
+            w.append_copy(path, rows, batch)
 
 
 def gather_samples(shard_h5s: list, out_h5, grid_png) -> dict:

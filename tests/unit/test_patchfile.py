@@ -85,3 +85,30 @@ def test_pixels_are_plain_gzip_chunks(tmp_path, monkeypatch, codec):
         for i in range(4):
             mask, raw = h["imgs"].id.read_direct_chunk((i, 0, 0, 0))
             assert mask == 0 and zlib.decompress(raw) == imgs[i].tobytes()
+
+
+def test_copied_rows_stand_alone_and_a_view_with_a_lost_source_is_refused(tmp_path):
+    """``append_copy`` copies the stored chunks (a stored file and a virtual one alike), so the copy
+    reads the same pixels after its source is gone; a virtual ``imgs`` whose source is gone is
+    refused with the file to make again, not read as HDF5's zeros."""
+    src, view, copy, copy_of_view = (tmp_path / n for n in ("src.h5", "view.h5", "copy.h5", "copy_of_view.h5"))
+    with PatchWriter(src, SPEC) as w:
+        w.append(batch(6, start=10))
+    with PatchFile(src) as pf:
+        rows = np.array([4, 1, 2])
+        picked = PatchBatch(None, pf.coords[rows], pf.labels[rows], pf.slide_ids[rows], pf.case_ids[rows], pf.mpp[rows])
+    with PatchWriter(view, SPEC) as w:  # rows 1-3 of src, referenced
+        w.append_view(src, 1, PatchBatch(None, np.zeros((3, 2)), [0] * 3, ["s"] * 3, ["c"] * 3, np.ones(3)))
+    with PatchWriter(copy, SPEC) as w:
+        w.append_copy(src, rows, picked)
+    with PatchWriter(copy_of_view, SPEC) as w:  # a virtual source is decoded, not chunk-copied
+        w.append_copy(
+            view, np.array([2, 0]), PatchBatch(None, np.zeros((2, 2)), [0, 0], ["s"] * 2, ["c"] * 2, np.ones(2))
+        )
+    src.unlink()
+    with PatchFile(copy) as pf:
+        assert [int(x[0, 0, 0]) for x in pf.read([0, 1, 2])] == [14, 11, 12] and not pf.imgs.is_virtual
+    with PatchFile(copy_of_view) as pf:
+        assert [int(x[0, 0, 0]) for x in pf.read([0, 1])] == [13, 11]
+    with pytest.raises(InputError, match=r"view.h5: its pixels are kept in .*src.h5, which is missing"):
+        PatchFile(view)

@@ -216,20 +216,35 @@ def test_one_experiments_override_reruns_only_that_experiment(finished_run, run_
     )
 
 
-def test_a_lost_shard_reruns_alone(finished_run, run_snakemake):
-    """A killed shard job leaves no file (outputs are atomic): only that shard is sampled again, then gathered."""
+def test_a_killed_shard_reruns_alone_and_a_lost_one_leaves_the_gathered_set_whole(finished_run, run_snakemake):
+    """A killed shard job leaves no file (outputs are atomic) and no gathered set: only that shard is
+    sampled again, then gathered. A shard file lost after gathering changes nothing (Snakemake does
+    not remake it), so the gathered set must not depend on it."""
     wd, cfg = finished_run
-    shard = wd / "results/synthetic/report/shards/raw.1.h5"
-    aside = shard.with_name("aside.h5")
-    shard.rename(aside)
+    shards = wd / "results/synthetic/report/shards"
+    gathered = wd / "results/synthetic/report/raw.h5"
+    with PatchFile(gathered) as pf:
+        before = [pf.imgs[i].copy() for i in range(len(pf))]
+    moved = [(shards / "raw.1.h5", shards / "aside.h5"), (gathered, gathered.with_name("aside.h5"))]
+    for src, dst in moved:
+        src.rename(dst)
     try:
-        res = run_snakemake(wd, "--configfile", str(cfg), "-n")
+        killed = run_snakemake(wd, "--configfile", str(cfg), "-n")
+        moved[1][1].rename(gathered)  # the shard is lost after the gather
+        lost = run_snakemake(wd, "--configfile", str(cfg), "-n")
+        with PatchFile(gathered) as pf:
+            after = [pf.imgs[i] for i in range(len(pf))]
     finally:
-        aside.rename(shard)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "output: results/synthetic/report/shards/raw.1.h5" in res.stdout
-    made = [line.split("output: ", 1)[1] for line in res.stdout.splitlines() if "output: " in line]
+        for src, dst in moved:
+            if dst.exists():
+                dst.rename(src)
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    made = [line.split("output: ", 1)[1] for line in killed.stdout.splitlines() if "output: " in line]
+    assert any("shards/raw.1.h5" in m for m in made) and any("report/raw.h5" in m for m in made), made
     assert not [m for m in made if "raw.0.h5" in m or "label_only" in m], made
+    assert lost.returncode == 0 and "Nothing to be done" in lost.stdout + lost.stderr, lost.stdout[-3000:]
+    assert len(after) == len(before) and all(np.array_equal(x, y) for x, y in zip(after, before))
+    assert all(x.any() for x in after)  # not HDF5's zeros for a missing source
 
 
 def test_pretraining_change_retrains_the_base_and_every_experiment_only(finished_run, run_snakemake):
