@@ -19,9 +19,11 @@ from .atomic import atomic_path
 from .errors import InputError
 from .device import pick_device
 from .models.embedder import load_embedder
-from .patchfile import PatchFile
+from .patchfile import IMGS, PatchFile
 
 log = logging.getLogger(__name__)
+# the embeddings file: one dataset, its attrs the backbone's metadata and the patch file's fingerprint
+EMBEDDINGS, PATCH_FINGERPRINT = "embeddings", "patch_fingerprint"
 
 
 def patch_fingerprint(pf: PatchFile) -> str:
@@ -40,7 +42,7 @@ class _PatchDataset:
     def __init__(self, path: str):
         self.path = path
         with h5py.File(path, "r") as h:
-            self.n = int(h["imgs"].shape[0])
+            self.n = int(h[IMGS].shape[0])
         self._h5 = None
 
     def __len__(self):
@@ -49,7 +51,7 @@ class _PatchDataset:
     def __getitem__(self, i):
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r")
-        return self._h5["imgs"][i]
+        return self._h5[IMGS][i]
 
 
 def pooled_rows(pooled) -> np.ndarray:
@@ -105,7 +107,7 @@ def embed_patches(
                 if d is None:
                     # written batch by batch: memory stays one batch whatever the number of patches
                     d = h.create_dataset(
-                        "embeddings",
+                        EMBEDDINGS,
                         (0, rows.shape[1]),
                         np.float32,
                         maxshape=(None, rows.shape[1]),
@@ -116,11 +118,17 @@ def embed_patches(
                 d[start:] = rows
             if d is None:  # an empty split still needs the backbone's width
                 width = emb.forward(emb.preprocess([np.zeros((32, 32, 3), np.uint8)]).to(device)).shape[1]
-                d = h.create_dataset("embeddings", (0, width), np.float32)
+                d = h.create_dataset(EMBEDDINGS, (0, width), np.float32)
         dim = d.shape[1]
         d.attrs.update(emb.meta)
         d.attrs.update(
-            pooling=pooling, patch_file=str(patch_h5), patch_fingerprint=fingerprint, n_patches=n, device=device
+            {
+                PATCH_FINGERPRINT: fingerprint,
+                "pooling": pooling,
+                "patch_file": str(patch_h5),
+                "n_patches": n,
+                "device": device,
+            }
         )
     rate = n / max(time.perf_counter() - t0, 1e-9)
     log.info(
@@ -139,10 +147,10 @@ def embed_patches(
 def load_embeddings(emb_h5, patch_h5) -> tuple[np.ndarray, dict]:
     """Embeddings, checked to line up with ``patch_h5`` row by row."""
     with h5py.File(emb_h5, "r") as h:
-        feats, attrs = h["embeddings"][:], dict(h["embeddings"].attrs)
+        feats, attrs = h[EMBEDDINGS][:], dict(h[EMBEDDINGS].attrs)
     with PatchFile(patch_h5) as pf:
         fp, n = patch_fingerprint(pf), len(pf)
-    if len(feats) != n or attrs.get("patch_fingerprint") != fp:
+    if len(feats) != n or attrs.get(PATCH_FINGERPRINT) != fp:
         raise InputError(
             f"embeddings {emb_h5} do not line up with {patch_h5} ({len(feats)} rows vs {n} patches, "
             "or the patch file changed since embedding); rerun embed_patches"

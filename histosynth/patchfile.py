@@ -43,7 +43,8 @@ from .errors import InputError
 
 UNLABELLED = -1
 NO_COORD = -1
-REQUIRED_DATASETS = ("imgs", "coords", "labels", "slide_ids", "case_ids", "mpp")
+IMGS = "imgs"  # the pixels
+REQUIRED_DATASETS = (IMGS, "coords", "labels", "slide_ids", "case_ids", "mpp")
 PAD_FRACTION = "pad_fraction"  # optional per-patch column, see the module docstring
 STR_DTYPE = h5py.string_dtype("utf-8")
 COPIED_IMGS = "copied_imgs"  # the rows of a virtual ``imgs`` that were copied, not referenced
@@ -108,7 +109,7 @@ class PatchWriter:
         self._level = min(int(compression_level), MAX_DEFLATE_LEVEL)
         gz = dict(compression="gzip", compression_opts=compression_level)
         h = self._h5
-        h.create_dataset("imgs", (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3), chunks=(1, s, s, 3), **gz)
+        h.create_dataset(IMGS, (0, s, s, 3), np.uint8, maxshape=(None, s, s, 3), chunks=(1, s, s, 3), **gz)
         coords = h.create_dataset("coords", (0, 2), np.int64, maxshape=(None, 2), chunks=(4096, 2))
         labels = h.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
         h.create_dataset("slide_ids", (0,), STR_DTYPE, maxshape=(None,), chunks=(4096,))
@@ -136,7 +137,7 @@ class PatchWriter:
             raise ValueError(
                 f"{self.path}: patches must be uint8 ({s},{s},3), got {batch.imgs.dtype} {batch.imgs.shape[1:]}"
             )
-        imgs = self._h5["imgs"]
+        imgs = self._h5[IMGS]
         imgs.resize(self._copied + m, axis=0)
         for i, img in enumerate(batch.imgs):  # one patch per chunk (the contract)
             imgs.id.write_direct_chunk(
@@ -153,7 +154,7 @@ class PatchWriter:
         if m == 0:
             return
         with h5py.File(source, "r") as src:
-            shape = src["imgs"].shape
+            shape = src[IMGS].shape
         s = self.spec.patch_size
         if shape[1:] != (s, s, 3) or start < 0 or start + m > shape[0]:
             raise ValueError(f"{self.path}: cannot reference rows {start}:{start + m} of {source} imgs {shape}")
@@ -174,7 +175,7 @@ class PatchWriter:
             if imgs.shape[1:] != (s, s, 3) or rows.min() < 0 or rows.max() >= imgs.shape[0]:
                 raise ValueError(f"{self.path}: cannot copy rows of {source} imgs {imgs.shape}")
             raw = not imgs.is_virtual and imgs.chunks == (1, s, s, 3) and imgs.compression == "gzip"
-            out = self._h5["imgs"]
+            out = self._h5[IMGS]
             out.resize(self._copied + m, axis=0)
             for i, r in enumerate(rows):
                 if raw:
@@ -226,7 +227,7 @@ class PatchWriter:
     def _make_virtual_imgs(self) -> None:
         """Turn ``imgs`` into a virtual dataset over the referenced files and the copied rows."""
         h, s = self._h5, self.spec.patch_size
-        h.move("imgs", COPIED_IMGS)
+        h.move(IMGS, COPIED_IMGS)
         layout = h5py.VirtualLayout((self.n, s, s, 3), np.uint8)
         folder = self.path.resolve().parent
         row = 0
@@ -235,12 +236,12 @@ class PatchWriter:
             name, shape = (".", h[COPIED_IMGS].shape) if p.source is None else (os.path.relpath(p.source, folder), None)
             if shape is None:
                 with h5py.File(p.source, "r") as src:
-                    shape = src["imgs"].shape
+                    shape = src[IMGS].shape
             layout[row : row + p.stop - p.start] = h5py.VirtualSource(
-                name, "imgs" if p.source else COPIED_IMGS, shape=shape
+                name, IMGS if p.source else COPIED_IMGS, shape=shape
             )[p.start : p.stop]
             row += p.stop - p.start
-        h.create_virtual_dataset("imgs", layout, fillvalue=0)
+        h.create_virtual_dataset(IMGS, layout, fillvalue=0)
 
     def close(self) -> None:
         if any(p.source is not None for p in self._pieces):
@@ -272,7 +273,7 @@ class PatchFile:
             self._h5.close()
             raise InputError(f"{self.path}: not a histosynth patch file, missing datasets {missing}")
         h = self._h5
-        self.imgs = h["imgs"]
+        self.imgs = h[IMGS]
         if self.imgs.is_virtual:
             # HDF5 reads a missing source of a virtual dataset as zeros: refuse instead of reading them
             folder = self.path.parent

@@ -52,6 +52,7 @@ VALIDATION_STEPS = 20
 VALIDATION_GUIDANCE = 7.5
 CHECKPOINT_PREFIX = "checkpoint-"  # diffusers' examples name their save_state folders checkpoint-<step>
 CHECKPOINT_META = "histosynth_checkpoint.json"
+CHECKPOINT_UNET, CHECKPOINT_EMA = "unet", "unet_ema"  # a full fine-tuning checkpoint's model folders
 LOSS_FILE = "loss.tsv"
 # options that only one method reads: set away from their defaults under the other method, they are errors
 METHOD_OPTIONS = {
@@ -234,9 +235,9 @@ def register_checkpoint_hooks(acc, m: SimpleNamespace, cfg: dict) -> None:
         if cfg["method"] == "lora":
             write_lora(output_dir, unet, te)
         else:
-            unet.save_pretrained(Path(output_dir) / "unet")
+            unet.save_pretrained(Path(output_dir) / CHECKPOINT_UNET)
             if m.ema is not None:
-                m.ema.save_pretrained(Path(output_dir) / "unet_ema")
+                m.ema.save_pretrained(Path(output_dir) / CHECKPOINT_EMA)
         weights.clear()  # written above; accelerate must not save them again
 
     def load_model_hook(models, input_dir):
@@ -247,10 +248,10 @@ def register_checkpoint_hooks(acc, m: SimpleNamespace, cfg: dict) -> None:
             if acc.mixed_precision == "fp16":
                 cast_training_params([x for x in (unet, te) if x is not None], dtype=torch.float32)
         else:
-            read_full(Path(input_dir) / "unet", unet)
+            read_full(Path(input_dir) / CHECKPOINT_UNET, unet)
             if m.ema is not None:
                 m.ema.load_state_dict(
-                    EMAModel.from_pretrained(Path(input_dir) / "unet_ema", UNet2DConditionModel).state_dict()
+                    EMAModel.from_pretrained(Path(input_dir) / CHECKPOINT_EMA, UNet2DConditionModel).state_dict()
                 )
                 m.ema.to(acc.device)
 

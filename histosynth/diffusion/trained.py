@@ -17,17 +17,19 @@ from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..errors import InputError
+from ..models import SOURCE_FILE
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name for save/load_lora_weights
 UNET_CONFIG = "config.json"
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"  # save_pretrained's weights file
 META_FILE = "histosynth_training.json"
 METHODS = ("lora", "full")
 
 
 def base_fingerprint(base) -> dict:
     """What identifies a base model for compatibility: its source and UNet architecture."""
-    unet_cfg = json.loads((Path(base) / "unet" / "config.json").read_text())
-    src = Path(base) / "histosynth_source.json"
+    unet_cfg = json.loads((Path(base) / "unet" / UNET_CONFIG).read_text())
+    src = Path(base) / SOURCE_FILE
     return {
         "source": json.loads(src.read_text()).get("base_model") if src.is_file() else str(base),
         "cross_attention_dim": unet_cfg.get("cross_attention_dim"),

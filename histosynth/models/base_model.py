@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..errors import InputError
+from . import SOURCE_FILE
 from .clip_tokenizer import CLIP_MAX_LENGTH, build_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def prepare_base_model(name: str, out_dir: str | os.PathLike) -> Path:
             log.info("loading base model %s with from_pretrained", name)
             pipe = StableDiffusionPipeline.from_pretrained(name, safety_checker=None, requires_safety_checker=False)
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "histosynth_source.json").write_text(json.dumps({"base_model": name}))
+        (tmp / SOURCE_FILE).write_text(json.dumps({"base_model": name}))
         check_base_model_dir(tmp)
     log.info("base model %s saved to %s", name, out)
     return out

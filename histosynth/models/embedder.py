@@ -20,6 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_dir
 from ..errors import InputError
+from . import SOURCE_FILE
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -63,7 +64,7 @@ def prepare_embedder(name: str, out_dir: str | os.PathLike, image_size: int = 64
                 model, proc = AutoModel.from_pretrained(name), AutoImageProcessor.from_pretrained(name)
             model.save_pretrained(tmp, safe_serialization=True)
             proc.save_pretrained(tmp)
-        (tmp / "histosynth_source.json").write_text(json.dumps({"backbone": name}))
+        (tmp / SOURCE_FILE).write_text(json.dumps({"backbone": name}))
     return out
 
 
@@ -83,7 +84,7 @@ def load_embedder(folder: str | os.PathLike, pooling: str, device: str) -> Embed
 
     if (folder / CONFIG_FILE).is_file():
         return _classifier_embedder(folder, device)
-    source = json.loads((folder / "histosynth_source.json").read_text())["backbone"]
+    source = json.loads((folder / SOURCE_FILE).read_text())["backbone"]
     if (folder / "timm.json").is_file():
         import timm
 

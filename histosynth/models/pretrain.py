@@ -35,10 +35,10 @@ from ..config import default_config, settings_hash
 from ..device import pick_device
 from ..errors import InputError
 from ..patchfile import PatchFile
+from . import SOURCE_FILE
 from .base_model import check_base_model_dir
 
 log = logging.getLogger(__name__)
-SOURCE_FILE = "histosynth_source.json"
 
 
 def patch_fingerprint(patch_h5) -> tuple[str, int]:
@@ -168,12 +168,14 @@ def pretrain_base(
 ) -> dict:
     """Pretrain the tiny base ``untrained_dir`` on ``patch_h5`` (``cfg``: the ``pretrain`` settings) into ``out_dir``.
 
-    ``prompts_cfg``: the label strategy's ``prompts`` settings (unused for ``prompts: empty``);
-    ``stop_after_step`` ends the UNet stage after that checkpoint, as a killed job would (tests).
+    ``work_root`` keeps each stage's result and the UNet's checkpoints under ``<settings hash>-<data fingerprint>/``
+    (a rerun redoes only unfinished stages); ``prompts_cfg``: the label strategy's ``prompts`` settings (unused for
+    ``prompts: empty``); returns a summary (per-stage numbers, seconds). ``stop_after_step`` ends the UNet stage
+    after that checkpoint, as a killed job would (tests).
     """
     from ..diffusion.latents import cache_latents
     from ..diffusion.train import fine_tune
-    from ..diffusion.trained import base_fingerprint
+    from ..diffusion.trained import UNET_CONFIG, UNET_WEIGHTS, base_fingerprint
 
     base = Path(untrained_dir)
     check_base_model_dir(base)
@@ -233,7 +235,7 @@ def pretrain_base(
             progress=progress,
         )
     unet_dir = work / "unet"
-    if not (unet_dir / "config.json").is_file():
+    if not (unet_dir / UNET_CONFIG).is_file():
         summary["unet"] = fine_tune(
             latents,
             base_vae,
@@ -256,7 +258,7 @@ def pretrain_base(
         shutil.copytree(base_vae, tmp, dirs_exist_ok=True)
         shutil.rmtree(tmp / "unet")
         (tmp / "unet").mkdir()
-        for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        for name in (UNET_CONFIG, UNET_WEIGHTS):
             shutil.copy2(unet_dir / name, tmp / "unet" / name)
         (tmp / SOURCE_FILE).write_text(
             json.dumps(

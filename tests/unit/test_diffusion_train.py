@@ -1,5 +1,5 @@
-"""Training beyond the LoRA basics of test_diffusion.py: full UNet fine-tuning, EMA, exact resume under an
-fp16 GradScaler, checkpoints keyed by the latent cache's data fingerprint, method/option errors and the
+"""``histosynth.diffusion.train``: LoRA and full UNet fine-tuning, EMA, exact resume (also under an
+fp16 GradScaler), checkpoints keyed by the latent cache's data fingerprint, method/option errors and the
 warm-restarts schedule. Tiny models on CPU; runs are a few steps long."""
 
 import logging
@@ -33,12 +33,10 @@ from histosynth.diffusion.filtering import filter_shard, filter_synthetic, gathe
 from histosynth.diffusion.latents import cache_image_latents, cache_prompt_latents
 from histosynth.diffusion.sample import gather_samples, sample
 from histosynth.diffusion.train import fine_tune
-from histosynth.diffusion.trained import LORA_FILE
+from histosynth.diffusion.trained import LORA_FILE, UNET_WEIGHTS
 from histosynth.patchfile import PatchFile
 
 pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
-
-UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def full_cfg(**kw):

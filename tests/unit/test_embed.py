@@ -16,7 +16,7 @@ import pytest
 import histosynth.embed as embed_mod
 from histosynth.models.embedder import Embedder
 from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
-from histosynth.embed import embed_patches, load_embeddings
+from histosynth.embed import EMBEDDINGS, embed_patches, load_embeddings
 from histosynth.errors import InputError
 
 torch = pytest.importorskip("torch")
@@ -60,7 +60,7 @@ def test_previous_hidden_states_are_freed(patch_file, tmp_path, monkeypatch):
     assert len(seen_alive) == 5
     assert max(seen_alive) == 0, f"hidden states of earlier batches still referenced: {seen_alive}"
     with h5py.File(out, "r") as h:
-        np.testing.assert_array_equal(h["embeddings"][:], np.concatenate(expected))
+        np.testing.assert_array_equal(h[EMBEDDINGS][:], np.concatenate(expected))
 
 
 def test_pooled_rows_own_their_memory():
