@@ -4,7 +4,7 @@ from histosynth.model_card import METRIC_FILES, write_model_card
 
 def main(sm):
     write_model_card(
-        sm.output.card,
+        out_card=sm.output.card,
         experiment=sm.wildcards.experiment,
         model_dir=sm.input.model,
         base_dir=sm.input.base,

@@ -7,13 +7,13 @@ from histosynth.models.pretrain import pretrain_base
 
 def main(sm):
     summary = pretrain_base(
-        sm.input.base,
-        sm.input.patches,
-        sm.output.model,
-        sm.params.work,
-        sm.params.pretrain,
-        sm.params.prompts,
-        sm.params.resolution,
+        untrained_dir=sm.input.base,
+        patch_h5=sm.input.patches,
+        out_dir=sm.output.model,
+        work_root=sm.params.work,
+        cfg=sm.params.pretrain,
+        prompts_cfg=sm.params.prompts,
+        resolution=sm.params.resolution,
     )
     with atomic_path(sm.output.summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))

@@ -185,6 +185,8 @@ def evaluate_generation(
 
 
 def judge_description(cfg: dict, classifier_seed: int) -> str:
+    """One line for the agreement JSON and the report: who the judge is (``cfg``: the ``evaluation`` settings) and
+    why it is independent of the filter's classifier (seeded with ``classifier_seed``)."""
     cases = "a seeded half of the training cases" if cfg["judge_cases"] == "half" else "all training cases"
     return (
         f"independent ResNet-18 judge: seed {cfg['judge_seed']} (the filter's classifier: seed {classifier_seed}), "
