@@ -21,6 +21,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..config import experiment_settings
 from ..patchfile import PatchFile
+from ..plots import patch_strip
 from .features import RANDOM_NOTE
 from .metrics import class_name, macro_over_present
 
@@ -83,24 +84,9 @@ def _png_uri(img) -> str:
 
 
 def strip(imgs: np.ndarray) -> str | None:
-    """A row of at most ``STRIP`` patches as one PNG, each at least ``TILE_PX`` wide (small patches keep their pixels)."""
-    from PIL import Image
-
-    if not len(imgs):
-        return None
-    size = imgs.shape[1]
-    tile = max(size, TILE_PX)
-    method = Image.Resampling.NEAREST if size < TILE_PX else Image.Resampling.LANCZOS
-    # always STRIP slots (empty ones light grey), so every strip shows patches at the same scale
-    out = Image.new("RGB", (STRIP * (tile + 4) - 4, tile), (255, 255, 255))
-    for i in range(STRIP):
-        patch = (
-            Image.fromarray(imgs[i]).resize((tile, tile), method)
-            if i < len(imgs)
-            else Image.new("RGB", (tile, tile), (238, 238, 238))
-        )
-        out.paste(patch, (i * (tile + 4), 0))
-    return _png_uri(out)
+    """A row of at most ``STRIP`` patches as one PNG data URI, each at least ``TILE_PX`` wide."""
+    picture = patch_strip(imgs, STRIP, TILE_PX)
+    return None if picture is None else _png_uri(picture)
 
 
 def _pick(labels: np.ndarray, c: int, k: int, seed: int = 0) -> np.ndarray:

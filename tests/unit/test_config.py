@@ -185,32 +185,6 @@ def test_unknown_key_is_one_sentence_naming_key_and_file(tmp_path):
         effective_config([good], overrides={"split": {"val": "lots"}})
 
 
-def test_snakemake_uses_only_the_named_config_and_logs_it(tmp_path, run_snakemake):
-    (tmp_path / "tiles" / "a" / "p1").mkdir(parents=True)
-    mine = tmp_path / "mine.yaml"
-    mine.write_text(
-        "slides: ''\npatch_datasets:\n  - {name: t, format: folder, path: tiles, case_from: subfolder}\n"
-        "experiments:\n  mine: {prompts: label}\n"
-    )
-    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
-    assert (
-        f"histosynth config: {mine}\n  experiments: mine (label)\n  slides: none\n  patch datasets: t (folder: tiles)\n  reports: none"
-        in out
-    )
-    assert "results/prompts/mine.tsv" in out and "label_only" not in out and "summarize_reports" not in out
-    mine.write_text(mine.read_text() + "tiling: {patch_sise: 32}\n")
-    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
-    out = res.stdout + res.stderr
-    assert res.returncode != 0 and f"unknown key 'tiling.patch_sise' (did you mean 'patch_size'?) in {mine}" in out
-    assert len(out.splitlines()) < 15  # one sentence, not a dump of the config and the schema
-    # fractions that leave nothing to train on stop the run before any job (and so before any deletion)
-    mine.write_text(mine.read_text().replace("tiling: {patch_sise: 32}", "split: {val: 0.5, test: 0.5}"))
-    res = run_snakemake(tmp_path, "-n", "--configfile", str(mine))
-    assert res.returncode != 0 and "split.val (0.5) + split.test (0.5) must be below 1" in res.stdout + res.stderr
-
-
 def test_a_renamed_key_stops_with_its_new_name_and_file(tmp_path):
     cfg = tmp_path / "old.yaml"
     cfg.write_text("tiles: {patch_size: 64}\nexperiments:\n  a: {prompts: label, training: {rank: 2}}\n")
