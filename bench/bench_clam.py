@@ -13,7 +13,7 @@ counted as empty), mean neutral-tissue share per patch, patches reaching past th
 wall time of the whole command (a fresh process each, imports included) as a
 ratio against CLAM's, measured in the same run.
 
-    .venv/bin/python bench/bench_clam.py --clam-dir /work/clam --clam-python /work/clam-venv/bin/python \\
+    .venv/bin/python bench/bench_clam.py --clam-dir <CLAM checkout> --clam-python <CLAM's venv>/bin/python \\
         [--slide ../shared/data/wsi/cmu-1-small-region.svs] [--preset bwh_biopsy.csv] [--patch-size 256]
 
 ``--preset`` is one of CLAM's own preset files (``presets/*.csv`` in its checkout); its default

@@ -60,6 +60,9 @@ def main(argv=None):
     ap.add_argument("--json", default="results/bench/summaries.json")
     a = ap.parse_args(argv)
     data = Path(a.data)
+    if not (data / "pathrepbench_test.csv").is_file():
+        print(f"skipped: {data / 'pathrepbench_test.csv'} not found (../shared/data is not here; name it with --data)")
+        return
     facts = pd.read_csv(a.facts, sep="\t", dtype=str, keep_default_na=False)
     if a.rows:
         start, stop = (int(x) if x else None for x in a.rows.split(":"))
