@@ -5,7 +5,7 @@ import pytest
 from histosynth.config import default_config
 from histosynth.errors import InputError
 from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
-from histosynth.text.prompts import build_prompts
+from histosynth.text.prompts import build_prompts, number_words
 
 
 def words(s):
@@ -183,3 +183,15 @@ def test_the_schema_enum_comes_from_the_registry(monkeypatch):
     assert default_config(experiments={"e": {"prompts": "case"}})["experiments"]["e"]["prompts"] == "case"
     with pytest.raises(InputError, match="experiments.e.prompts"):
         default_config(experiments={"e": {"prompts": "nope"}})
+
+
+def test_number_words():
+    assert [number_words(n) for n in (0, 7, 13, 20, 32, 99, 105)] == [
+        "zero",
+        "seven",
+        "thirteen",
+        "twenty",
+        "thirty-two",
+        "ninety-nine",
+        "one hundred five",
+    ]

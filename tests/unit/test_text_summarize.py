@@ -1,4 +1,5 @@
-"""The real ``openai`` client against an OpenAI-compatible server on 127.0.0.1."""
+"""``histosynth.text.summarize``: reading reports, the extractive backend's table, and the real ``openai`` client
+against an OpenAI-compatible server on 127.0.0.1."""
 
 import os
 import subprocess
@@ -9,7 +10,9 @@ import pandas as pd
 import pytest
 
 from histosynth.config import default_config
-from histosynth.text.summarize import summarize_reports
+from histosynth.errors import InputError
+from histosynth.text.prompts import token_counter
+from histosynth.text.summarize import read_reports, summarize_reports
 
 from fake_openai import FakeOpenAI
 
@@ -125,3 +128,32 @@ def test_killed_run_resumes_without_asking_again(tmp_path):
         assert len(server.requests) == n - len(done_before)
         assert not set(server.requests) & set(first_round[: len(done_before)])
         assert (df["status"] == "cached").sum() == len(done_before) and len(df) == n
+
+
+def test_report_reading_errors(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text("case_id,text\nA,one\nA,two\n")
+    with pytest.raises(InputError, match=r"duplicate ids \['A'\]"):
+        read_reports(f, "case_id", "text")
+    f.write_text("id,body\nA,one\n")
+    with pytest.raises(InputError, match="lacks column"):
+        read_reports(f, "case_id", "text")
+    f.write_bytes(b"case_id,text\nA,caf\xe9 carcinoma\n,orphan\n")
+    with pytest.raises(InputError, match="rows without 'case_id'"):
+        read_reports(f, "case_id", "text")
+    f.write_bytes(b"case_id,text\nA,caf\xe9 carcinoma\nB,\n")
+    reps = read_reports(f, "case_id", "text")
+    assert reps[0].text == "caf\ufffd carcinoma" and reps[1].text == ""
+    d = tmp_path / "txt"
+    d.mkdir()
+    (d / "P1.txt").write_bytes(b"Invasive ductal carcinoma \xff")
+    assert read_reports(d, "case_id", "text")[0].case_id == "P1"
+
+
+def test_extractive_summaries_tsv_counts_empty_reports(tmp_path, tokenizer):
+    f = tmp_path / "r.csv"
+    f.write_text("case_id,text\nA,Invasive ductal carcinoma grade 2\nB,\n")
+    cfg = default_config()["pathology_reports"]
+    df = summarize_reports(f, tmp_path / "s.tsv", cfg, token_counter(tokenizer), progress=False)
+    assert df.set_index("case_id")["status"].to_dict() == {"A": "extracted", "B": "empty"}
+    assert pd.read_csv(tmp_path / "s.tsv", sep="\t").shape == (2, 5)
