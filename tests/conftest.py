@@ -17,10 +17,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test under tests/workflow/ is a workflow test (tests/README.md), marked or not."""
+    """A test under tests/workflow/ is a workflow test, and one that reads ../shared/data (the ``shared_data``
+    fixture) a data test (tests/README.md), marked or not."""
     for item in items:
         if (HERE / "workflow") in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.workflow)
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 against an OpenAI-compatible server on 127.0.0.1."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from histosynth.config import default_config
-from histosynth.errors import InputError
+from histosynth.errors import InputError, ResourceError
 from histosynth.text.prompts import token_counter
 from histosynth.text.summarize import read_reports, summarize_reports
 
@@ -157,3 +158,24 @@ def test_extractive_summaries_tsv_counts_empty_reports(tmp_path, tokenizer):
     df = summarize_reports(f, tmp_path / "s.tsv", cfg, token_counter(tokenizer), progress=False)
     assert df.set_index("case_id")["status"].to_dict() == {"A": "extracted", "B": "empty"}
     assert pd.read_csv(tmp_path / "s.tsv", sep="\t").shape == (2, 5)
+
+
+def test_unreachable_llm_server_names_base_url(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from histosynth.config import default_config
+    from histosynth.text.summarize import summarize_reports
+
+    with socket.socket() as s:  # a port nobody listens on: bound, then closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    pd.DataFrame({"case_id": ["C1", "C2"], "text": ["carcinoma", "adenoma"]}).to_csv(tmp_path / "r.csv", index=False)
+    cfg = default_config()["pathology_reports"]
+    cfg.update(path=str(tmp_path / "r.csv"), backend="openai", cache_dir=str(tmp_path / "cache"))
+    cfg["openai"].update(base_url=url, api_key_env="HISTOSYNTH_TEST_KEY", max_retries=0, timeout_s=10)
+    monkeypatch.setenv("HISTOSYNTH_TEST_KEY", "sk-secret")
+    with pytest.raises(ResourceError, match=rf"cannot connect to pathology_reports\.openai\.base_url = {url}") as info:
+        summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, lambda t: len(t.split()), progress=False)
+    assert "sk-secret" not in str(info.value)
+    assert not (tmp_path / "s.tsv").exists()

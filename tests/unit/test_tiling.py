@@ -9,6 +9,7 @@ import pytest
 from skimage.color import rgb2hed
 
 from histosynth.demo import write_pyramidal_tiff
+from histosynth.errors import InputError
 from histosynth.labels import DabParams, batch_dab_density, dab_labels, dab_positive_fraction
 from histosynth.patchfile import PAD_FRACTION, PatchFile, check_patch_file
 from histosynth.tiling import TilingParams, four_point_hits, keep_patches, pad_outside, tile_slide
@@ -133,3 +134,34 @@ def test_model_free_rules_never_import_torch(script):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", f"{script} imports {r.stdout.strip()}"
+
+
+def test_absurd_tiling_mpp_is_an_error_naming_the_key(demo_slide, tmp_path, cfg):
+    cfg["tiling"]["mpp"] = 0.001
+    with pytest.raises(
+        InputError, match=r"slide 'd': tiling\.mpp = 0\.001 .*slide's 0\.5 um/px.*tiling\.mpp >= 0\.125"
+    ):
+        tile_slide(
+            demo_slide,
+            "d",
+            "c",
+            tmp_path / "d.h5",
+            tmp_path / "d.png",
+            TilingParams.from_config(cfg["tiling"]),
+            progress=False,
+        )
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_mild_upsampling_is_allowed(demo_slide, tmp_path, cfg):
+    cfg["tiling"].update(mpp=0.125, patch_size=256, min_tissue_fraction=0.9)  # exactly 4x finer: the bound
+    res = tile_slide(
+        demo_slide,
+        "d",
+        "c",
+        tmp_path / "d.h5",
+        tmp_path / "d.png",
+        TilingParams.from_config(cfg["tiling"]),
+        progress=False,
+    )
+    assert res.plan.downsample == pytest.approx(0.25)

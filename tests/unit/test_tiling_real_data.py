@@ -3,8 +3,10 @@
 import pytest
 
 from histosynth.config import default_config
+from histosynth.errors import InputError
 from histosynth.patchfile import PatchFile, check_patch_file
 from histosynth.tiling import TilingParams, tile_slide
+from histosynth.wsi import open_slide
 
 pytestmark = pytest.mark.shared_data
 
@@ -63,3 +65,25 @@ def test_truncated_real_svs_fails_naming_the_slide(svs, tmp_path):
     with pytest.raises(InputError, match="slide 'CMU-1-truncated'"):
         tile_slide(bad, "CMU-1-truncated", "c", tmp_path / "p.h5", tmp_path / "t.png", params, progress=False)
     assert not (tmp_path / "p.h5").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.66, 0.8, 0.9, 0.99])
+def test_truncated_real_svs_is_called_truncated_not_missing_mpp(shared_data, tmp_path, fraction, cfg):
+    svs = shared_data / "wsi" / "cmu-1-small-region.svs"
+    if not svs.exists():
+        pytest.skip(f"{svs} not found")
+    data = svs.read_bytes()
+    bad = tmp_path / "CMU-1-cut.svs"
+    bad.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(InputError, match=rf"slide 'cmu' looks truncated or corrupt: {bad}") as info:
+        tile_slide(
+            bad,
+            "cmu",
+            "c",
+            tmp_path / "p.h5",
+            tmp_path / "p.png",
+            TilingParams.from_config(cfg["tiling"]),
+            progress=False,
+        )
+    assert "MPP" not in str(info.value)
+    assert open_slide(svs, "whole").level_count >= 1  # the intact file still opens

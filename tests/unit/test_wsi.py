@@ -200,3 +200,12 @@ def test_scores_labels_are_the_tumour_level_of_each_patch(demo_slide, cfg, tmp_p
         tile_slide(
             demo_slide, "s", "c", out, tmp_path / "s.png", TilingParams.from_config(cfg["tiling"]), progress=False
         )
+
+
+@pytest.mark.parametrize("fraction", [0.66, 0.8, 0.9, 0.99])
+def test_truncated_demo_tiff_is_called_truncated(demo_slide, tmp_path, fraction):
+    data = demo_slide.read_bytes()
+    bad = tmp_path / "cut.tiff"
+    bad.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(InputError, match=rf"slide 'S7' looks truncated or corrupt: {bad}"):
+        open_slide(bad, "S7")

@@ -1,5 +1,7 @@
-"""Faults: killed writers, orphaned jobs, a full disk, damaged slides, an absurd tiling.mpp, an
-unreachable LLM server. Subprocesses are waited on through files they write, never on timing."""
+"""``histosynth.atomic`` under faults: killed writers, orphaned jobs, a full disk. Subprocesses are waited on
+through files they write, never on timing. (The other modules' faults are tested beside them: damaged slides in
+test_wsi / test_tiling, an unreachable LLM server in test_text_summarize, a failed job's message in
+test_workflow_scripts_common.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import contextlib
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,10 +20,8 @@ import pytest
 
 from histosynth import atomic
 from histosynth.atomic import atomic_dir, atomic_path, clean_stale_partials
-from histosynth.errors import InputError, ResourceError
+from histosynth.errors import ResourceError
 from histosynth.patchfile import PatchBatch, PatchFileSpec, PatchWriter
-from histosynth.tiling import TilingParams, tile_slide
-from histosynth.wsi import open_slide
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 120  # generous: the machine may be busy; a passing test never waits this long
@@ -225,134 +224,6 @@ def test_h5py_disk_full_is_one_clear_error(tmp_path, monkeypatch):
             w.append(batch)
     assert "\n" not in str(info.value)
     assert out.exists() and not partials(tmp_path)  # the earlier, complete file is kept
-
-
-# -- damaged slides, absurd tiling.mpp ------------------------------------------------------
-
-
-@pytest.mark.parametrize("fraction", [0.66, 0.8, 0.9, 0.99])
-def test_truncated_demo_tiff_is_called_truncated(demo_slide, tmp_path, fraction):
-    data = demo_slide.read_bytes()
-    bad = tmp_path / "cut.tiff"
-    bad.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(InputError, match=rf"slide 'S7' looks truncated or corrupt: {bad}"):
-        open_slide(bad, "S7")
-
-
-@pytest.mark.parametrize("fraction", [0.66, 0.8, 0.9, 0.99])
-def test_truncated_real_svs_is_called_truncated_not_missing_mpp(shared_data, tmp_path, fraction, cfg):
-    svs = shared_data / "wsi" / "cmu-1-small-region.svs"
-    if not svs.exists():
-        pytest.skip(f"{svs} not found")
-    data = svs.read_bytes()
-    bad = tmp_path / "CMU-1-cut.svs"
-    bad.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(InputError, match=rf"slide 'cmu' looks truncated or corrupt: {bad}") as info:
-        tile_slide(
-            bad,
-            "cmu",
-            "c",
-            tmp_path / "p.h5",
-            tmp_path / "p.png",
-            TilingParams.from_config(cfg["tiling"]),
-            progress=False,
-        )
-    assert "MPP" not in str(info.value)
-    assert open_slide(svs, "whole").level_count >= 1  # the intact file still opens
-
-
-def test_absurd_tiling_mpp_is_an_error_naming_the_key(demo_slide, tmp_path, cfg):
-    cfg["tiling"]["mpp"] = 0.001
-    with pytest.raises(
-        InputError, match=r"slide 'd': tiling\.mpp = 0\.001 .*slide's 0\.5 um/px.*tiling\.mpp >= 0\.125"
-    ):
-        tile_slide(
-            demo_slide,
-            "d",
-            "c",
-            tmp_path / "d.h5",
-            tmp_path / "d.png",
-            TilingParams.from_config(cfg["tiling"]),
-            progress=False,
-        )
-    assert not (tmp_path / "d.h5").exists()
-
-
-def test_mild_upsampling_is_allowed(demo_slide, tmp_path, cfg):
-    cfg["tiling"].update(mpp=0.125, patch_size=256, min_tissue_fraction=0.9)  # exactly 4x finer: the bound
-    res = tile_slide(
-        demo_slide,
-        "d",
-        "c",
-        tmp_path / "d.h5",
-        tmp_path / "d.png",
-        TilingParams.from_config(cfg["tiling"]),
-        progress=False,
-    )
-    assert res.plan.downsample == pytest.approx(0.25)
-
-
-# -- an unreachable LLM server -------------------------------------------------------------
-
-
-def test_unreachable_llm_server_names_base_url(tmp_path, monkeypatch):
-    import pandas as pd
-
-    from histosynth.config import default_config
-    from histosynth.text.summarize import summarize_reports
-
-    with socket.socket() as s:  # a port nobody listens on: bound, then closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
-    pd.DataFrame({"case_id": ["C1", "C2"], "text": ["carcinoma", "adenoma"]}).to_csv(tmp_path / "r.csv", index=False)
-    cfg = default_config()["pathology_reports"]
-    cfg.update(path=str(tmp_path / "r.csv"), backend="openai", cache_dir=str(tmp_path / "cache"))
-    cfg["openai"].update(base_url=url, api_key_env="HISTOSYNTH_TEST_KEY", max_retries=0, timeout_s=10)
-    monkeypatch.setenv("HISTOSYNTH_TEST_KEY", "sk-secret")
-    with pytest.raises(ResourceError, match=rf"cannot connect to pathology_reports\.openai\.base_url = {url}") as info:
-        summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, lambda t: len(t.split()), progress=False)
-    assert "sk-secret" not in str(info.value)
-    assert not (tmp_path / "s.tsv").exists()
-
-
-# -- a failed job's message -----------------------------------------------------------------
-
-COMMON = textwrap.dedent("""
-    import sys
-    from types import SimpleNamespace
-    sys.path.insert(0, {scripts!r})
-    from _common import run
-    from histosynth.errors import InputError
-
-    def main(sm):
-        if {kind!r} == "input":
-            raise InputError("slide 's1': file not found: x.svs")
-        raise RuntimeError("first line\\nsecond line")
-
-    wc = SimpleNamespace(items=lambda: [("slide", "s1")])
-    run(SimpleNamespace(log=[{log!r}], rule="tile_slide", threads=1, wildcards=wc), main)
-""")
-
-
-@pytest.mark.parametrize(
-    "kind, line",
-    [
-        ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs (details in {log})"),
-        ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line (traceback in {log})"),
-    ],
-)
-def test_a_failed_job_prints_one_line(tmp_path, kind, line):
-    """One line on the console, and the same line kept for the Snakefile's onerror to repeat last."""
-    log = tmp_path / "job.log"
-    (tmp_path / ".snakemake").mkdir()
-    code = COMMON.format(scripts=str(REPO / "workflow_scripts"), kind=kind, log=str(log))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, cwd=tmp_path)
-    assert res.returncode == 1
-    assert res.stderr.strip() == line.format(log=log)
-    assert (tmp_path / ".snakemake" / "histosynth-failures.txt").read_text() == line.format(log=log) + "\n"
-    if kind == "bug":
-        assert "Traceback (most recent call last)" in log.read_text()
 
 
 def test_torch_style_write_failure_on_a_full_disk(tmp_path, monkeypatch):

@@ -1,0 +1,49 @@
+"""``workflow_scripts/_common.py``: a failed job's one line on the console and in the failures file the
+Snakefile's ``onerror`` repeats."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 120  # generous: the machine may be busy; a passing test never waits this long
+
+
+COMMON = textwrap.dedent("""
+    import sys
+    from types import SimpleNamespace
+    sys.path.insert(0, {scripts!r})
+    from _common import run
+    from histosynth.errors import InputError
+
+    def main(sm):
+        if {kind!r} == "input":
+            raise InputError("slide 's1': file not found: x.svs")
+        raise RuntimeError("first line\\nsecond line")
+
+    wc = SimpleNamespace(items=lambda: [("slide", "s1")])
+    run(SimpleNamespace(log=[{log!r}], rule="tile_slide", threads=1, wildcards=wc), main)
+""")
+
+
+@pytest.mark.parametrize(
+    "kind, line",
+    [
+        ("input", "histosynth: rule tile_slide (slide=s1): slide 's1': file not found: x.svs (details in {log})"),
+        ("bug", "histosynth: rule tile_slide (slide=s1): unexpected RuntimeError: first line (traceback in {log})"),
+    ],
+)
+def test_a_failed_job_prints_one_line(tmp_path, kind, line):
+    """One line on the console, and the same line kept for the Snakefile's onerror to repeat last."""
+    log = tmp_path / "job.log"
+    (tmp_path / ".snakemake").mkdir()
+    code = COMMON.format(scripts=str(REPO / "workflow_scripts"), kind=kind, log=str(log))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.strip() == line.format(log=log)
+    assert (tmp_path / ".snakemake" / "histosynth-failures.txt").read_text() == line.format(log=log) + "\n"
+    if kind == "bug":
+        assert "Traceback (most recent call last)" in log.read_text()
