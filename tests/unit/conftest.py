@@ -4,6 +4,7 @@ import pytest
 
 from _diffusion_setup import setup, trained  # noqa: F401  (fixtures)
 from _embedding_setup import patches, embedder  # noqa: F401  (fixtures)
+from _paper_setup import pathldm  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+from _paper_setup import pathldm_train_cfg
 from histosynth.config import default_config
+from histosynth.errors import InputError
 from histosynth.diffusion.sample import generate, load_pipeline
 
 pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
@@ -28,3 +30,41 @@ def test_pndm_with_fewer_steps_than_its_warm_up_is_a_clear_error(tmp_path):
     cfg = {"scheduler": "pndm", "steps": 2}
     with pytest.raises(InputError, match=r"sampling\.scheduler pndm needs sampling\.steps >= 4, got 2"):
         sample(tmp_path, tmp_path, tmp_path / "p.tsv", tmp_path / "t.h5", tmp_path / "o.h5", None, cfg, 32, "e")
+
+
+def test_training_and_sampling_encode_prompts_alike(pathldm, tmp_path):
+    from histosynth.diffusion.sample import generate, load_pipeline, synthetic_spec
+    from histosynth.diffusion.train import fine_tune
+
+    d = tmp_path
+    cfg = pathldm_train_cfg(validation_every=2)
+    fine_tune(
+        pathldm["latents"],
+        pathldm["base"],
+        d / "model",
+        d / "loss.tsv",
+        d / "loss.png",
+        d / "val",
+        d / "ckpt",
+        cfg,
+        progress=False,
+    )
+    pipe = load_pipeline(pathldm["base"], d / "model", "ddim", "cpu")
+    assert pipe.text_chunks == 2
+    scfg = {**default_config()["sampling"], "steps": 2}
+    img = generate(pipe, ["high tumor; high til; lobular carcinoma"], [0], scfg, 32)
+    assert img.shape == (1, 32, 32, 3)
+    # a crop keeps the patches' scale: the synthetic images carry the real µm/px
+    assert synthetic_spec(pathldm["train"], "x", 32, scfg, d / "model").coords_attrs["mpp"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="rerun cache_latents"):
+        fine_tune(
+            pathldm["latents"],
+            pathldm["base"],
+            d / "m2",
+            d / "l2.tsv",
+            d / "l2.png",
+            d / "v2",
+            d / "c2",
+            pathldm_train_cfg(text_chunks=1),
+            progress=False,
+        )

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from _diffusion_setup import checkpoint_steps, run_training, train_cfg
+from _paper_setup import pathldm_train_cfg
 
 from histosynth.config import default_config, validate_config
 from histosynth.diffusion import train
@@ -462,3 +463,78 @@ def test_sharded_sampling_and_filtering_match_the_unsharded_run(setup, trained, 
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "acc.tsv", sep="\t"), pd.read_csv(tmp_path / "sacc.tsv", sep="\t")
     )
+
+
+def test_batches_use_every_flip_random_crops_and_drop_only_low_til_prompts(pathldm):
+    from histosynth.diffusion.latents import LatentCache
+    from histosynth.diffusion.train import draw_batch
+
+    cfg = pathldm_train_cfg()
+    with LatentCache(pathldm["latents"]) as cache:
+        seen_views, reads = set(), []
+        original = cache.read
+
+        def spy(idx, view):
+            seen_views.update(np.asarray(view).tolist())
+            mean, std = original(idx, view)
+            reads.append((idx, mean))
+            return mean, std
+
+        cache.read = spy
+        for step in range(12):
+            latents, noise, t, rows = draw_batch(cache, cfg, step, 1000)
+            assert latents.shape == (4, 4, 8, 8)
+            idx = reads[-1][0]
+            low = pathldm["til_level"][idx] == 0
+            # prompt_dropout 1.0: every low-TIL patch gets the empty prompt, no high-TIL patch does
+            assert (rows.numpy()[low] == cache.uncond).all() and (
+                rows.numpy()[~low] == cache.prompt_index[idx][~low]
+            ).all()
+        assert seen_views == {0, 1, 2, 3}
+        # the crop moves: the same patch's latent differs between steps (beyond the posterior noise, std ~ 0)
+        cfg0 = {**cfg, "prompt_dropout": 0.0}
+        a = [draw_batch(cache, {**cfg0, "seed": s}, 0, 1000)[0] for s in range(6)]
+        assert len({tuple(np.round(x[0, 0, 0, :3].numpy(), 3)) for x in a}) > 1
+        plain = {**cfg, "prompt_dropout_low_til_only": False}
+        assert (draw_batch(cache, plain, 0, 1000)[3].numpy() == cache.uncond).all()  # dropout 1.0 drops every prompt
+
+
+def test_til_aware_dropout_needs_til_levels(pathldm, tmp_path):
+    from histosynth.diffusion.latents import cache_latents
+    from histosynth.diffusion.train import fine_tune
+
+    p = pd.read_csv(pathldm["prompts"], sep="\t").drop(columns="til_level")
+    p.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    cache_latents(
+        pathldm["train"],
+        tmp_path / "p.tsv",
+        pathldm["base"],
+        tmp_path / "l.h5",
+        32,
+        True,
+        progress=False,
+        vertical_flip=True,
+        crop=32,
+        text_chunks=2,
+    )
+    with pytest.raises(InputError, match="prompt_dropout_low_til_only needs per-patch TIL levels"):
+        fine_tune(
+            tmp_path / "l.h5",
+            pathldm["base"],
+            tmp_path / "m",
+            tmp_path / "l.tsv",
+            tmp_path / "l.png",
+            tmp_path / "v",
+            tmp_path / "c",
+            pathldm_train_cfg(),
+            progress=False,
+        )
+
+
+def test_til_aware_dropout_is_refused_for_prompts_without_til_levels():
+    from histosynth.diffusion.train import check_train_settings
+
+    cfg = pathldm_train_cfg()
+    check_train_settings(cfg, "report", "report")
+    with pytest.raises(InputError, match="prompt_dropout_low_til_only.*'label'.*'label_only'"):
+        check_train_settings(cfg, "label_only", "label")

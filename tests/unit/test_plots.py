@@ -76,3 +76,28 @@ def test_slide_thumbnail_draws_the_mask_as_a_contour_over_untinted_tissue(demo_s
     edge = out[h // 2, w // 4 - 2 : w // 4 + 3]
     assert any((px == (0, 190, 0)).all() for px in edge)  # the contour on the mask's border
     assert (out[h + 2 :, :] < 128).any()  # legend text and scale bar drawn
+
+
+def test_coverage_plot_adds_a_umap_row_fitted_on_the_real_features(tmp_path, monkeypatch):
+    from PIL import Image
+    from sklearn.decomposition import PCA
+
+    import histosynth.plots as ev
+
+    # umap-learn's first fit compiles numba code (~30 s of CPU); a stand-in projection keeps this test fast,
+    # and records what it was fitted on
+    fitted = []
+
+    def stand_in(real, seed):
+        fitted.append(real)
+        return PCA(n_components=2, random_state=seed).fit(real[:, ::-1])
+
+    monkeypatch.setattr(ev, "umap_projection", stand_in)
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(30, 6)), rng.normal(size=(20, 6))
+    ev.coverage_plot(real, {"raw": fake, "filtered": fake[:5]}, tmp_path / "pca.png", "e")
+    assert fitted == []
+    ev.coverage_plot(real, {"raw": fake, "filtered": fake[:5]}, tmp_path / "both.png", "e", umap=True, seed=3)
+    assert len(fitted) == 1 and fitted[0] is real
+    (w1, h1), (w2, h2) = Image.open(tmp_path / "pca.png").size, Image.open(tmp_path / "both.png").size
+    assert w1 == w2 and h2 == 2 * h1  # a second row, beside the PCA one

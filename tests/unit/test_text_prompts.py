@@ -195,3 +195,9 @@ def test_number_words():
         "ninety-nine",
         "one hundred five",
     ]
+
+
+@pytest.mark.slow  # the tiny PathLDM set-up trains and samples
+def test_prompts_carry_til_levels(pathldm):
+    df = pd.read_csv(pathldm["prompts"], sep="\t")
+    assert df["til_level"].tolist() == pathldm["til_level"].tolist()
