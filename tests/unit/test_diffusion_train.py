@@ -143,6 +143,21 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_resumed_exactly(setup, fp16_
     assert same_weights(d_whole / "model", d_resumed / "model")
 
 
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    """train.checkpoints_keep prunes older save_state folders (diffusers' checkpoints_total_limit); an unfinished
+    (hidden .partial) folder is neither counted nor resumed."""
+    from accelerate import Accelerator
+
+    from histosynth.diffusion.train import save_checkpoint
+
+    acc = Accelerator(cpu=True)
+    (tmp_path / ".checkpoint-9.host.1.partial").mkdir()
+    for step in (2, 4, 6, 8):
+        save_checkpoint(acc, tmp_path, step, [{"step": step, "loss": 1.0}], {"method": "lora"}, keep=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [6, 8]
+    assert sorted(d.name for d in tmp_path.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
+
+
 def test_changed_prompts_start_training_afresh_and_the_same_data_resumes(setup, tmp_path, caplog):  # noqa: F811
     cfg = train_cfg(max_steps=4, checkpoint_every=2, validation_every=4, validation_images_per_class=1)
     run_training(setup, "stale", cfg, stop_after_step=2)
