@@ -553,21 +553,33 @@ def _train(
     with atomic_path(loss_tsv) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
     loss_curve(df, curve_png, cfg["method"])
+    summary = run_summary(cfg, acc, df, start, seconds, str(folder), sum(p.numel() for p in params), device)
+    acc.end_training()
+    return summary
+
+
+def run_summary(
+    cfg: dict, acc, losses: pd.DataFrame, start: int, seconds: float, checkpoints: str, n_params: int, device
+):
+    """The run's numbers for ``train_summary.json`` (speed, loss at the start and the end), also logged."""
+    import torch
+
     done = cfg["max_steps"] - start
+    images = done * cfg["batch_size"] * cfg["gradient_accumulation_steps"] * acc.num_processes
     summary = {
         "method": cfg["method"],
         "steps": cfg["max_steps"],
         "resumed_from": start,
-        "checkpoints": str(folder),
-        "trainable_parameters": sum(p.numel() for p in params),
+        "checkpoints": checkpoints,
+        "trainable_parameters": n_params,
         "seconds": seconds,
         "steps_per_s": done / max(seconds, 1e-9),
-        "images_per_s": done * cfg["batch_size"] * ga * acc.num_processes / max(seconds, 1e-9),
+        "images_per_s": images / max(seconds, 1e-9),
         "device": device,
         "num_processes": acc.num_processes,
         "mixed_precision": acc.mixed_precision,
-        "first_loss": float(df["loss"].iloc[:10].mean()),
-        "last_loss": float(df["loss"].iloc[-10:].mean()),
+        "first_loss": float(losses["loss"].iloc[:10].mean()),
+        "last_loss": float(losses["loss"].iloc[-10:].mean()),
     }
     if device == "cuda":
         summary["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
@@ -582,7 +594,6 @@ def _train(
         summary["first_loss"],
         summary["last_loss"],
     )
-    acc.end_training()
     return summary
 
 
