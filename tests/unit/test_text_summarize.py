@@ -123,7 +123,8 @@ def test_killed_run_resumes_without_asking_again(tmp_path):
         assert len(done_before) == done, f"expected {done} cached answers before the kill, found {len(done_before)}"
         assert not (tmp_path / "s.tsv").exists()
         first_round = list(server.answered)
-        server.requests.clear()
+    # the rerun asks a fresh server: a request the killed client left in flight cannot land in its record
+    with FakeOpenAI() as server:
         cfg = cfg_for(server, tmp_path)
         df = summarize_reports(cfg["path"], tmp_path / "s.tsv", cfg, words, progress=False)
         assert len(server.requests) == n - len(done_before)
