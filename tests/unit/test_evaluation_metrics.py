@@ -12,6 +12,7 @@ def gauss():
     return rng.normal(size=(600, 8)), rng.normal(size=(600, 8)), rng
 
 
+@pytest.mark.slow  # KID: 100 subsets of 600x600 cubic kernels, ~10 s per call on a busy 2-core machine
 def test_identical_sets_give_zero_distances(gauss):
     a, _, _ = gauss
     assert frechet(a, a) == pytest.approx(0, abs=1e-6)
@@ -19,6 +20,7 @@ def test_identical_sets_give_zero_distances(gauss):
     assert abs(kid(a, a)) < 0.02 * kid(a, a + 1.0)
 
 
+@pytest.mark.slow  # KID, as above
 def test_a_known_shift_gives_a_larger_distance(gauss):
     a, b, _ = gauss
     same, shifted = frechet(a, b), frechet(a, b + 1.0)
