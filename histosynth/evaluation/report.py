@@ -69,6 +69,19 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def is_numeric(v) -> bool:
+    """A number or a number's text ("64", "1e-04"): right-aligned in the page's tables; anything else is text, left."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float, np.number)):
+        return True
+    try:
+        float(str(v))
+    except ValueError:
+        return False
+    return True
+
+
 def data_uri(path) -> str | None:
     p = Path(path) if path else None
     if not p or not p.is_file():
@@ -111,20 +124,25 @@ def _pick(labels: np.ndarray, c: int, k: int, seed: int = 0) -> np.ndarray:
 # --- the metric table --------------------------------------------------------------------------
 
 
-def columns(fd_name: str) -> list[dict]:
-    """One column per metric, with its better direction (None: not ranked)."""
+def columns(fd_head: tuple[str, str]) -> list[dict]:
+    """One column per metric, with its better direction (None: not ranked). A header is a short ``name``
+    (with the arrow, never broken) over a smaller qualifier ``sub``; ``label`` is both on one line (TSV)."""
+    cols = [
+        ("n", "N", "real / synthetic", None),
+        ("fd", *fd_head, "lower"),
+        ("kid", "KID", "", "lower"),
+        ("precision", "precision", "", "higher"),
+        ("recall", "recall", "", "higher"),
+        ("density", "density", "(≈ 1)", None),
+        ("coverage", "coverage", "", "higher"),
+        ("judge_f1", "judge F1", "", "higher"),
+        ("filter_f1", "filter clf F1", "(raw)", "higher"),
+        ("auc_syn", "AUC", "synthetic only", "higher"),
+        ("auc_mix", "AUC", "real + synthetic", "higher"),
+    ]
     return [
-        {"key": "n", "label": "N real / synthetic", "better": None},
-        {"key": "fd", "label": fd_name, "better": "lower"},
-        {"key": "kid", "label": "KID", "better": "lower"},
-        {"key": "precision", "label": "precision", "better": "higher"},
-        {"key": "recall", "label": "recall", "better": "higher"},
-        {"key": "density", "label": "density (≈ 1)", "better": None},
-        {"key": "coverage", "label": "coverage", "better": "higher"},
-        {"key": "judge_f1", "label": "judge F1", "better": "higher"},
-        {"key": "filter_f1", "label": "filter clf F1 (raw)", "better": "higher"},
-        {"key": "auc_syn", "label": "AUC synthetic only", "better": "higher"},
-        {"key": "auc_mix", "label": "AUC real + synthetic", "better": "higher"},
+        {"key": k, "name": name, "sub": sub, "label": f"{name} {sub}".strip(), "better": better}
+        for k, name, sub, better in cols
     ]
 
 
@@ -138,24 +156,24 @@ def _cell(value, digits=3, flags=(), random=False, text=None) -> dict:
     }
 
 
-def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
-    """Rows (experiment x set) of cells, the FD column's name, best values marked per column."""
+def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[str, str]]:
+    """Rows (experiment x set) of cells, the FD column's head (metric, features), best values marked per column."""
     rows = []
-    fd_name = "FD"
+    fd_head = ("FD", "")
     for exp in experiments:
         d = docs[exp]
         fd, kid, prdc, agree, down = d["fd"], d["kid"], d["prdc"], d["agreement"], d["downstream"]
-        fd_name = f"{fd['name']} ({fd['extractor']['kind']})"
+        fd_head = (fd["name"], f"({fd['extractor']['kind']})")
         rnd = bool(fd["extractor"].get("random_network"))
         for s in SETS:
             g = fd["sets"][s]
-            n_flags = [f"no synthetic {c}" for c in g.get("classes_absent", [])]
+            absent = g.get("classes_absent", [])
             p = prdc["sets"][s]["overall"] or {}
             judge = agree["judge"]["sets"].get(s, {})
             filt = agree["filter_classifier"]["sets"].get(s) if s == "raw" else None
             res = down["results"] if s == down["synthetic_set"] else {}
             cells = {
-                "n": _cell(None, flags=n_flags, text=f"{g['n_real']} / {g['n_synthetic']}"),
+                "n": _cell(None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"),
                 "fd": _cell(g["overall"], 2, random=rnd),
                 "kid": _cell(kid["sets"][s]["overall"], 4, random=rnd),
                 **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},
@@ -164,21 +182,29 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
             }
             for key, run in (("auc_syn", "synthetic_only"), ("auc_mix", "real_plus_synthetic")):
                 auc = (res.get(run) or {}).get("macro_auc")
-                cells[key] = _cell(auc, flags=["below chance"] if _num(auc) is not None and auc < CHANCE_AUC else [])
+                flags = ["below chance"] if _num(auc) is not None and auc < CHANCE_AUC else []
+                if key == "auc_syn" and absent and _num(auc) is not None:
+                    # trained without some classes: the classifier cannot tell them apart (evaluate_downstream warns)
+                    flags.append(f"not meaningful: no synthetic {', '.join(absent)}")
+                cells[key] = _cell(auc, flags=flags)
             rows.append({"experiment": exp, "set": s, "cells": cells})
-    for col in columns(fd_name):
-        if not col["better"]:
-            continue
-        vals = [r["cells"][col["key"]]["value"] for r in rows if r["cells"][col["key"]]["value"] is not None]
-        if len(vals) < 2:
-            continue
-        best = min(vals) if col["better"] == "lower" else max(vals)
-        if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
-            continue  # a column where every row ties has no best value: a star on each would read as a result
-        for r in rows:
-            c = r["cells"][col["key"]]
-            c["best"] = c["value"] is not None and math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
-    return rows, fd_name
+    for col in columns(fd_head):
+        if col["better"]:
+            _mark_best([r["cells"][col["key"]] for r in rows], col["better"])
+    return rows, fd_head
+
+
+def _mark_best(cells: list[dict], better: str) -> None:
+    """Star the best value among the cells that carry a number and no flag: a flagged number is not a result."""
+    ranked = [c for c in cells if c["value"] is not None and not c["flags"]]
+    vals = [c["value"] for c in ranked]
+    if len(vals) < 2:
+        return
+    best = min(vals) if better == "lower" else max(vals)
+    if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
+        return  # a column where every row ties has no best value: a star on each would read as a result
+    for c in ranked:
+        c["best"] = math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _absent(agreement: dict) -> list[str]:
@@ -394,7 +420,8 @@ def context(inputs: dict, config: dict) -> dict:
     ev = config["evaluation"]
     real = _load(inputs.get("classifier"))
     judge = _load(inputs.get("judge"))
-    rows, fd_name = metric_rows(names, docs)
+    rows, fd_head = metric_rows(names, docs)
+    fd_name = " ".join(fd_head).strip()
     summaries = {e: _load(files[e]["filter_summary"]) for e in names}
     extractor = docs[names[0]]["fd"]["extractor"] if names else {}
     real_auc = (real or {}).get("test", {}).get("macro_auc")
@@ -459,9 +486,10 @@ def context(inputs: dict, config: dict) -> dict:
         "ev": ev,
         "extractor": extractor,
         "random_note": RANDOM_NOTE,
-        "columns": columns(fd_name),
+        "columns": columns(fd_head),
         "rows": rows,
         "fd_name": fd_name,
+        "fd_head": fd_head,
         "verdicts": verdicts(experiments, docs, real_auc, ev["downstream_set"], fd_name),
         "warnings": warnings(names, docs, summaries),
         "real": _real_only(real),
@@ -546,6 +574,7 @@ def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_ver
         lstrip_blocks=True,
     )
     env.filters["fmt"] = fmt
+    env.tests["numeric"] = is_numeric
     html = env.get_template("report.html.j2").render(**ctx)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
