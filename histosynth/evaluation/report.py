@@ -173,7 +173,9 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
             filt = agree["filter_classifier"]["sets"].get(s) if s == "raw" else None
             res = down["results"] if s == down["synthetic_set"] else {}
             cells = {
-                "n": _cell(None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"),
+                "n": _cell(
+                    None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"
+                ),
                 "fd": _cell(g["overall"], 2, random=rnd),
                 "kid": _cell(kid["sets"][s]["overall"], 4, random=rnd),
                 **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},

@@ -233,7 +233,9 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
     # Settings: text left (class "l"), numbers right
     settings = html[html.index('id="settings"') : html.index("</table>", html.index('id="settings"'))]
     cells = re.findall(r'<td class="(l?)">([^<]*)</td>', settings)
-    assert ("l", "LoRA rank 4") in cells and ("l", "label_only") in cells and ("l", cfg["train"]["lr_scheduler"]) in cells
+    assert (
+        ("l", "LoRA rank 4") in cells and ("l", "label_only") in cells and ("l", cfg["train"]["lr_scheduler"]) in cells
+    )
     assert ("", str(cfg["train"]["max_steps"])) in cells
     for cls, text in cells:
         assert (cls == "") == bool(re.fullmatch(r"[-+\d.e]+", text)), (cls, text)
