@@ -225,76 +225,90 @@ def _best(values: dict, better: str) -> tuple[list[str], dict]:
     return [k for k, v in vals.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)], vals
 
 
-def _listing(vals: dict, digits: int) -> str:
-    return ", ".join(f"{k} {fmt(v, digits)}" for k, v in vals.items())
+def _shown(cell: dict, digits: int = 3) -> str:
+    """A number as the verdict's numbers list it: flagged ones keep their ⚠, as in the table."""
+    return fmt(cell["value"], digits) + (" ⚠" if cell["flags"] else "")
 
 
-def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_name: str) -> list[dict]:
-    """One line per comparison the papers make, with the numbers behind it."""
+def _flags(cells) -> str:
+    return "; ".join(dict.fromkeys(f for c in cells for f in c["flags"]))
+
+
+def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str, fd_name: str) -> list[dict]:
+    """One line per comparison the papers make, with the numbers behind it. The verdicts read the table's
+    cells: a flagged number (⚠ in the table) is listed but decides nothing, as it gets no star."""
     out = []
     names = list(experiments)
-    rnd = any(docs[e]["fd"]["extractor"].get("random_network") for e in names)
+    cells = {(r["experiment"], r["set"]): r["cells"] for r in rows}
+    rnd = any(c["random"] for r in rows for c in r["cells"].values())
     rnd_note = f" ({fd_name}: {RANDOM_NOTE})" if rnd else ""
     s = downstream_set
     # 1. prompt strategies
     if len(names) >= 2:
-        fd = {e: docs[e]["fd"]["sets"][s]["overall"] for e in names}
-        f1 = {e: docs[e]["agreement"]["judge"]["sets"][s].get("macro_f1") for e in names}
-        auc = {e: (docs[e]["downstream"]["results"].get("real_plus_synthetic") or {}).get("macro_auc") for e in names}
-        wins = []
-        for label, vals, better, digits in (
-            (fd_name, fd, "lower", 2),
-            ("judge F1", f1, "higher", 3),
-            ("AUC real + synthetic", auc, "higher", 3),
+        wins, unranked, listed = [], [], []
+        for label, key, better, digits in (
+            (fd_name, "fd", "lower", 2),
+            ("judge F1", "judge_f1", "higher", 3),
+            ("AUC real + synthetic", "auc_mix", "higher", 3),
         ):
-            b, v = _best(vals, better)
-            if b:
-                wins.append((label, b, v, digits, better))
+            col = {e: cells[e, s][key] for e in names}
+            arrow = "↓" if better == "lower" else "↑"
+            if any(c["value"] is not None for c in col.values()):
+                listed.append(f"{label} ({arrow}): " + ", ".join(f"{e} {_shown(c, digits)}" for e, c in col.items()))
+            ranked = {e: c["value"] for e, c in col.items() if c["value"] is not None and not c["flags"]}
+            if len(ranked) >= 2:
+                wins.append((label, _best(ranked, better)[0]))
+            elif any(c["flags"] for c in col.values()):
+                unranked.append(f"{label} not compared (⚠ {_flags(col.values())})")
         decided = [w for w in wins if len(w[1]) == 1]  # a tie decides nothing
         winners = {w[1][0] for w in decided}
         strategies = ", ".join(f"{e} ({experiments[e]['prompts']})" for e in names)
         ties = [f"{w[0]} ties ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
         if not decided:
-            line = "no winner: " + ("; ".join(ties) if ties else "no comparable numbers")
+            line = "no winner: " + ("; ".join(ties + unranked) if ties or unranked else "no comparable numbers")
         elif len(winners) == 1:
             line = f"{winners.pop()} wins on " + (
-                "every measure" if not ties else " and ".join(w[0] for w in decided) + "; " + "; ".join(ties)
+                "every measure"
+                if not ties and not unranked
+                else " and ".join(w[0] for w in decided) + "; " + "; ".join(ties + unranked)
             )
         else:
-            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties)
-        numbers = "; ".join(f"{w[0]} ({'↓' if w[4] == 'lower' else '↑'}): {_listing(w[2], w[3])}" for w in wins)
-        out.append({"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": numbers})
+            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties + unranked)
+        out.append(
+            {"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": "; ".join(listed)}
+        )
     # 2. raw vs filtered
-    lines, better_fd, better_f1, n = [], 0, 0, 0
+    lines, better_fd, better_f1, n, n_f1 = [], 0, 0, 0, 0
     for e in names:
-        a, b = docs[e]["fd"]["sets"]["raw"]["overall"], docs[e]["fd"]["sets"]["filtered"]["overall"]
-        ja = docs[e]["agreement"]["judge"]["sets"]["raw"].get("macro_f1")
-        jb = docs[e]["agreement"]["judge"]["sets"]["filtered"].get("macro_f1")
-        if _num(a) is not None and _num(b) is not None:
+        a, b = cells[e, "raw"]["fd"], cells[e, "filtered"]["fd"]
+        ja, jb = cells[e, "raw"]["judge_f1"], cells[e, "filtered"]["judge_f1"]
+        if a["value"] is not None and b["value"] is not None and not a["flags"] + b["flags"]:
             n += 1
-            better_fd += b < a
-        if _num(ja) is not None and _num(jb) is not None:
-            better_f1 += jb > ja
-        lines.append(f"{e}: {fd_name} {fmt(a, 2)} → {fmt(b, 2)}, judge F1 {fmt(ja)} → {fmt(jb)}")
+            better_fd += b["value"] < a["value"]
+        if ja["value"] is not None and jb["value"] is not None and not ja["flags"] + jb["flags"]:
+            n_f1 += 1
+            better_f1 += jb["value"] > ja["value"]
+        lines.append(f"{e}: {fd_name} {_shown(a, 2)} → {_shown(b, 2)}, judge F1 {_shown(ja)} → {_shown(jb)}")
+    judged = (
+        f"raised the independent judge's F1 in {better_f1} of {n_f1}"
+        if n_f1
+        else "the independent judge's F1 is not compared "
+        f"(⚠ {_flags(cells[e, t]['judge_f1'] for e in names for t in SETS)})"
+    )
     out.append(
         {
             "comparison": "Raw vs filtered synthetic sets",
-            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments and raised the independent "
-            f"judge's F1 in {better_f1} of {len(names)}" + rnd_note,
+            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments; {judged}" + rnd_note,
             "numbers": "; ".join(lines),
         }
     )
     # 3. real vs real + synthetic
     deltas, lines = {}, []
     for e in names:
-        r = docs[e]["downstream"]["results"]
-        mix, syn = (
-            (r.get("real_plus_synthetic") or {}).get("macro_auc"),
-            (r.get("synthetic_only") or {}).get("macro_auc"),
-        )
-        if _num(mix) is not None and _num(real_auc) is not None:
-            deltas[e] = mix - real_auc
-        lines.append(f"{e}: real + synthetic {fmt(mix)}, synthetic only {fmt(syn)}")
+        mix, syn = cells[e, s]["auc_mix"], cells[e, s]["auc_syn"]
+        if mix["value"] is not None and not mix["flags"] and _num(real_auc) is not None:
+            deltas[e] = mix["value"] - real_auc
+        lines.append(f"{e}: real + synthetic {_shown(mix)}, synthetic only {_shown(syn)}")
     if deltas:
         best = max(deltas, key=deltas.get)
         up = [e for e, d in deltas.items() if d > 0]
@@ -492,7 +506,7 @@ def context(inputs: dict, config: dict) -> dict:
         "rows": rows,
         "fd_name": fd_name,
         "fd_head": fd_head,
-        "verdicts": verdicts(experiments, docs, real_auc, ev["downstream_set"], fd_name),
+        "verdicts": verdicts(experiments, rows, real_auc, ev["downstream_set"], fd_name),
         "warnings": warnings(names, docs, summaries),
         "real": _real_only(real),
         "judge": judge,

@@ -407,3 +407,25 @@ def test_a_flagged_number_never_gets_the_star():
     docs["b"]["downstream"]["results"]["synthetic_only"]["macro_auc"] = 0.45
     rows, _ = metric_rows(["a", "b", "c"], docs)
     assert not any(r["cells"]["auc_syn"]["best"] for r in rows)
+
+
+def test_verdicts_are_decided_by_unflagged_numbers_only():
+    """A judge F1 over fewer classes is listed (with its ⚠) but neither wins nor counts as "raised"."""
+    from histosynth.evaluation.report import metric_rows, verdicts
+
+    docs = {e: _docs({"raw": fd, "filtered": fd + 1}, set()) for e, fd in (("a", 1.0), ("b", 2.0))}
+    for e, f1, absent in (("a", 1.0, ["pos"]), ("b", 0.7, [])):
+        docs[e]["agreement"]["judge"]["sets"]["filtered"] = {
+            "macro_f1": f1,
+            "classes_absent": absent,
+            "macro_over": f"{2 - len(absent)} of 2 classes",
+        }
+    exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
+    rows, _ = metric_rows(list(exps), docs)
+    prompts, raw_vs_filtered, _ = verdicts(exps, rows, 0.8, "filtered", "FD")
+    # one unflagged judge F1 is left: nothing to compare it with, so it decides nothing; FD still does
+    assert prompts["verdict"] == "a wins on FD; judge F1 not compared (⚠ macro over 1 of 2 classes)"
+    assert "judge F1 (↑): a 1.000 ⚠, b 0.700" in prompts["numbers"]
+    # raw 0.5 -> filtered 0.7 for b counts; a's 0.5 -> 1.000 (over 1 class) does not
+    assert "raised the independent judge's F1 in 1 of 1" in raw_vs_filtered["verdict"]
+    assert "judge F1 0.500 → 1.000 ⚠" in raw_vs_filtered["numbers"]
