@@ -70,6 +70,19 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def is_numeric(v) -> bool:
+    """A number or a number's text ("64", "1e-04"): right-aligned in the page's tables; anything else is text, left."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float, np.number)):
+        return True
+    try:
+        float(str(v))
+    except ValueError:
+        return False
+    return True
+
+
 def data_uri(path) -> str | None:
     p = Path(path) if path else None
     if not p or not p.is_file():
@@ -97,20 +110,25 @@ def _pick(labels: np.ndarray, c: int, k: int, seed: int = 0) -> np.ndarray:
 # --- the metric table --------------------------------------------------------------------------
 
 
-def columns(fd_name: str) -> list[dict]:
-    """One column per metric, with its better direction (None: not ranked)."""
+def columns(fd_head: tuple[str, str]) -> list[dict]:
+    """One column per metric, with its better direction (None: not ranked). A header is a short ``name``
+    (with the arrow, never broken) over a smaller qualifier ``sub``; ``label`` is both on one line (TSV)."""
+    cols = [
+        ("n", "N", "real / synthetic", None),
+        ("fd", *fd_head, "lower"),
+        ("kid", "KID", "", "lower"),
+        ("precision", "precision", "", "higher"),
+        ("recall", "recall", "", "higher"),
+        ("density", "density", "(≈ 1)", None),
+        ("coverage", "coverage", "", "higher"),
+        ("judge_f1", "judge F1", "", "higher"),
+        ("filter_f1", "filter clf F1", "(raw)", "higher"),
+        ("auc_syn", "AUC", "synthetic only", "higher"),
+        ("auc_mix", "AUC", "real + synthetic", "higher"),
+    ]
     return [
-        {"key": "n", "label": "N real / synthetic", "better": None},
-        {"key": "fd", "label": fd_name, "better": "lower"},
-        {"key": "kid", "label": "KID", "better": "lower"},
-        {"key": "precision", "label": "precision", "better": "higher"},
-        {"key": "recall", "label": "recall", "better": "higher"},
-        {"key": "density", "label": "density (≈ 1)", "better": None},
-        {"key": "coverage", "label": "coverage", "better": "higher"},
-        {"key": "judge_f1", "label": "judge F1", "better": "higher"},
-        {"key": "filter_f1", "label": "filter clf F1 (raw)", "better": "higher"},
-        {"key": "auc_syn", "label": "AUC synthetic only", "better": "higher"},
-        {"key": "auc_mix", "label": "AUC real + synthetic", "better": "higher"},
+        {"key": k, "name": name, "sub": sub, "label": f"{name} {sub}".strip(), "better": better}
+        for k, name, sub, better in cols
     ]
 
 
@@ -124,24 +142,26 @@ def _cell(value, digits=3, flags=(), random=False, text=None) -> dict:
     }
 
 
-def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
-    """Rows (experiment x set) of cells, the FD column's name, best values marked per column."""
+def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[str, str]]:
+    """Rows (experiment x set) of cells, the FD column's head (metric, features), best values marked per column."""
     rows = []
-    fd_name = "FD"
+    fd_head = ("FD", "")
     for exp in experiments:
         d = docs[exp]
         fd, kid, prdc, agree, down = d["fd"], d["kid"], d["prdc"], d["agreement"], d["downstream"]
-        fd_name = f"{fd['name']} ({fd['extractor']['kind']})"
+        fd_head = (fd["name"], f"({fd['extractor']['kind']})")
         rnd = bool(fd["extractor"].get("random_network"))
         for s in SETS:
             g = fd["sets"][s]
-            n_flags = [f"no synthetic {c}" for c in g.get("classes_absent", [])]
+            absent = g.get("classes_absent", [])
             p = prdc["sets"][s]["overall"] or {}
             judge = agree["judge"]["sets"].get(s, {})
             filt = agree["filter_classifier"]["sets"].get(s) if s == "raw" else None
             res = down["results"] if s == down["synthetic_set"] else {}
             cells = {
-                "n": _cell(None, flags=n_flags, text=f"{g['n_real']} / {g['n_synthetic']}"),
+                "n": _cell(
+                    None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"
+                ),
                 "fd": _cell(g["overall"], 2, random=rnd),
                 "kid": _cell(kid["sets"][s]["overall"], 4, random=rnd),
                 **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},
@@ -150,21 +170,29 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], str]:
             }
             for key, run in (("auc_syn", "synthetic_only"), ("auc_mix", "real_plus_synthetic")):
                 auc = (res.get(run) or {}).get("macro_auc")
-                cells[key] = _cell(auc, flags=["below chance"] if _num(auc) is not None and auc < CHANCE_AUC else [])
+                flags = ["below chance"] if _num(auc) is not None and auc < CHANCE_AUC else []
+                if key == "auc_syn" and absent and _num(auc) is not None:
+                    # trained without some classes: the classifier cannot tell them apart (evaluate_downstream warns)
+                    flags.append(f"not meaningful: no synthetic {', '.join(absent)}")
+                cells[key] = _cell(auc, flags=flags)
             rows.append({"experiment": exp, "set": s, "cells": cells})
-    for col in columns(fd_name):
-        if not col["better"]:
-            continue
-        vals = [r["cells"][col["key"]]["value"] for r in rows if r["cells"][col["key"]]["value"] is not None]
-        if len(vals) < 2:
-            continue
-        best = min(vals) if col["better"] == "lower" else max(vals)
-        if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
-            continue  # a column where every row ties has no best value: a star on each would read as a result
-        for r in rows:
-            c = r["cells"][col["key"]]
-            c["best"] = c["value"] is not None and math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
-    return rows, fd_name
+    for col in columns(fd_head):
+        if col["better"]:
+            _mark_best([r["cells"][col["key"]] for r in rows], col["better"])
+    return rows, fd_head
+
+
+def _mark_best(cells: list[dict], better: str) -> None:
+    """Star the best value among the cells that carry a number and no flag: a flagged number is not a result."""
+    ranked = [c for c in cells if c["value"] is not None and not c["flags"]]
+    vals = [c["value"] for c in ranked]
+    if len(vals) < 2:
+        return
+    best = min(vals) if better == "lower" else max(vals)
+    if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
+        return  # a column where every row ties has no best value: a star on each would read as a result
+    for c in ranked:
+        c["best"] = math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _absent(agreement: dict) -> list[str]:
@@ -183,76 +211,90 @@ def _best(values: dict, better: str) -> tuple[list[str], dict]:
     return [k for k, v in vals.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)], vals
 
 
-def _listing(vals: dict, digits: int) -> str:
-    return ", ".join(f"{k} {fmt(v, digits)}" for k, v in vals.items())
+def _shown(cell: dict, digits: int = 3) -> str:
+    """A number as the verdict's numbers list it: flagged ones keep their ⚠, as in the table."""
+    return fmt(cell["value"], digits) + (" ⚠" if cell["flags"] else "")
 
 
-def verdicts(experiments: dict, docs: dict, real_auc, downstream_set: str, fd_name: str) -> list[dict]:
-    """One line per comparison the papers make, with the numbers behind it."""
+def _flags(cells) -> str:
+    return "; ".join(dict.fromkeys(f for c in cells for f in c["flags"]))
+
+
+def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str, fd_name: str) -> list[dict]:
+    """One line per comparison the papers make, with the numbers behind it. The verdicts read the table's
+    cells: a flagged number (⚠ in the table) is listed but decides nothing, as it gets no star."""
     out = []
     names = list(experiments)
-    rnd = any(docs[e]["fd"]["extractor"].get("random_network") for e in names)
+    cells = {(r["experiment"], r["set"]): r["cells"] for r in rows}
+    rnd = any(c["random"] for r in rows for c in r["cells"].values())
     rnd_note = f" ({fd_name}: {RANDOM_NOTE})" if rnd else ""
     s = downstream_set
     # 1. prompt strategies
     if len(names) >= 2:
-        fd = {e: docs[e]["fd"]["sets"][s]["overall"] for e in names}
-        f1 = {e: docs[e]["agreement"]["judge"]["sets"][s].get("macro_f1") for e in names}
-        auc = {e: (docs[e]["downstream"]["results"].get("real_plus_synthetic") or {}).get("macro_auc") for e in names}
-        wins = []
-        for label, vals, better, digits in (
-            (fd_name, fd, "lower", 2),
-            ("judge F1", f1, "higher", 3),
-            ("AUC real + synthetic", auc, "higher", 3),
+        wins, unranked, listed = [], [], []
+        for label, key, better, digits in (
+            (fd_name, "fd", "lower", 2),
+            ("judge F1", "judge_f1", "higher", 3),
+            ("AUC real + synthetic", "auc_mix", "higher", 3),
         ):
-            b, v = _best(vals, better)
-            if b:
-                wins.append((label, b, v, digits, better))
+            col = {e: cells[e, s][key] for e in names}
+            arrow = "↓" if better == "lower" else "↑"
+            if any(c["value"] is not None for c in col.values()):
+                listed.append(f"{label} ({arrow}): " + ", ".join(f"{e} {_shown(c, digits)}" for e, c in col.items()))
+            ranked = {e: c["value"] for e, c in col.items() if c["value"] is not None and not c["flags"]}
+            if len(ranked) >= 2:
+                wins.append((label, _best(ranked, better)[0]))
+            elif any(c["flags"] for c in col.values()):
+                unranked.append(f"{label} not compared (⚠ {_flags(col.values())})")
         decided = [w for w in wins if len(w[1]) == 1]  # a tie decides nothing
         winners = {w[1][0] for w in decided}
         strategies = ", ".join(f"{e} ({experiments[e]['prompts']})" for e in names)
         ties = [f"{w[0]} ties ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
         if not decided:
-            line = "no winner: " + ("; ".join(ties) if ties else "no comparable numbers")
+            line = "no winner: " + ("; ".join(ties + unranked) if ties or unranked else "no comparable numbers")
         elif len(winners) == 1:
             line = f"{winners.pop()} wins on " + (
-                "every measure" if not ties else " and ".join(w[0] for w in decided) + "; " + "; ".join(ties)
+                "every measure"
+                if not ties and not unranked
+                else " and ".join(w[0] for w in decided) + "; " + "; ".join(ties + unranked)
             )
         else:
-            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties)
-        numbers = "; ".join(f"{w[0]} ({'↓' if w[4] == 'lower' else '↑'}): {_listing(w[2], w[3])}" for w in wins)
-        out.append({"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": numbers})
+            line = "no single winner: " + "; ".join([f"{w[0]} favours {w[1][0]}" for w in decided] + ties + unranked)
+        out.append(
+            {"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": "; ".join(listed)}
+        )
     # 2. raw vs filtered
-    lines, better_fd, better_f1, n = [], 0, 0, 0
+    lines, better_fd, better_f1, n, n_f1 = [], 0, 0, 0, 0
     for e in names:
-        a, b = docs[e]["fd"]["sets"]["raw"]["overall"], docs[e]["fd"]["sets"]["filtered"]["overall"]
-        ja = docs[e]["agreement"]["judge"]["sets"]["raw"].get("macro_f1")
-        jb = docs[e]["agreement"]["judge"]["sets"]["filtered"].get("macro_f1")
-        if _num(a) is not None and _num(b) is not None:
+        a, b = cells[e, "raw"]["fd"], cells[e, "filtered"]["fd"]
+        ja, jb = cells[e, "raw"]["judge_f1"], cells[e, "filtered"]["judge_f1"]
+        if a["value"] is not None and b["value"] is not None and not a["flags"] + b["flags"]:
             n += 1
-            better_fd += b < a
-        if _num(ja) is not None and _num(jb) is not None:
-            better_f1 += jb > ja
-        lines.append(f"{e}: {fd_name} {fmt(a, 2)} → {fmt(b, 2)}, judge F1 {fmt(ja)} → {fmt(jb)}")
+            better_fd += b["value"] < a["value"]
+        if ja["value"] is not None and jb["value"] is not None and not ja["flags"] + jb["flags"]:
+            n_f1 += 1
+            better_f1 += jb["value"] > ja["value"]
+        lines.append(f"{e}: {fd_name} {_shown(a, 2)} → {_shown(b, 2)}, judge F1 {_shown(ja)} → {_shown(jb)}")
+    judged = (
+        f"raised the independent judge's F1 in {better_f1} of {n_f1}"
+        if n_f1
+        else "the independent judge's F1 is not compared "
+        f"(⚠ {_flags(cells[e, t]['judge_f1'] for e in names for t in SETS)})"
+    )
     out.append(
         {
             "comparison": "Raw vs filtered synthetic sets",
-            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments and raised the independent "
-            f"judge's F1 in {better_f1} of {len(names)}" + rnd_note,
+            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments; {judged}" + rnd_note,
             "numbers": "; ".join(lines),
         }
     )
     # 3. real vs real + synthetic
     deltas, lines = {}, []
     for e in names:
-        r = docs[e]["downstream"]["results"]
-        mix, syn = (
-            (r.get("real_plus_synthetic") or {}).get("macro_auc"),
-            (r.get("synthetic_only") or {}).get("macro_auc"),
-        )
-        if _num(mix) is not None and _num(real_auc) is not None:
-            deltas[e] = mix - real_auc
-        lines.append(f"{e}: real + synthetic {fmt(mix)}, synthetic only {fmt(syn)}")
+        mix, syn = cells[e, s]["auc_mix"], cells[e, s]["auc_syn"]
+        if mix["value"] is not None and not mix["flags"] and _num(real_auc) is not None:
+            deltas[e] = mix["value"] - real_auc
+        lines.append(f"{e}: real + synthetic {_shown(mix)}, synthetic only {_shown(syn)}")
     if deltas:
         best = max(deltas, key=deltas.get)
         up = [e for e, d in deltas.items() if d > 0]
@@ -380,7 +422,8 @@ def context(inputs: dict, config: dict) -> dict:
     ev = config["evaluation"]
     real = _load(inputs.get("classifier"))
     judge = _load(inputs.get("judge"))
-    rows, fd_name = metric_rows(names, docs)
+    rows, fd_head = metric_rows(names, docs)
+    fd_name = " ".join(fd_head).strip()
     summaries = {e: _load(files[e]["filter_summary"]) for e in names}
     extractor = docs[names[0]]["fd"]["extractor"] if names else {}
     real_auc = (real or {}).get("test", {}).get("macro_auc")
@@ -445,10 +488,11 @@ def context(inputs: dict, config: dict) -> dict:
         "ev": ev,
         "extractor": extractor,
         "random_note": RANDOM_NOTE,
-        "columns": columns(fd_name),
+        "columns": columns(fd_head),
         "rows": rows,
         "fd_name": fd_name,
-        "verdicts": verdicts(experiments, docs, real_auc, ev["downstream_set"], fd_name),
+        "fd_head": fd_head,
+        "verdicts": verdicts(experiments, rows, real_auc, ev["downstream_set"], fd_name),
         "warnings": warnings(names, docs, summaries),
         "real": _real_only(real),
         "judge": judge,
@@ -532,6 +576,7 @@ def build_report(inputs: dict, config: dict, out_html, out_metrics=None, out_ver
         lstrip_blocks=True,
     )
     env.filters["fmt"] = fmt
+    env.tests["numeric"] = is_numeric
     html = env.get_template("report.html.j2").render(**ctx)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")

@@ -209,7 +209,11 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
     assert "adding synthetic images raised the macro AUC in 2 of 2 experiments; most with morphology (+0.040)" in html
     # one column per metric, with its direction; the FD appears once
     head = html[html.index('id="metrics"') : html.index("</tr>", html.index('id="metrics"'))]
-    assert head.count("FD (backbone) ↓") == 1 and "KID ↓" in head and "AUC real + synthetic ↑" in head
+    # each head: the name with its arrow on one unbreakable line, the qualifier under it
+    for name, sub in (("FD ↓", "(backbone)"), ("AUC ↑", "real + synthetic"), ("density", "(≈ 1)")):
+        assert f'<span class="h">{name}</span><span class="sub">{sub}</span>' in head
+    assert head.count("FD ↓") == 1 and '<span class="h">KID ↓</span></th>' in head
+    assert re.search(r"th \.h\{white-space:nowrap\}", html)
     assert "FD-embedding" not in html and "not FID)" not in html
     assert html.count('<span class="star"') >= 5
     # implausible numbers are flagged where they stand, and the random network on every such number
@@ -223,8 +227,17 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
     # full prompts, escaped; every slide thumbnail
     assert LONG_PROMPT + " 0 &lt;script&gt;" in html and "<script>" not in html
     assert all(f'alt="slide{i}"' in html for i in range(5))
+    # Settings: text left (class "l"), numbers right
+    settings = html[html.index('id="settings"') : html.index("</table>", html.index('id="settings"'))]
+    cells = re.findall(r'<td class="(l?)">([^<]*)</td>', settings)
+    assert (
+        ("l", "LoRA rank 4") in cells and ("l", "label_only") in cells and ("l", cfg["train"]["lr_scheduler"]) in cells
+    )
+    assert ("", str(cfg["train"]["max_steps"])) in cells
+    for cls, text in cells:
+        assert (cls == "") == bool(re.fullmatch(r"[-+\d.e]+", text)), (cls, text)
     tsv = pd.read_csv(out / "metrics.tsv", sep="\t")
-    assert "FD (backbone) ↓" in tsv.columns and len(tsv) == 4
+    assert "FD (backbone) ↓" in tsv.columns and "AUC synthetic only ↑" in tsv.columns and len(tsv) == 4
     assert len(pd.read_csv(out / "verdicts.tsv", sep="\t")) == 3
 
 
@@ -305,3 +318,50 @@ def test_a_column_of_ties_has_no_best_and_a_warning_everywhere_says_so_once():
     assert warnings(["a", "b"], docs, {}) == [{"text": "small N", "where": ["every experiment / set"]}]
     docs["b"] = _docs({"raw": 3.0, "filtered": 4.0}, {"raw"})
     assert warnings(["a", "b"], docs, {}) == [{"text": "small N", "where": ["a / raw", "a / filtered", "b / raw"]}]
+
+
+def test_a_flagged_number_never_gets_the_star():
+    """The best value is picked among unflagged numbers only: a judge F1 over fewer classes, or a
+    synthetic-only AUC from a set that lacks a class, is not a result even when it is the highest."""
+    from histosynth.evaluation.report import metric_rows
+
+    docs = {e: _docs({"raw": fd, "filtered": fd + 1}, set()) for e, fd in (("a", 1.0), ("b", 2.0), ("c", 3.0))}
+    for e, f1, auc in (("a", 1.0, 0.9), ("b", 0.7, 0.8), ("c", 0.6, 0.7)):
+        docs[e]["agreement"]["judge"]["sets"]["filtered"] = {"macro_f1": f1}
+        docs[e]["downstream"]["results"] = {"synthetic_only": {"macro_auc": auc}}
+    # a: the highest judge F1 and AUC, from a filtered set without class "pos"
+    docs["a"]["agreement"]["judge"]["sets"]["filtered"] |= {"classes_absent": ["pos"], "macro_over": "1 of 2 classes"}
+    docs["a"]["fd"]["sets"]["filtered"]["classes_absent"] = ["pos"]
+    rows, _ = metric_rows(["a", "b", "c"], docs)
+    filtered = {r["experiment"]: r["cells"] for r in rows if r["set"] == "filtered"}
+    assert filtered["a"]["judge_f1"]["flags"] == ["macro over 1 of 2 classes"] and not filtered["a"]["judge_f1"]["best"]
+    assert filtered["a"]["auc_syn"]["flags"] == ["not meaningful: no synthetic pos"]
+    assert not filtered["a"]["auc_syn"]["best"]
+    assert filtered["b"]["judge_f1"]["best"] and filtered["b"]["auc_syn"]["best"]
+    assert not any(c["best"] for r in rows for c in r["cells"].values() if c["flags"])
+    # below chance is flagged too: with a and b flagged, c's AUC is the only ranked one, so no star at all
+    docs["b"]["downstream"]["results"]["synthetic_only"]["macro_auc"] = 0.45
+    rows, _ = metric_rows(["a", "b", "c"], docs)
+    assert not any(r["cells"]["auc_syn"]["best"] for r in rows)
+
+
+def test_verdicts_are_decided_by_unflagged_numbers_only():
+    """A judge F1 over fewer classes is listed (with its ⚠) but neither wins nor counts as "raised"."""
+    from histosynth.evaluation.report import metric_rows, verdicts
+
+    docs = {e: _docs({"raw": fd, "filtered": fd + 1}, set()) for e, fd in (("a", 1.0), ("b", 2.0))}
+    for e, f1, absent in (("a", 1.0, ["pos"]), ("b", 0.7, [])):
+        docs[e]["agreement"]["judge"]["sets"]["filtered"] = {
+            "macro_f1": f1,
+            "classes_absent": absent,
+            "macro_over": f"{2 - len(absent)} of 2 classes",
+        }
+    exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
+    rows, _ = metric_rows(list(exps), docs)
+    prompts, raw_vs_filtered, _ = verdicts(exps, rows, 0.8, "filtered", "FD")
+    # one unflagged judge F1 is left: nothing to compare it with, so it decides nothing; FD still does
+    assert prompts["verdict"] == "a wins on FD; judge F1 not compared (⚠ macro over 1 of 2 classes)"
+    assert "judge F1 (↑): a 1.000 ⚠, b 0.700" in prompts["numbers"]
+    # raw 0.5 -> filtered 0.7 for b counts; a's 0.5 -> 1.000 (over 1 class) does not
+    assert "raised the independent judge's F1 in 1 of 1" in raw_vs_filtered["verdict"]
+    assert "judge F1 0.500 → 1.000 ⚠" in raw_vs_filtered["numbers"]

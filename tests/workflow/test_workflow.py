@@ -415,9 +415,13 @@ def test_snakemake_report_has_the_metric_tables(finished_run, run_snakemake):
     assert (wd / "snakemake_report.zip").stat().st_size > 10_000
     import zipfile
 
-    names = zipfile.ZipFile(wd / "snakemake_report.zip").namelist()
+    zf = zipfile.ZipFile(wd / "snakemake_report.zip")
+    names = zf.namelist()
     for f in ("index.html", "metrics.tsv", "verdicts.tsv"):  # stored as data/raw/<hash>/<name>
         assert any(n.endswith("/" + f) for n in names), f"results/html_report/{f} not in Snakemake's report"
+    # the landing text and the table captions link to the page (report/*.rst: `index.html`_)
+    page = zf.read(next(n for n in names if n.endswith("/report.html"))).decode()
+    assert page.count("showResultInfo('results/html_report/index.html')") >= 3
 
 
 def test_lint_is_clean():
