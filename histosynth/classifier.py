@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from .progress import progress_bar
 
-from .atomic import atomic_dir, atomic_path
+from .atomic import atomic_dir
 from .device import pick_device
 from .errors import InputError
+from .evaluation.metric_files import KEY_TEST, write_classifier_metrics
 from .patchfile import PatchFile
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def train_classifier(
     seconds = time.perf_counter() - t0
     tprobs, tlabels = predict_file(net, test_h5, image_size, device)
     metrics = {
-        "test": evaluate(tlabels, tprobs, names),
+        KEY_TEST: evaluate(tlabels, tprobs, names),
         "history": history,
         "best_epoch": best_epoch,
         "image_size": image_size,
@@ -225,8 +226,7 @@ def train_classifier(
         "test_file": str(test_h5),
     }
     save_classifier(net, out_dir, names, image_size)
-    with atomic_path(metrics_json) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    write_classifier_metrics(metrics_json, metrics)
     log.info(
         "classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s",
         metrics["test"]["accuracy"],

@@ -22,6 +22,17 @@ import pandas as pd
 from .atomic import atomic_path
 from .diffusion.trained import META_FILE
 from .errors import InputError
+from .evaluation.metric_files import (
+    KEY_EXTRACTOR,
+    KEY_JUDGE,
+    KEY_OVERALL,
+    KEY_REFERENCE,
+    KEY_RESULTS,
+    KEY_SETS,
+    KEY_WARNINGS,
+    METRICS,
+    read_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +47,7 @@ TAGS = [
     "synthetic-data",
     "histosynth",
 ]
-METRIC_FILES = ("fd", "kid", "prdc", "agreement", "downstream")
+METRIC_FILES = METRICS  # the card shows every metric file
 MAX_PROMPT_ROWS = 15
 SETS = ("raw", "filtered")
 
@@ -129,18 +140,18 @@ def _settings_table(settings: dict) -> str:
 def metrics_markdown(metrics: dict[str, dict]) -> str:
     """The experiment's metric JSONs (name -> parsed document) as tables, with their warnings."""
     fd, kid, prdc, agree, down = (metrics[k] for k in METRIC_FILES)
-    ex = fd["extractor"]
+    ex = fd[KEY_EXTRACTOR]
     fd_name = "FID" if ex.get("kind") == "inception" else "FD"
     out = [
-        f"Real reference: the **{fd['reference']['split']}** split. Features: {ex.get('name', ex.get('kind'))}"
+        f"Real reference: the **{fd[KEY_REFERENCE]['split']}** split. Features: {ex.get('name', ex.get('kind'))}"
         + (" — **a random network: these distances show mechanics only**" if ex.get("random_network") else "")
         + ". Lower is better (↓) for distances; higher is better (↑) for the rest. The independent judge "
         "classifier scores agreement; per-class values are in the JSON files."
     ]
     rows, warnings = [], {}  # warning -> where it applies, so a caveat shared by every metric is listed once
-    judge = agree.get("judge", {}).get("sets", {})
+    judge = agree.get(KEY_JUDGE, {}).get(KEY_SETS, {})
     for s in SETS:
-        g = lambda doc, key="overall": doc["sets"].get(s, {}).get(key)  # noqa: E731
+        g = lambda doc, key=KEY_OVERALL: doc[KEY_SETS].get(s, {}).get(key)  # noqa: E731
         p, a = g(prdc) or {}, judge.get(s, {})
         rows.append(
             [
@@ -157,7 +168,7 @@ def metrics_markdown(metrics: dict[str, dict]) -> str:
             ]
         )
         for name, doc in ((fd_name, fd), ("KID", kid), ("PRDC", prdc)):
-            for w in g(doc, "warnings") or []:
+            for w in g(doc, KEY_WARNINGS) or []:
                 warnings.setdefault(w, []).append(f"{name} of the {s} set")
     out.append(
         _table(
@@ -176,7 +187,7 @@ def metrics_markdown(metrics: dict[str, dict]) -> str:
             rows,
         )
     )
-    res = down["results"]
+    res = down[KEY_RESULTS]
     out.append(
         f"Downstream classifiers (ResNet-18, {down['epochs']} epochs) tested on the real test split, trained with "
         f"the **{down['synthetic_set']}** synthetic set:"
@@ -190,7 +201,7 @@ def metrics_markdown(metrics: dict[str, dict]) -> str:
             ],
         )
     )
-    for w in down.get("warnings", []):
+    for w in down.get(KEY_WARNINGS, []):
         warnings.setdefault(w, []).append("downstream")
     for k, r in res.items():
         if r.get("note"):
@@ -261,7 +272,7 @@ def write_model_card(
     missing = [m for m in METRIC_FILES if m not in metrics]
     if missing:
         raise InputError(f"model card of {experiment}: metric file(s) {missing} not given")
-    docs = {m: _load_json(metrics[m]) for m in METRIC_FILES}
+    docs = {m: read_metrics(metrics[m]) for m in METRIC_FILES}
     summary = _load_json(train_summary)
     freq = _freq(prompt_frequencies)
     meta_file = Path(model_dir) / META_FILE

@@ -7,19 +7,31 @@ sides, and warnings naming why a number is not comparable with published ones.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
 from ..classifier import load_classifier, predict_file, train_classifier
 from ..errors import InputError
 from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
 from ..plots import coverage_plot
 from .features import RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
+from .metric_files import (
+    KEY_EXTRACTOR,
+    KEY_FILTER_CLASSIFIER,
+    KEY_JUDGE,
+    KEY_METRIC,
+    KEY_OVERALL,
+    KEY_REFERENCE,
+    KEY_RESULTS,
+    KEY_SETS,
+    KEY_TEST,
+    KEY_WARNINGS,
+    read_classifier_metrics,
+    write_metrics,
+)
 from .metrics import (
     class_counts,
     classifier_agreement,
@@ -37,11 +49,6 @@ PUBLISHED_FID_MIN_N = 5000  # papers report FID on thousands of images; fewer in
 FOV_TOLERANCE = 0.05  # relative difference of field of view (µm) tolerated between real and synthetic
 # metric -> (display name, better direction)
 GENERATIVE = {"fd": ("FD", "lower"), "kid": ("KID", "lower"), "prdc": ("PRDC", "higher")}
-
-
-def write_json(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=lambda v: float(v) if np.isscalar(v) else str(v)))
 
 
 def comparability(metric: str, extractor: dict, n_real: int, n_fake: int) -> list[str]:
@@ -122,7 +129,7 @@ def evaluate_generation(
         set_info[set_name] = {
             "harmonisation": harm,
             "class_matching": match,
-            "warnings": warn,
+            KEY_WARNINGS: warn,
             "n_real": int(len(ridx)),
             "n_synthetic": int(len(fidx)),
             "n_synthetic_available": int(len(ff)),
@@ -141,30 +148,30 @@ def evaluate_generation(
         if metric == "fd" and kind == "inception":
             name = "FID"
         doc = {
-            "metric": metric,
+            KEY_METRIC: metric,
             "name": name,
             "better": direction,
             "experiment": experiment,
-            "extractor": info,
-            "reference": {
+            KEY_EXTRACTOR: info,
+            KEY_REFERENCE: {
                 "split": str(rattrs["split"]),
                 "n_available": int(rattrs["n_available"]),
                 "n_extracted": int(len(rf)),
                 "geometry": real_geo,
                 "class_counts": class_counts(rl, names),
             },
-            "sets": {},
+            KEY_SETS: {},
         }
         if metric == "prdc":
             doc["k"] = cfg["prdc_k"]
         for set_name in sets:
             ff, fl, ridx, fidx = fake[set_name]
             s = dict(set_info[set_name])
-            s["warnings"] = s["warnings"] + comparability(metric, info, len(ridx), len(fidx))
-            s["overall"] = fn(rf[ridx], ff[fidx])
+            s[KEY_WARNINGS] = s[KEY_WARNINGS] + comparability(metric, info, len(ridx), len(fidx))
+            s[KEY_OVERALL] = fn(rf[ridx], ff[fidx])
             s["per_class"] = {k: v for k, v in per_class(fn, rf, rl, ff, fl, names).items() if k != "overall"}
-            doc["sets"][set_name] = s
-        write_json(outputs[metric], doc)
+            doc[KEY_SETS][set_name] = s
+        write_metrics(outputs[metric], doc)
         results[metric] = doc
     coverage_plot(
         rf,
@@ -179,7 +186,7 @@ def evaluate_generation(
         "generation metrics of %s (%s): %s",
         experiment,
         info["name"],
-        {m: {s: d["sets"][s]["overall"] for s in sets} for m, d in results.items()},
+        {m: {s: d[KEY_SETS][s][KEY_OVERALL] for s in sets} for m, d in results.items()},
     )
     return results
 
@@ -246,27 +253,27 @@ def evaluate_agreement(
     on the set it accepted, its agreement is high by construction and is not a result.
     """
     doc = {
-        "metric": "agreement",
+        KEY_METRIC: "agreement",
         "experiment": experiment,
         "definition": "ResNet-18 predictions vs the prompt's class (LoRA paper); macro means over the classes the set contains",
-        "judge": {"classifier": str(judge_dir), "description": judge_note, "sets": {}},
-        "filter_classifier": {
+        KEY_JUDGE: {"classifier": str(judge_dir), "description": judge_note, KEY_SETS: {}},
+        KEY_FILTER_CLASSIFIER: {
             "classifier": str(filter_classifier_dir),
-            "sets": {},
+            KEY_SETS: {},
             "note": "the filter's own classifier, raw set only: on the filtered set it agrees by construction",
         },
     }
     for role, folder, names in (
-        ("judge", judge_dir, list(sets)),
-        ("filter_classifier", filter_classifier_dir, ["raw"]),
+        (KEY_JUDGE, judge_dir, list(sets)),
+        (KEY_FILTER_CLASSIFIER, filter_classifier_dir, ["raw"]),
     ):
         net, ccfg = load_classifier(folder, device)
         for name in names:
             probs, labels = predict_file(net, sets[name], ccfg["image_size"], ccfg["device"])
-            doc[role]["sets"][name] = classifier_agreement(
+            doc[role][KEY_SETS][name] = classifier_agreement(
                 labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"]
             )
-    write_json(out_json, doc)
+    write_metrics(out_json, doc)
     return doc
 
 
@@ -285,21 +292,21 @@ def evaluate_downstream(
     tested on the real test split, next to the real-only classifier of ``train_classifier``.
     Writes both classifiers (and their metrics) under ``models_dir``."""
     ccfg = {**classifier_cfg, "epochs": cfg["downstream_epochs"] or classifier_cfg["epochs"]}
-    real_doc = json.loads(Path(real_metrics_json).read_text())
+    real_doc = read_classifier_metrics(real_metrics_json)
     names = real_doc["label_names"]
     doc = {
-        "metric": "downstream",
+        KEY_METRIC: "downstream",
         "experiment": experiment,
         "test_split": str(real["test"]),
         "synthetic_set": cfg["downstream_set"],
         "classifier": "torchvision resnet18",
         "epochs": ccfg["epochs"],
-        "results": {"real_only": _brief(real_doc["test"], names)},
+        KEY_RESULTS: {"real_only": _brief(real_doc[KEY_TEST], names)},
     }
     with PatchFile(synthetic_h5) as pf:
         n_syn, present = len(pf), sorted(set(pf.labels.tolist()))
     lacking = [names[c] for c in range(len(names)) if c not in present]
-    doc["warnings"] = (
+    doc[KEY_WARNINGS] = (
         [
             f"the synthetic set has no images of {', '.join(lacking)}: a classifier trained on it alone cannot "
             "learn those classes, so its AUC is not meaningful"
@@ -307,16 +314,16 @@ def evaluate_downstream(
         if lacking
         else []
     )
-    absent = doc["results"]["real_only"]["classes_absent_from_test"]
+    absent = doc[KEY_RESULTS]["real_only"]["classes_absent_from_test"]
     if absent:
-        doc["warnings"].append(
+        doc[KEY_WARNINGS].append(
             f"the real test split has no patches of {', '.join(absent)}: macro F1 runs over the other classes"
         )
     runs = {"synthetic_only": [synthetic_h5], "real_plus_synthetic": [real["train"], synthetic_h5]}
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     for name, files in runs.items():
         if n_syn == 0:
-            doc["results"][name] = {"n_train": 0, "note": "the synthetic set is empty (every image was rejected)"}
+            doc[KEY_RESULTS][name] = {"n_train": 0, "note": "the synthetic set is empty (every image was rejected)"}
             continue
         d = Path(models_dir) / name
         m = train_classifier(
@@ -329,9 +336,9 @@ def evaluate_downstream(
             image_size,
             name=f"downstream {experiment} ({name.replace('_', ' ')})",
         )
-        doc["results"][name] = {**_brief(m["test"], names), "n_train": m["n_train"]}
-    write_json(out_json, doc)
-    log.info("downstream %s: %s", experiment, {k: v.get("macro_auc") for k, v in doc["results"].items()})
+        doc[KEY_RESULTS][name] = {**_brief(m[KEY_TEST], names), "n_train": m["n_train"]}
+    write_metrics(out_json, doc)
+    log.info("downstream %s: %s", experiment, {k: v.get("macro_auc") for k, v in doc[KEY_RESULTS].items()})
     return doc
 
 

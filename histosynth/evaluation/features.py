@@ -33,6 +33,7 @@ from ..atomic import atomic_path
 from ..device import pick_device
 from ..errors import InputError
 from ..patchfile import PatchFile
+from .metric_files import read_classifier_metrics
 
 log = logging.getLogger(__name__)
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -127,7 +128,7 @@ def _classifier_meta(model_dir) -> str:
     p = Path(model_dir).parent / "metrics.json"
     if not p.is_file():
         return ""
-    m = json.loads(p.read_text())
+    m = read_classifier_metrics(p)
     return f"trained on {m.get('n_train')} real patches, weights {m.get('weights')}"
 
 

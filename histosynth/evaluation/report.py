@@ -23,6 +23,20 @@ from ..config import experiment_settings
 from ..patchfile import PatchFile
 from ..plots import patch_strip
 from .features import RANDOM_NOTE
+from .metric_files import (
+    KEY_EXTRACTOR,
+    KEY_FILTER_CLASSIFIER,
+    KEY_JUDGE,
+    KEY_OVERALL,
+    KEY_REFERENCE,
+    KEY_RESULTS,
+    KEY_SETS,
+    KEY_TEST,
+    KEY_WARNINGS,
+    METRICS,
+    read_classifier_metrics,
+    read_metrics,
+)
 from .metrics import class_name, macro_over_present
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -148,22 +162,22 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
     fd_head = ("FD", "")
     for exp in experiments:
         d = docs[exp]
-        fd, kid, prdc, agree, down = d["fd"], d["kid"], d["prdc"], d["agreement"], d["downstream"]
-        fd_head = (fd["name"], f"({fd['extractor']['kind']})")
-        rnd = bool(fd["extractor"].get("random_network"))
+        fd, kid, prdc, agree, down = (d[m] for m in METRICS)
+        fd_head = (fd["name"], f"({fd[KEY_EXTRACTOR]['kind']})")
+        rnd = bool(fd[KEY_EXTRACTOR].get("random_network"))
         for s in SETS:
-            g = fd["sets"][s]
+            g = fd[KEY_SETS][s]
             absent = g.get("classes_absent", [])
-            p = prdc["sets"][s]["overall"] or {}
-            judge = agree["judge"]["sets"].get(s, {})
-            filt = agree["filter_classifier"]["sets"].get(s) if s == "raw" else None
-            res = down["results"] if s == down["synthetic_set"] else {}
+            p = prdc[KEY_SETS][s][KEY_OVERALL] or {}
+            judge = agree[KEY_JUDGE][KEY_SETS].get(s, {})
+            filt = agree[KEY_FILTER_CLASSIFIER][KEY_SETS].get(s) if s == "raw" else None
+            res = down[KEY_RESULTS] if s == down["synthetic_set"] else {}
             cells = {
                 "n": _cell(
                     None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"
                 ),
-                "fd": _cell(g["overall"], 2, random=rnd),
-                "kid": _cell(kid["sets"][s]["overall"], 4, random=rnd),
+                "fd": _cell(g[KEY_OVERALL], 2, random=rnd),
+                "kid": _cell(kid[KEY_SETS][s][KEY_OVERALL], 4, random=rnd),
                 **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},
                 "judge_f1": _cell(judge.get("macro_f1"), flags=_absent(judge)),
                 "filter_f1": _cell((filt or {}).get("macro_f1"), flags=_absent(filt or {})),
@@ -331,14 +345,14 @@ def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list
 
     for e in experiments:
         for m in ("fd", "kid", "prdc"):
-            for s, d in docs[e][m]["sets"].items():
-                for w in d.get("warnings", []):
+            for s, d in docs[e][m][KEY_SETS].items():
+                for w in d.get(KEY_WARNINGS, []):
                     add(w, e, s)
-        for s, d in docs[e]["agreement"]["judge"]["sets"].items():
+        for s, d in docs[e]["agreement"][KEY_JUDGE][KEY_SETS].items():
             if d.get("classes_absent"):
                 add(f"judge F1 is a macro over {d['macro_over']}; absent: {', '.join(d['classes_absent'])}", e, s)
         down = docs[e]["downstream"]
-        for w in down.get("warnings", []):
+        for w in down.get(KEY_WARNINGS, []):
             add(w, e, down["synthetic_set"])
         summ = filter_summaries.get(e) or {}
         if summ.get("never_passed"):
@@ -415,18 +429,14 @@ def context(inputs: dict, config: dict) -> dict:
     experiments = config["experiments"]
     names = list(experiments)
     files = _per_experiment(inputs, names)
-    docs = {e: {m: _load(files[e][m]) for m in ("fd", "kid", "prdc", "agreement", "downstream")} for e in names}
-    missing = [f"{e}/{m}" for e in names for m, d in docs[e].items() if d is None]
-    if missing:
-        raise FileNotFoundError(f"report: metric files missing: {', '.join(missing)}")
+    docs = {e: {m: read_metrics(files[e][m]) for m in METRICS} for e in names}
     ev = config["evaluation"]
-    real = _load(inputs.get("classifier"))
-    judge = _load(inputs.get("judge"))
+    real, judge = (read_classifier_metrics(inputs[k]) if inputs.get(k) else None for k in ("classifier", "judge"))
     rows, fd_head = metric_rows(names, docs)
     fd_name = " ".join(fd_head).strip()
     summaries = {e: _load(files[e]["filter_summary"]) for e in names}
-    extractor = docs[names[0]]["fd"]["extractor"] if names else {}
-    real_auc = (real or {}).get("test", {}).get("macro_auc")
+    extractor = docs[names[0]]["fd"][KEY_EXTRACTOR] if names else {}
+    real_auc = (real or {}).get(KEY_TEST, {}).get("macro_auc")
     exps = []
     for e in names:
         val_uri, val_step = _latest_validation(files[e]["validation"])
@@ -440,7 +450,7 @@ def context(inputs: dict, config: dict) -> dict:
                     (data_uri(files[e]["acceptance_plot"]), "filter acceptance per class and round"),
                     (
                         data_uri(files[e]["coverage"]),
-                        f"coverage: real vs synthetic features (PCA), {fd['extractor']['name']}",
+                        f"coverage: real vs synthetic features (PCA), {fd[KEY_EXTRACTOR]['name']}",
                     ),
                 ],
                 "acceptance": _table(files[e]["acceptance"]),
@@ -449,13 +459,13 @@ def context(inputs: dict, config: dict) -> dict:
                 "validation_step": val_step,
                 "prompt_table": _table(files[e]["prompt_frequencies"], head=8),
                 "per_class": _per_class_rows(docs[e]),
-                "harmonisation": {s: fd["sets"][s]["harmonisation"] for s in SETS},
+                "harmonisation": {s: fd[KEY_SETS][s]["harmonisation"] for s in SETS},
                 "matching": {
                     s: {
-                        "n_real": fd["sets"][s]["n_real"],
-                        "n_synthetic": fd["sets"][s]["n_synthetic"],
-                        "real": fd["sets"][s]["class_counts_real"],
-                        "synthetic": fd["sets"][s]["class_counts_synthetic"],
+                        "n_real": fd[KEY_SETS][s]["n_real"],
+                        "n_synthetic": fd[KEY_SETS][s]["n_synthetic"],
+                        "real": fd[KEY_SETS][s]["class_counts_real"],
+                        "synthetic": fd[KEY_SETS][s]["class_counts_synthetic"],
                     }
                     for s in SETS
                 },
@@ -496,7 +506,7 @@ def context(inputs: dict, config: dict) -> dict:
         "warnings": warnings(names, docs, summaries),
         "real": _real_only(real),
         "judge": judge,
-        "judge_note": docs[names[0]]["agreement"]["judge"]["description"] if names else "",
+        "judge_note": docs[names[0]]["agreement"][KEY_JUDGE]["description"] if names else "",
         "experiments": exps,
         "settings": settings,
         "split_examples": data_uri(inputs.get("split_examples")),
@@ -507,7 +517,7 @@ def context(inputs: dict, config: dict) -> dict:
             for p, c in zip(morph, ("choosing k", "patches nearest each k-means centroid"))
         ],
         "summaries": _table(summaries_tsv[0], head=10) if summaries_tsv else None,
-        "reference": docs[names[0]]["fd"]["reference"] if names else {},
+        "reference": docs[names[0]]["fd"][KEY_REFERENCE] if names else {},
         "config_json": json.dumps(config, indent=1, default=str),
     }
 
@@ -516,7 +526,7 @@ def _real_only(real: dict | None) -> dict | None:
     """The real-only classifier's test numbers, macro F1 over the classes the test split contains."""
     if not real:
         return None
-    t = real["test"]
+    t = real[KEY_TEST]
     return {
         "n": t["n"],
         "accuracy": t["accuracy"],
@@ -527,10 +537,14 @@ def _real_only(real: dict | None) -> dict | None:
 
 
 def _per_class_rows(d: dict) -> list[list[str]]:
-    fd, agree = d["fd"], d["agreement"]["judge"]["sets"]
+    fd, agree = d["fd"], d["agreement"][KEY_JUDGE][KEY_SETS]
     classes = list(
         dict.fromkeys(
-            [*fd["reference"]["class_counts"], *fd["sets"]["raw"]["per_class"], *fd["sets"]["filtered"]["per_class"]]
+            [
+                *fd[KEY_REFERENCE]["class_counts"],
+                *fd[KEY_SETS]["raw"]["per_class"],
+                *fd[KEY_SETS]["filtered"]["per_class"],
+            ]
         )
     )
     rows = []
@@ -538,9 +552,9 @@ def _per_class_rows(d: dict) -> list[list[str]]:
         rows.append(
             [
                 c,
-                fmt(fd["reference"]["class_counts"].get(c)),
-                *[fmt(fd["sets"][s]["class_counts_synthetic"].get(c, 0)) for s in SETS],
-                *[fmt(fd["sets"][s]["per_class"].get(c), 2) for s in SETS],
+                fmt(fd[KEY_REFERENCE]["class_counts"].get(c)),
+                *[fmt(fd[KEY_SETS][s]["class_counts_synthetic"].get(c, 0)) for s in SETS],
+                *[fmt(fd[KEY_SETS][s]["per_class"].get(c), 2) for s in SETS],
                 *[fmt((agree.get(s, {}).get("per_class", {}).get(c) or {}).get("f1")) for s in SETS],
             ]
         )

@@ -12,7 +12,8 @@ from PIL import Image
 from histosynth.config import default_config, experiment_settings
 from histosynth.diffusion.trained import META_FILE
 from histosynth.errors import InputError
-from histosynth.evaluation.evaluate import comparability, write_json
+from histosynth.evaluation.evaluate import comparability
+from histosynth.evaluation.metric_files import write_metrics
 from histosynth.evaluation.metrics import classifier_agreement, per_class
 from histosynth.model_card import METRIC_FILES, TAGS, write_model_card
 
@@ -42,7 +43,7 @@ def _metric_docs(d):
             doc["sets"][s] = {"n_real": 20, "n_synthetic": 8, **per_class(fn, real, rl, fake, fl, NAMES)}
             doc["sets"][s]["warnings"] = comparability(metric, extractor, 20, 8) if metric != "prdc" else []
         paths[metric] = d / f"{metric}.json"
-        write_json(paths[metric], doc)
+        write_metrics(paths[metric], doc)
     agree = {
         "metric": "agreement",
         "experiment": "label_only",
@@ -53,7 +54,7 @@ def _metric_docs(d):
         },
     }
     paths["agreement"] = d / "agreement.json"
-    write_json(paths["agreement"], agree)
+    write_metrics(paths["agreement"], agree)
     down = {
         "metric": "downstream",
         "experiment": "label_only",
@@ -73,7 +74,7 @@ def _metric_docs(d):
         "warnings": [],
     }
     paths["downstream"] = d / "downstream.json"
-    write_json(paths["downstream"], down)
+    write_metrics(paths["downstream"], down)
     return paths
 
 
