@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -172,13 +173,18 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
             judge = agree[KEY_JUDGE][KEY_SETS].get(s, {})
             filt = agree[KEY_FILTER_CLASSIFIER][KEY_SETS].get(s) if s == "raw" else None
             res = down[KEY_RESULTS] if s == down["synthetic_set"] else {}
+            mix = partial(_mix_flag, absent)
+            fd_v, kid_v = g[KEY_OVERALL], kid[KEY_SETS][s][KEY_OVERALL]
             cells = {
                 "n": _cell(
                     None, flags=[f"no synthetic {c}" for c in absent], text=f"{g['n_real']} / {g['n_synthetic']}"
                 ),
-                "fd": _cell(g[KEY_OVERALL], 2, random=rnd),
-                "kid": _cell(kid[KEY_SETS][s][KEY_OVERALL], 4, random=rnd),
-                **{k: _cell(p.get(k), random=rnd) for k in ("precision", "recall", "density", "coverage")},
+                "fd": _cell(fd_v, 2, flags=mix(fd_v), random=rnd),
+                "kid": _cell(kid_v, 4, flags=mix(kid_v), random=rnd),
+                **{
+                    k: _cell(p.get(k), flags=mix(p.get(k)), random=rnd)
+                    for k in ("precision", "recall", "density", "coverage")
+                },
                 "judge_f1": _cell(judge.get("macro_f1"), flags=_absent(judge)),
                 "filter_f1": _cell((filt or {}).get("macro_f1"), flags=_absent(filt or {})),
             }
@@ -194,6 +200,11 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
         if col["better"]:
             _mark_best([r["cells"][col["key"]] for r in rows], col["better"])
     return rows, fd_head
+
+
+def _mix_flag(absent: list[str], value) -> list[str]:
+    """A distance of a set without some class compares another class mix than the real set: not a result."""
+    return [f"not comparable: no synthetic {', '.join(absent)}"] if absent and _num(value) is not None else []
 
 
 def _mark_best(cells: list[dict], better: str) -> None:

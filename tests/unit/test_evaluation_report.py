@@ -365,3 +365,28 @@ def test_verdicts_are_decided_by_unflagged_numbers_only():
     # raw 0.5 -> filtered 0.7 for b counts; a's 0.5 -> 1.000 (over 1 class) does not
     assert "raised the independent judge's F1 in 1 of 1" in raw_vs_filtered["verdict"]
     assert "judge F1 0.500 → 1.000 ⚠" in raw_vs_filtered["numbers"]
+
+
+def test_distances_of_a_set_without_some_class_are_flagged_and_decide_nothing():
+    """A filtered set that never got a "pos" image compares another class mix than the real set: its FD, KID
+    and PRDC carry ⚠ (like the synthetic-only AUC), get no star, and the verdicts list but do not count them."""
+    from histosynth.evaluation.report import metric_rows, verdicts
+
+    docs = {e: _docs({"raw": fd, "filtered": fd_f}, set()) for e, fd, fd_f in (("a", 3.0, 0.5), ("b", 2.0, 1.5))}
+    for e in docs:
+        docs[e]["prdc"]["sets"]["filtered"]["overall"] = {"precision": 0.9 if e == "a" else 0.6}
+    docs["a"]["fd"]["sets"]["filtered"]["classes_absent"] = ["pos"]
+    rows, _ = metric_rows(["a", "b"], docs)
+    a = next(r["cells"] for r in rows if r["experiment"] == "a" and r["set"] == "filtered")
+    for key in ("fd", "kid", "precision"):
+        assert a[key]["flags"] == ["not comparable: no synthetic pos"] and not a[key]["best"], key
+    assert not a["recall"]["flags"]  # no number, nothing to flag
+    b = next(r["cells"] for r in rows if r["experiment"] == "b" and r["set"] == "filtered")
+    assert not b["fd"]["flags"] and not b["precision"]["best"]  # the only unflagged precision: nothing to rank
+    exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
+    prompts, raw_vs_filtered, _ = verdicts(exps, rows, 0.8, "filtered", "FD")
+    # a's filtered FD 0.50 is the lowest but flagged: b's is the only comparable one, so FD decides nothing
+    assert prompts["verdict"].startswith("no winner")
+    assert "FD not compared (⚠ not comparable: no synthetic pos)" in prompts["verdict"]
+    assert "FD (↓): a 0.50 ⚠, b 1.50" in prompts["numbers"]
+    assert "filtering lowered FD in 1 of 1 experiments" in raw_vs_filtered["verdict"]
