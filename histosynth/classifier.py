@@ -20,7 +20,8 @@ from .progress import progress_bar
 from .atomic import atomic_dir
 from .device import pick_device
 from .errors import InputError
-from .evaluation.metric_files import KEY_TEST, write_classifier_metrics
+from .evaluation.metric_files import KEY_TEST, with_interval, write_classifier_metrics
+from .evaluation.metrics import BOOTSTRAP_METHOD, bootstrap_interval
 from .patchfile import PatchFile
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,24 @@ def evaluate(labels, probs, label_names) -> dict:
     # macro F1 over the classes the split contains: sklearn would count an absent class as F1 = 0
     present = sorted(set(np.asarray(labels).tolist()))
     absent = [label_names[c] for c in idx if c not in present]
+
+    def auc(y, p):
+        return macro_auc(y, p, len(label_names))
+
+    def f1(y, pr):
+        return float(f1_score(y, pr, labels=present, average="macro", zero_division=0))
+
     return {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, pred)) if len(labels) else float("nan"),
-        "macro_auc": macro_auc(labels, probs, len(label_names)),
-        "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0))
-        if len(labels)
-        else float("nan"),
+        # each with its bootstrap interval over the test patches: a difference inside it is noise
+        **with_interval("macro_auc", auc(labels, probs), bootstrap_interval(auc, labels, probs)),
+        **with_interval(
+            "macro_f1",
+            f1(labels, pred) if len(labels) else float("nan"),
+            bootstrap_interval(f1, labels, pred),
+        ),
+        "interval_method": BOOTSTRAP_METHOD,
         "macro_over": f"{len(present)} of {len(label_names)} classes",
         "classes_absent": absent,
         "warnings": [

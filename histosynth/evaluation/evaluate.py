@@ -30,6 +30,8 @@ from .metric_files import (
     KEY_TEST,
     KEY_WARNINGS,
     read_classifier_metrics,
+    read_interval,
+    with_interval,
     write_metrics,
 )
 from .metrics import (
@@ -343,4 +345,7 @@ def evaluate_downstream(
 
 
 def _brief(test: dict, names: list[str]) -> dict:
-    return {**{k: test.get(k) for k in ("n", "accuracy", "macro_auc")}, **macro_over_present(test, names)}
+    brief = {**{k: test.get(k) for k in ("n", "accuracy", "macro_auc")}, **macro_over_present(test, names)}
+    for key in ("macro_auc", "macro_f1"):  # their intervals, where the classifier's metrics.json has them
+        brief.update(with_interval(key, brief[key], read_interval(test, key)))
+    return brief

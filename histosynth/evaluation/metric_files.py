@@ -9,6 +9,10 @@ Two kinds, both plain JSON:
   ``KEY_FILTER_CLASSIFIER``, each with ``KEY_SETS``; ``downstream`` holds ``KEY_RESULTS`` per run.
 - a classifier's ``metrics.json`` (the real-only classifier, the judge, the downstream runs), written by
   ``classifier.train_classifier``: its numbers on the test split under ``KEY_TEST``.
+
+A number with a sampling uncertainty (a macro AUC, a macro F1) has its bootstrap interval beside it under
+``interval_key(key)`` as ``[low, high]`` (``with_interval`` writes it, ``read_interval`` reads it); files
+written before intervals existed lack it, and ``read_interval`` gives None.
 """
 
 from __future__ import annotations
@@ -32,6 +36,25 @@ KEY_JUDGE = "judge"
 KEY_FILTER_CLASSIFIER = "filter_classifier"
 KEY_RESULTS = "results"
 KEY_TEST = "test"  # a classifier's metrics.json: its numbers on the test split
+INTERVAL_SUFFIX = "_interval"  # "macro_auc_interval": [low, high] beside "macro_auc"
+
+
+def interval_key(key: str) -> str:
+    return key + INTERVAL_SUFFIX
+
+
+def with_interval(key: str, value: float, interval: tuple[float, float] | None) -> dict:
+    """``{key: value, key_interval: [low, high]}`` (no interval key when there is none, e.g. too few samples)."""
+    return {key: value, **({interval_key(key): [float(interval[0]), float(interval[1])]} if interval else {})}
+
+
+def read_interval(doc: dict, key: str) -> tuple[float, float] | None:
+    """The interval of ``doc[key]``, or None when the file has none (written before intervals, or too few samples)."""
+    v = (doc or {}).get(interval_key(key))
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
+        return None
+    lo, hi = float(v[0]), float(v[1])
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
 
 
 def write_metrics(path, doc: dict) -> None:

@@ -35,10 +35,12 @@ from .metric_files import (
     KEY_TEST,
     KEY_WARNINGS,
     METRICS,
+    interval_key,
     read_classifier_metrics,
+    read_interval,
     read_metrics,
 )
-from .metrics import class_name, macro_over_present
+from .metrics import BOOTSTRAP_METHOD, class_name, macro_over_present
 
 TEMPLATES = Path(__file__).parent / "templates"
 SETS = ("raw", "filtered")
@@ -147,13 +149,18 @@ def columns(fd_head: tuple[str, str]) -> list[dict]:
     ]
 
 
-def _cell(value, digits=3, flags=(), random=False, text=None) -> dict:
+def _cell(value, digits=3, flags=(), random=False, text=None, interval=None, ranged=False) -> dict:
+    """A table cell. ``interval``: the number's bootstrap interval; ``ranged``: its column has intervals, so a
+    number without one (a metric file from before intervals) says so."""
     return {
         "value": _num(value),
         "text": text if text is not None else fmt(value, digits),
         "flags": list(flags),
         "random": random,
         "best": False,
+        "interval": interval if _num(value) is not None else None,
+        "interval_text": f"[{fmt(interval[0], digits)}, {fmt(interval[1], digits)}]" if interval else "",
+        "no_interval": ranged and interval is None and _num(value) is not None,
     }
 
 
@@ -185,8 +192,10 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
                     k: _cell(p.get(k), flags=mix(p.get(k)), random=rnd)
                     for k in ("precision", "recall", "density", "coverage")
                 },
-                "judge_f1": _cell(judge.get("macro_f1"), flags=_absent(judge)),
-                "filter_f1": _cell((filt or {}).get("macro_f1"), flags=_absent(filt or {})),
+                **{
+                    key: _cell(a.get("macro_f1"), flags=_absent(a), interval=read_interval(a, "macro_f1"), ranged=True)
+                    for key, a in (("judge_f1", judge), ("filter_f1", filt or {}))
+                },
             }
             for key, run in (("auc_syn", "synthetic_only"), ("auc_mix", "real_plus_synthetic")):
                 auc = (res.get(run) or {}).get("macro_auc")
@@ -194,7 +203,7 @@ def metric_rows(experiments: list[str], docs: dict) -> tuple[list[dict], tuple[s
                 if key == "auc_syn" and absent and _num(auc) is not None:
                     # trained without some classes: the classifier cannot tell them apart (evaluate_downstream warns)
                     flags.append(f"not meaningful: no synthetic {', '.join(absent)}")
-                cells[key] = _cell(auc, flags=flags)
+                cells[key] = _cell(auc, flags=flags, interval=read_interval(res.get(run), "macro_auc"), ranged=True)
             rows.append({"experiment": exp, "set": s, "cells": cells})
     for col in columns(fd_head):
         if col["better"]:
@@ -207,17 +216,45 @@ def _mix_flag(absent: list[str], value) -> list[str]:
     return [f"not comparable: no synthetic {', '.join(absent)}"] if absent and _num(value) is not None else []
 
 
+def _span(cell: dict) -> tuple[float, float]:
+    """A number's 95 % interval; a number without one (FD, KID, an old metric file) is its own point."""
+    return cell["interval"] or (cell["value"], cell["value"])
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def tie(a: dict, b: dict) -> bool:
+    """THE noise rule: two numbers differ only when their 95 % intervals do not overlap (points: when unequal)."""
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    return (alo <= bhi or _close(alo, bhi)) and (blo <= ahi or _close(blo, ahi))
+
+
+def within_noise(a: dict, b: dict) -> bool:
+    """Different numbers that ``tie`` says are not different: a tie only the intervals make."""
+    return tie(a, b) and not _close(a["value"], b["value"])
+
+
+def _leaders(cells: dict, better: str) -> list:
+    """The keys of the best of ``cells`` (numbers, no flags) and of every cell that ties with it."""
+    vals = {k: c["value"] for k, c in cells.items()}
+    top = (min if better == "lower" else max)(vals.values())
+    tops = [cells[k] for k, v in vals.items() if _close(v, top)]
+    return [k for k, c in cells.items() if any(tie(c, t) for t in tops)]
+
+
 def _mark_best(cells: list[dict], better: str) -> None:
-    """Star the best value among the cells that carry a number and no flag: a flagged number is not a result."""
-    ranked = [c for c in cells if c["value"] is not None and not c["flags"]]
-    vals = [c["value"] for c in ranked]
-    if len(vals) < 2:
+    """Star the best value, and each that ties with it (``tie``), among the cells that carry a number and no flag:
+    a flagged number is not a result."""
+    ranked = {i: c for i, c in enumerate(cells) if c["value"] is not None and not c["flags"]}
+    if len(ranked) < 2:
         return
-    best = min(vals) if better == "lower" else max(vals)
-    if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in vals):
+    leaders = _leaders(ranked, better)
+    if len(leaders) == len(ranked):
         return  # a column where every row ties has no best value: a star on each would read as a result
-    for c in ranked:
-        c["best"] = math.isclose(c["value"], best, rel_tol=1e-9, abs_tol=1e-12)
+    for i in leaders:
+        ranked[i]["best"] = True
 
 
 def _absent(agreement: dict) -> list[str]:
@@ -227,27 +264,23 @@ def _absent(agreement: dict) -> list[str]:
 # --- verdicts ----------------------------------------------------------------------------------
 
 
-def _best(values: dict, better: str) -> tuple[list[str], dict]:
-    """The experiments with the best value (several when tied) and the finite values."""
-    vals = {k: v for k, v in values.items() if _num(v) is not None}
-    if not vals:
-        return [], vals
-    top = (min if better == "lower" else max)(vals.values())
-    return [k for k, v in vals.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)], vals
-
-
 def _shown(cell: dict, digits: int = 3) -> str:
-    """A number as the verdict's numbers list it: flagged ones keep their ⚠, as in the table."""
-    return fmt(cell["value"], digits) + (" ⚠" if cell["flags"] else "")
+    """A number as the verdict's numbers list it: with its interval, and flagged ones keep their ⚠, as in the table."""
+    return (
+        fmt(cell["value"], digits)
+        + (f" {cell['interval_text']}" if cell["interval"] else "")
+        + (" ⚠" if cell["flags"] else "")
+    )
 
 
 def _flags(cells) -> str:
     return "; ".join(dict.fromkeys(f for c in cells for f in c["flags"]))
 
 
-def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str, fd_name: str) -> list[dict]:
+def verdicts(experiments: dict, rows: list[dict], real: dict, downstream_set: str, fd_name: str) -> list[dict]:
     """One line per comparison the papers make, with the numbers behind it. The verdicts read the table's
-    cells: a flagged number (⚠ in the table) is listed but decides nothing, as it gets no star."""
+    cells (``real``: the real-only classifier's macro AUC as a cell): a flagged number (⚠ in the table) is
+    listed but decides nothing, as it gets no star; numbers that ``tie`` within their intervals decide nothing."""
     out = []
     names = list(experiments)
     cells = {(r["experiment"], r["set"]): r["cells"] for r in rows}
@@ -266,15 +299,16 @@ def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str,
             arrow = "↓" if better == "lower" else "↑"
             if any(c["value"] is not None for c in col.values()):
                 listed.append(f"{label} ({arrow}): " + ", ".join(f"{e} {_shown(c, digits)}" for e, c in col.items()))
-            ranked = {e: c["value"] for e, c in col.items() if c["value"] is not None and not c["flags"]}
+            ranked = {e: c for e, c in col.items() if c["value"] is not None and not c["flags"]}
             if len(ranked) >= 2:
-                wins.append((label, _best(ranked, better)[0]))
+                lead = _leaders(ranked, better)
+                wins.append((label, lead, any(within_noise(ranked[a], ranked[b]) for a in lead for b in lead)))
             elif any(c["flags"] for c in col.values()):
                 unranked.append(f"{label} not compared (⚠ {_flags(col.values())})")
         decided = [w for w in wins if len(w[1]) == 1]  # a tie decides nothing
         winners = {w[1][0] for w in decided}
         strategies = ", ".join(f"{e} ({experiments[e]['prompts']})" for e in names)
-        ties = [f"{w[0]} ties ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
+        ties = [f"{w[0]} ties{' within noise' if w[2] else ''} ({', '.join(w[1])})" for w in wins if len(w[1]) > 1]
         if not decided:
             line = "no winner: " + ("; ".join(ties + unranked) if ties or unranked else "no comparable numbers")
         elif len(winners) == 1:
@@ -289,7 +323,7 @@ def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str,
             {"comparison": f"Prompts: {strategies}, {s} sets", "verdict": line + rnd_note, "numbers": "; ".join(listed)}
         )
     # 2. raw vs filtered
-    lines, better_fd, better_f1, n, n_f1 = [], 0, 0, 0, 0
+    lines, better_fd, better_f1, noise_f1, n, n_f1 = [], 0, 0, 0, 0, 0
     for e in names:
         a, b = cells[e, "raw"]["fd"], cells[e, "filtered"]["fd"]
         ja, jb = cells[e, "raw"]["judge_f1"], cells[e, "filtered"]["judge_f1"]
@@ -298,10 +332,12 @@ def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str,
             better_fd += b["value"] < a["value"]
         if ja["value"] is not None and jb["value"] is not None and not ja["flags"] + jb["flags"]:
             n_f1 += 1
-            better_f1 += jb["value"] > ja["value"]
+            better_f1 += jb["value"] > ja["value"] and not tie(ja, jb)
+            noise_f1 += within_noise(ja, jb)
         lines.append(f"{e}: {fd_name} {_shown(a, 2)} → {_shown(b, 2)}, judge F1 {_shown(ja)} → {_shown(jb)}")
     judged = (
         f"raised the independent judge's F1 in {better_f1} of {n_f1}"
+        + (f" ({noise_f1} within noise)" if noise_f1 else "")
         if n_f1
         else "the independent judge's F1 is not compared "
         f"(⚠ {_flags(cells[e, t]['judge_f1'] for e in names for t in SETS)})"
@@ -314,32 +350,37 @@ def verdicts(experiments: dict, rows: list[dict], real_auc, downstream_set: str,
         }
     )
     # 3. real vs real + synthetic
-    deltas, lines = {}, []
+    deltas, noise, lines = {}, [], []
     for e in names:
         mix, syn = cells[e, s]["auc_mix"], cells[e, s]["auc_syn"]
-        if mix["value"] is not None and not mix["flags"] and _num(real_auc) is not None:
-            deltas[e] = mix["value"] - real_auc
+        if mix["value"] is not None and not mix["flags"] and real["value"] is not None:
+            deltas[e] = mix["value"] - real["value"]
+            if within_noise(mix, real):
+                noise.append(e)
         lines.append(f"{e}: real + synthetic {_shown(mix)}, synthetic only {_shown(syn)}")
     if deltas:
-        best = max(deltas, key=deltas.get)
-        up = [e for e, d in deltas.items() if d > 0]
+        up = [e for e, d in deltas.items() if d > 0 and e not in noise]
         if up:
+            best = max(up, key=deltas.get)
             verdict = (
                 f"adding synthetic images raised the macro AUC in {len(up)} of {len(deltas)} experiments; "
                 f"most with {best} ({deltas[best]:+.3f})"
             )
         else:
+            best = max(deltas, key=deltas.get)
             verdict = (
                 f"adding synthetic images did not raise the macro AUC in any of {len(deltas)} experiments "
                 f"(best change: {best}, {deltas[best]:+.3f})"
             )
+        if noise:
+            verdict += "; within noise (95 % intervals overlap): " + ", ".join(f"{e} ({deltas[e]:+.3f})" for e in noise)
     else:
         verdict = "no downstream AUC to compare"
     out.append(
         {
             "comparison": f"Real only vs real + synthetic ({s} set), ResNet-18 on the real test split",
             "verdict": verdict,
-            "numbers": f"real only {fmt(real_auc)}; " + "; ".join(lines),
+            "numbers": f"real only {_shown(real)}; " + "; ".join(lines),
         }
     )
     return out
@@ -447,7 +488,8 @@ def context(inputs: dict, config: dict) -> dict:
     fd_name = " ".join(fd_head).strip()
     summaries = {e: _load(files[e]["filter_summary"]) for e in names}
     extractor = docs[names[0]]["fd"][KEY_EXTRACTOR] if names else {}
-    real_auc = (real or {}).get(KEY_TEST, {}).get("macro_auc")
+    real_test = (real or {}).get(KEY_TEST, {})
+    real_auc = _cell(real_test.get("macro_auc"), interval=read_interval(real_test, "macro_auc"), ranged=True)
     exps = []
     for e in names:
         val_uri, val_step = _latest_validation(files[e]["validation"])
@@ -509,6 +551,7 @@ def context(inputs: dict, config: dict) -> dict:
         "ev": ev,
         "extractor": extractor,
         "random_note": RANDOM_NOTE,
+        "interval_method": BOOTSTRAP_METHOD,
         "columns": columns(fd_head),
         "rows": rows,
         "fd_name": fd_name,
@@ -538,13 +581,17 @@ def _real_only(real: dict | None) -> dict | None:
     if not real:
         return None
     t = real[KEY_TEST]
-    return {
+    out = {
         "n": t["n"],
         "accuracy": t["accuracy"],
         "macro_auc": t["macro_auc"],
         "weights": real["weights"],
         **macro_over_present(t, real["label_names"]),
     }
+    for key in ("macro_auc", "macro_f1"):  # the interval in words, or that the file has none
+        c = _cell(out[key], interval=read_interval(t, key), ranged=True)
+        out[interval_key(key)] = c["interval_text"] or ("no interval" if c["no_interval"] else "")
+    return out
 
 
 def _per_class_rows(d: dict) -> list[list[str]]:
@@ -580,7 +627,12 @@ def metrics_frame(ctx: dict) -> pd.DataFrame:
         for col in ctx["columns"]:
             c = r["cells"][col["key"]]
             arrow = {"lower": " ↓", "higher": " ↑"}.get(col["better"], "")
-            text = c["text"] + (" ★" if c["best"] else "") + "".join(f" ⚠ {f}" for f in c["flags"])
+            text = (
+                c["text"]
+                + (f" {c['interval_text']}" if c["interval"] else " (no interval)" if c["no_interval"] else "")
+                + (" ★" if c["best"] else "")
+                + "".join(f" ⚠ {f}" for f in c["flags"])
+            )
             row[col["label"] + arrow] = text + (f" ({RANDOM_NOTE})" if c["random"] else "")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -48,3 +48,16 @@ def test_a_classifier_metrics_file_without_test_numbers_is_named(tmp_path):
     path.write_text('{"metric": "fd"}')
     with pytest.raises(InputError, match=f"classifier metrics {re.escape(str(path))}: no 'test' key"):
         read_classifier_metrics(path)
+
+
+def test_an_interval_is_written_beside_its_number_and_an_old_file_has_none(tmp_path):
+    from histosynth.evaluation.metric_files import read_interval, with_interval
+
+    doc = {KEY_METRIC: "downstream", **with_interval("macro_auc", 0.8, (np.float64(0.75), 0.85))}
+    write_metrics(tmp_path / "downstream.json", doc)
+    back = read_metrics(tmp_path / "downstream.json")
+    assert back["macro_auc_interval"] == [0.75, 0.85] and read_interval(back, "macro_auc") == (0.75, 0.85)
+    assert list(with_interval("macro_auc", 0.5, None)) == ["macro_auc"]  # too few samples: no interval key
+    # a file from before intervals, or a malformed one: no interval, no error
+    for old in ({"macro_auc": 0.8}, {"macro_auc_interval": "0.7-0.9"}, {"macro_auc_interval": [0.7, None]}, None):
+        assert read_interval(old, "macro_auc") is None

@@ -54,6 +54,11 @@ def test_classifier_agreement_matches_sklearn():
     assert res["macro_recall"] == pytest.approx(recall_score(truth, pred, average="macro"))
     assert res["macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro"))
     assert res["per_class"]["b"]["f1"] == pytest.approx(f1_score(truth, pred, average=None)[1])
+    # its seeded bootstrap interval holds the number; a perfect agreement has no spread
+    lo, hi = res["macro_f1_interval"]
+    assert lo < res["macro_f1"] < hi and hi - lo < 0.2
+    assert classifier_agreement(truth, pred, ["a", "b", "c", "d"])["macro_f1_interval"] == [lo, hi]
+    assert classifier_agreement(truth, truth, ["a", "b", "c", "d"])["macro_f1_interval"] == [1.0, 1.0]
 
 
 def test_macro_auc_matches_sklearn():

@@ -218,6 +218,9 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
     assert html.count('<span class="star"') >= 5
     # implausible numbers are flagged where they stand, and the random network on every such number
     assert "⚠ below chance" in html and "⚠ no synthetic pos" in html
+    # metric files from before intervals: rendered, each AUC / F1 saying it has none
+    assert '<span class="ci">no interval</span>' in html and "macro AUC 0.800 no interval" in html
+    assert "two numbers differ only when their 95 % intervals do not overlap" in html
     assert html.count('<span class="rnd">random network: mechanics only</span>') >= 4 * 6
     # every warning names its experiment and set
     assert "morphology / filtered:</span> classes that never passed the filter: pos" in html
@@ -238,6 +241,7 @@ def test_report_leads_with_the_answer_and_flags_numbers_in_place(report_inputs, 
         assert (cls == "") == bool(re.fullmatch(r"[-+\d.e]+", text)), (cls, text)
     tsv = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert "FD (backbone) ↓" in tsv.columns and "AUC synthetic only ↑" in tsv.columns and len(tsv) == 4
+    assert tsv["AUC real + synthetic ↑"].tolist() == ["–", "0.820 (no interval)", "–", "0.840 (no interval) ★"]
     assert len(pd.read_csv(out / "verdicts.tsv", sep="\t")) == 3
 
 
@@ -347,7 +351,7 @@ def test_a_flagged_number_never_gets_the_star():
 
 def test_verdicts_are_decided_by_unflagged_numbers_only():
     """A judge F1 over fewer classes is listed (with its ⚠) but neither wins nor counts as "raised"."""
-    from histosynth.evaluation.report import metric_rows, verdicts
+    from histosynth.evaluation.report import _cell, metric_rows, verdicts
 
     docs = {e: _docs({"raw": fd, "filtered": fd + 1}, set()) for e, fd in (("a", 1.0), ("b", 2.0))}
     for e, f1, absent in (("a", 1.0, ["pos"]), ("b", 0.7, [])):
@@ -358,7 +362,7 @@ def test_verdicts_are_decided_by_unflagged_numbers_only():
         }
     exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
     rows, _ = metric_rows(list(exps), docs)
-    prompts, raw_vs_filtered, _ = verdicts(exps, rows, 0.8, "filtered", "FD")
+    prompts, raw_vs_filtered, _ = verdicts(exps, rows, _cell(0.8), "filtered", "FD")
     # one unflagged judge F1 is left: nothing to compare it with, so it decides nothing; FD still does
     assert prompts["verdict"] == "a wins on FD; judge F1 not compared (⚠ macro over 1 of 2 classes)"
     assert "judge F1 (↑): a 1.000 ⚠, b 0.700" in prompts["numbers"]
@@ -370,7 +374,7 @@ def test_verdicts_are_decided_by_unflagged_numbers_only():
 def test_distances_of_a_set_without_some_class_are_flagged_and_decide_nothing():
     """A filtered set that never got a "pos" image compares another class mix than the real set: its FD, KID
     and PRDC carry ⚠ (like the synthetic-only AUC), get no star, and the verdicts list but do not count them."""
-    from histosynth.evaluation.report import metric_rows, verdicts
+    from histosynth.evaluation.report import _cell, metric_rows, verdicts
 
     docs = {e: _docs({"raw": fd, "filtered": fd_f}, set()) for e, fd, fd_f in (("a", 3.0, 0.5), ("b", 2.0, 1.5))}
     for e in docs:
@@ -384,9 +388,66 @@ def test_distances_of_a_set_without_some_class_are_flagged_and_decide_nothing():
     b = next(r["cells"] for r in rows if r["experiment"] == "b" and r["set"] == "filtered")
     assert not b["fd"]["flags"] and not b["precision"]["best"]  # the only unflagged precision: nothing to rank
     exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
-    prompts, raw_vs_filtered, _ = verdicts(exps, rows, 0.8, "filtered", "FD")
+    prompts, raw_vs_filtered, _ = verdicts(exps, rows, _cell(0.8), "filtered", "FD")
     # a's filtered FD 0.50 is the lowest but flagged: b's is the only comparable one, so FD decides nothing
     assert prompts["verdict"].startswith("no winner")
     assert "FD not compared (⚠ not comparable: no synthetic pos)" in prompts["verdict"]
     assert "FD (↓): a 0.50 ⚠, b 1.50" in prompts["numbers"]
     assert "filtering lowered FD in 1 of 1 experiments" in raw_vs_filtered["verdict"]
+
+
+def _test_numbers(noise: float, nudge: float = 0.0) -> dict:
+    """A classifier's test numbers (with their bootstrap intervals) on the same 400 real test patches: scores
+    are the label plus Gaussian ``noise``; ``nudge`` moves a few scores of positives up, a tiny gain in AUC."""
+    from histosynth.classifier import evaluate
+    from histosynth.evaluation.evaluate import _brief
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    score = labels + noise * rng.normal(size=len(labels))
+    score[200:210] += nudge
+    p = 1 / (1 + np.exp(-score))
+    return _brief(evaluate(labels, np.stack([1 - p, p], 1), ["neg", "pos"]), ["neg", "pos"])
+
+
+def test_a_difference_within_the_bootstrap_intervals_is_a_tie_and_a_large_one_a_win(monkeypatch):
+    """The AUCs carry seeded 95 % bootstrap intervals from evaluation; a +0.002 gain is "within noise" (no star,
+    no winner, not counted as raised), a large one wins. The same inputs give the same intervals."""
+    from histosynth.evaluation import metrics
+    from histosynth.evaluation.metric_files import read_interval
+
+    monkeypatch.setattr(metrics, "BOOTSTRAP_RESAMPLES", 50)  # fewer resamples keep this test fast; same rule
+    from histosynth.evaluation.report import _cell, metric_rows, verdicts
+
+    base, tiny = _test_numbers(0.9), _test_numbers(0.9, nudge=0.5)
+    assert 0 < tiny["macro_auc"] - base["macro_auc"] < 0.01
+    lo, hi = read_interval(base, "macro_auc")
+    assert lo < base["macro_auc"] < hi and hi - lo > 0.02  # 400 patches: a few hundredths of AUC are noise
+    assert read_interval(_test_numbers(0.9), "macro_auc") == (lo, hi)  # seeded
+    assert read_interval(base, "macro_f1") is not None
+    real = _cell(base["macro_auc"], interval=read_interval(base, "macro_auc"))
+    exps = {"a": {"prompts": "label"}, "b": {"prompts": "morphology"}}
+
+    def rows_with(b_numbers):
+        docs = {e: _docs({"raw": 1.0, "filtered": 1.0}, set()) for e in exps}  # FD, F1 tie: only AUC can decide
+        docs["a"]["downstream"]["results"] = {"real_plus_synthetic": base}
+        docs["b"]["downstream"]["results"] = {"real_plus_synthetic": b_numbers}
+        return metric_rows(list(exps), docs)[0]
+
+    rows = rows_with(tiny)
+    assert not any(r["cells"]["auc_mix"]["best"] for r in rows)
+    prompts, _, real_vs_mix = verdicts(exps, rows, real, "filtered", "FD")
+    assert prompts["verdict"] == (
+        "no winner: FD ties (a, b); judge F1 ties (a, b); AUC real + synthetic ties within noise (a, b)"
+    )
+    assert f"b {tiny['macro_auc']:.3f} [" in prompts["numbers"]
+    assert real_vs_mix["verdict"].startswith("adding synthetic images did not raise the macro AUC in any of 2")
+    gain = tiny["macro_auc"] - base["macro_auc"]
+    assert real_vs_mix["verdict"].endswith(f"; within noise (95 % intervals overlap): b (+{gain:.3f})")
+    large = _test_numbers(0.3)
+    assert read_interval(large, "macro_auc")[0] > hi
+    rows = rows_with(large)
+    assert [r["cells"]["auc_mix"]["best"] for r in rows if r["set"] == "filtered"] == [False, True]
+    prompts, _, real_vs_mix = verdicts(exps, rows, real, "filtered", "FD")
+    assert prompts["verdict"] == "b wins on AUC real + synthetic; FD ties (a, b); judge F1 ties (a, b)"
+    assert real_vs_mix["verdict"].startswith("adding synthetic images raised the macro AUC in 1 of 2 experiments")
