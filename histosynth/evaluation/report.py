@@ -345,7 +345,13 @@ def verdicts(experiments: dict, rows: list[dict], real: dict, downstream_set: st
     out.append(
         {
             "comparison": "Raw vs filtered synthetic sets",
-            "verdict": f"filtering lowered {fd_name} in {better_fd} of {n} experiments; {judged}" + rnd_note,
+            "verdict": (
+                f"filtering lowered {fd_name} in {better_fd} of {n} experiments"
+                if n
+                else f"{fd_name} is not compared (⚠ {_flags(cells[e, t]['fd'] for e in names for t in SETS)})"
+            )
+            + f"; {judged}"
+            + rnd_note,
             "numbers": "; ".join(lines),
         }
     )

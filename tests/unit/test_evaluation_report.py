@@ -394,6 +394,9 @@ def test_distances_of_a_set_without_some_class_are_flagged_and_decide_nothing():
     assert "FD not compared (⚠ not comparable: no synthetic pos)" in prompts["verdict"]
     assert "FD (↓): a 0.50 ⚠, b 1.50" in prompts["numbers"]
     assert "filtering lowered FD in 1 of 1 experiments" in raw_vs_filtered["verdict"]
+    docs["b"]["fd"]["sets"]["filtered"]["classes_absent"] = ["pos"]  # no comparable filtered FD left: says why
+    _, raw_vs_filtered, _ = verdicts(exps, metric_rows(["a", "b"], docs)[0], _cell(0.8), "filtered", "FD")
+    assert raw_vs_filtered["verdict"].startswith("FD is not compared (⚠ not comparable: no synthetic pos); ")
 
 
 def _test_numbers(noise: float, nudge: float = 0.0) -> dict:
