@@ -335,6 +335,7 @@ def verdicts(experiments: dict, rows: list[dict], real: dict, downstream_set: st
             better_f1 += jb["value"] > ja["value"] and not tie(ja, jb)
             noise_f1 += within_noise(ja, jb)
         lines.append(f"{e}: {fd_name} {_shown(a, 2)} → {_shown(b, 2)}, judge F1 {_shown(ja)} → {_shown(jb)}")
+    fd_flags = _flags(cells[e, t]["fd"] for e in names for t in SETS)
     judged = (
         f"raised the independent judge's F1 in {better_f1} of {n_f1}"
         + (f" ({noise_f1} within noise)" if noise_f1 else "")
@@ -346,9 +347,9 @@ def verdicts(experiments: dict, rows: list[dict], real: dict, downstream_set: st
         {
             "comparison": "Raw vs filtered synthetic sets",
             "verdict": (
-                f"filtering lowered {fd_name} in {better_fd} of {n} experiments"
-                if n
-                else f"{fd_name} is not compared (⚠ {_flags(cells[e, t]['fd'] for e in names for t in SETS)})"
+                f"{fd_name} is not compared (⚠ {fd_flags})"
+                if not n and fd_flags
+                else f"filtering lowered {fd_name} in {better_fd} of {n} experiments"
             )
             + f"; {judged}"
             + rnd_note,

@@ -454,3 +454,11 @@ def test_a_difference_within_the_bootstrap_intervals_is_a_tie_and_a_large_one_a_
     prompts, _, real_vs_mix = verdicts(exps, rows, real, "filtered", "FD")
     assert prompts["verdict"] == "b wins on AUC real + synthetic; FD ties (a, b); judge F1 ties (a, b)"
     assert real_vs_mix["verdict"].startswith("adding synthetic images raised the macro AUC in 1 of 2 experiments")
+    # the judge's F1: 0.50 -> 0.52 within the intervals is not "raised"; 0.50 -> 0.80 beyond them is
+    docs = {e: _docs({"raw": 1.0, "filtered": 1.0}, set()) for e in exps}
+    for e, f1 in (("a", 0.52), ("b", 0.8)):
+        sets = docs[e]["agreement"]["judge"]["sets"]
+        sets["raw"] = {"macro_f1": 0.5, "macro_f1_interval": [0.45, 0.55]}
+        sets["filtered"] = {"macro_f1": f1, "macro_f1_interval": [f1 - 0.05, f1 + 0.05]}
+    _, raw_vs_filtered, _ = verdicts(exps, metric_rows(list(exps), docs)[0], real, "filtered", "FD")
+    assert "raised the independent judge's F1 in 1 of 2 (1 within noise)" in raw_vs_filtered["verdict"]
