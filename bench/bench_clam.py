@@ -4,7 +4,9 @@ CLAM runs from a checkout of its own repository with its own Python environment,
 path (nothing of CLAM's code is in this repository); without them the comparison is skipped with
 the reason and only histosynth's rows are printed. Both tile the same slide at level 0 with the
 same patch size and grid step; histosynth runs once per keep rule / padding / grid origin / tissue
-mask choice (each row pins its mask settings, so a row keeps its meaning when the defaults change).
+mask choice (each row pins its mask settings, so a row keeps its meaning when the defaults change):
+the old mask (8 um/px, median 7, holes to 5000 um^2 filled), the new defaults (8 um/px, no median,
+holes to 2000 um^2) and a fine mask (4 um/px, median 3, holes to 2000 um^2).
 
 Each tool's patches are judged by one neutral test that is neither tool's mask: a pixel of the
 slide (read at ``--judge-mpp``) is tissue when it is coloured (HSV saturation >= 0.08) or dark
@@ -47,72 +49,79 @@ sys.path.insert(0, str(REPO))
 DEFAULT_SLIDE = REPO.parent / "shared" / "data" / "wsi" / "cmu-1-small-region.svs"
 NEAR_EMPTY = 0.10
 # the tissue masks compared, pinned so a row means the same when the schema's defaults change
-MASK_8_MEDIAN_7 = {"mask_mpp": 8.0, "median_kernel": 7}  # before: a 56 um median drops thin strands
-MASK_8_NO_MEDIAN = {"mask_mpp": 8.0, "median_kernel": 1}
-MASK_4_MEDIAN_3 = {"mask_mpp": 4.0, "median_kernel": 3}
+OLD_MASK = {"mask_mpp": 8.0, "median_kernel": 7, "max_hole_um2": 5000.0}  # before: a 56 um median erases thin strands
+NEW_MASK = {"mask_mpp": 8.0, "median_kernel": 1, "max_hole_um2": 2000.0}  # the defaults now
+FINE_MASK = {"mask_mpp": 4.0, "median_kernel": 3, "max_hole_um2": 2000.0}  # 4x the pixels, a 12 um median
 VARIANTS = {  # row name -> tiling overrides
-    "histosynth fraction>=0.5, no padding, mask 8um/med 7": {
+    "histosynth fraction>=0.5, no padding, old mask": {
         "keep_rule": "fraction",
         "min_tissue_fraction": 0.5,
         "pad_edges": False,
-        "tissue": MASK_8_MEDIAN_7,
+        "tissue": OLD_MASK,
     },
-    "histosynth fraction>=0.5, padded, mask 8um/med 7": {
+    "histosynth fraction>=0.5, padded, old mask": {
         "keep_rule": "fraction",
         "min_tissue_fraction": 0.5,
         "pad_edges": True,
-        "tissue": MASK_8_MEDIAN_7,
+        "tissue": OLD_MASK,
     },
-    "histosynth fraction>=0.25, padded, mask 8um/med 7": {
+    "histosynth fraction>=0.25, padded, old mask": {
         "keep_rule": "fraction",
         "min_tissue_fraction": 0.25,
         "pad_edges": True,
-        "tissue": MASK_8_MEDIAN_7,
+        "tissue": OLD_MASK,
     },
-    "histosynth four_points, padded, mask 8um/med 7": {
+    "histosynth four_points, padded, old mask": {
         "keep_rule": "four_points",
         "pad_edges": True,
-        "tissue": MASK_8_MEDIAN_7,
+        "tissue": OLD_MASK,
     },
-    "histosynth four_points, padded, mask 8um/med 7, tissue grid": {
+    "histosynth four_points, padded, old mask, tissue grid": {
         "keep_rule": "four_points",
         "pad_edges": True,
         "grid_origin": "tissue",
-        "tissue": MASK_8_MEDIAN_7,
+        "tissue": OLD_MASK,
     },
-    "histosynth fraction>=0.5, padded, mask 8um/no median": {
+    "histosynth fraction>=0.5, padded, new mask": {
         "keep_rule": "fraction",
         "min_tissue_fraction": 0.5,
         "pad_edges": True,
-        "tissue": MASK_8_NO_MEDIAN,
+        "tissue": NEW_MASK,
     },
-    "histosynth four_points, padded, mask 8um/no median": {
-        "keep_rule": "four_points",
-        "pad_edges": True,
-        "tissue": MASK_8_NO_MEDIAN,
-    },
-    "histosynth four_points, padded, mask 8um/no median, tissue grid": {
-        "keep_rule": "four_points",
-        "pad_edges": True,
-        "grid_origin": "tissue",
-        "tissue": MASK_8_NO_MEDIAN,
-    },
-    "histosynth fraction>=0.5, padded, mask 4um/med 3": {
+    "histosynth fraction>=0.5, padded, new mask, tissue grid": {
         "keep_rule": "fraction",
         "min_tissue_fraction": 0.5,
         "pad_edges": True,
-        "tissue": MASK_4_MEDIAN_3,
+        "grid_origin": "tissue",
+        "tissue": NEW_MASK,
     },
-    "histosynth four_points, padded, mask 4um/med 3": {
+    "histosynth four_points, padded, new mask": {
         "keep_rule": "four_points",
         "pad_edges": True,
-        "tissue": MASK_4_MEDIAN_3,
+        "tissue": NEW_MASK,
     },
-    "histosynth four_points, padded, mask 4um/med 3, tissue grid": {
+    "histosynth four_points, padded, new mask, tissue grid": {
         "keep_rule": "four_points",
         "pad_edges": True,
         "grid_origin": "tissue",
-        "tissue": MASK_4_MEDIAN_3,
+        "tissue": NEW_MASK,
+    },
+    "histosynth fraction>=0.5, padded, fine mask": {
+        "keep_rule": "fraction",
+        "min_tissue_fraction": 0.5,
+        "pad_edges": True,
+        "tissue": FINE_MASK,
+    },
+    "histosynth four_points, padded, fine mask": {
+        "keep_rule": "four_points",
+        "pad_edges": True,
+        "tissue": FINE_MASK,
+    },
+    "histosynth four_points, padded, fine mask, tissue grid": {
+        "keep_rule": "four_points",
+        "pad_edges": True,
+        "grid_origin": "tissue",
+        "tissue": FINE_MASK,
     },
 }
 
