@@ -134,30 +134,33 @@ def tissue_grid_patches(
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     boxes = ndi.find_objects(labels)
     areas = ndi.sum_labels(mask, labels, np.arange(1, n + 1)) if n else np.zeros(0)
-    kept, n_candidates = [np.zeros((0, 2), np.int64)], 0
+    # the boxes in level-0 px; without padding no patch may reach past the slide
+    last_x = width - (1 if pad else footprint)
+    last_y = height - (1 if pad else footprint)
+    grids = []
     for i in np.argsort(-areas, kind="stable"):
         ys, xs = boxes[i]
-        # the box in level-0 px; without padding no patch may reach past the slide
-        last_x = width - (1 if pad else footprint)
-        last_y = height - (1 if pad else footprint)
         x0 = min(int(xs.start * mask_downsample), max(last_x, 0))
         y0 = min(int(ys.start * mask_downsample), max(last_y, 0))
         gx = np.arange(x0, min(int(np.ceil(xs.stop * mask_downsample)), last_x + 1), step, dtype=np.int64)
         gy = np.arange(y0, min(int(np.ceil(ys.stop * mask_downsample)), last_y + 1), step, dtype=np.int64)
-        if gx.size == 0 or gy.size == 0:
-            continue
         cx, cy = np.meshgrid(gx, gy)
-        cand = np.stack([cx.ravel(), cy.ravel()], axis=1)
-        n_candidates += len(cand)
-        cand = cand[keep_patches(mask, mask_downsample, cand, footprint, rule, min_fraction)]
+        grids.append(np.stack([cx.ravel(), cy.ravel()], axis=1))
+    cand = np.concatenate(grids) if grids else np.zeros((0, 2), np.int64)
+    piece = np.repeat(np.arange(len(grids)), [len(g) for g in grids])
+    # one keep test over all pieces' positions (it builds a summed-area table of the whole mask)
+    keep = keep_patches(mask, mask_downsample, cand, footprint, rule, min_fraction)
+    kept = [np.zeros((0, 2), np.int64)]
+    for k in range(len(grids)):
+        mine = cand[keep & (piece == k)]
         taken = np.concatenate(kept)
-        if len(taken) and len(cand):
+        if len(taken) and len(mine):
             # Chebyshev distance <= step - 0.5 on integer coordinates: |dx| < step and |dy| < step
-            dist, _ = cKDTree(taken).query(cand, k=1, p=np.inf, distance_upper_bound=step - 0.5)
-            cand = cand[np.isinf(dist)]
-        kept.append(cand)
+            dist, _ = cKDTree(taken).query(mine, k=1, p=np.inf, distance_upper_bound=step - 0.5)
+            mine = mine[np.isinf(dist)]
+        kept.append(mine)
     coords = np.concatenate(kept)
-    return coords[np.lexsort((coords[:, 0], coords[:, 1]))], n_candidates
+    return coords[np.lexsort((coords[:, 0], coords[:, 1]))], len(cand)
 
 
 def background_rgb(thumb_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
