@@ -54,7 +54,7 @@ def lookup(scores: pd.DataFrame, slide_ids, coords: np.ndarray, path) -> pd.Data
         raise InputError(
             f"patch scores {path}: no row for {int(absent.sum())} patch(es), e.g. slide {key[i][0]} at "
             f"x={key[i][1]}, y={key[i][2]} (level-0 top-left corner); score the slides on the tiling grid "
-            "(tiling.patch_size at tiling.mpp)"
+            "(tiling.patch_size at tiling.mpp, from tiling.grid_origin)"
         )
     return found.reset_index(drop=True)
 

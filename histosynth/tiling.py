@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
 from .progress import progress_bar
 
 from .errors import InputError
@@ -30,6 +33,7 @@ MAX_UPSAMPLING = 4.0
 # 4.4 ms, for 0-11 % more bytes; higher ISA-L levels cost more CPU and save ~2 %.
 COMPRESSION_LEVEL = 1
 KEEP_RULES = ("fraction", "four_points", "both")
+GRID_ORIGINS = ("slide", "tissue")
 # DAB labels are fractions of a patch's pixels: every other pixel in each direction (a quarter of
 # the work) estimates them from thousands of pixels per patch
 LABEL_STRIDE = 2
@@ -44,6 +48,7 @@ class TilingParams:
     stride: int | None
     min_tissue_fraction: float
     keep_rule: str
+    grid_origin: str
     pad_edges: bool
     assume_mpp: float | None
     batch_size: int
@@ -55,6 +60,8 @@ class TilingParams:
         p = cls(**cfg)
         if p.keep_rule not in KEEP_RULES:
             raise ValueError(f"tiling.keep_rule must be one of {KEEP_RULES}, got {p.keep_rule!r}")
+        if p.grid_origin not in GRID_ORIGINS:
+            raise ValueError(f"tiling.grid_origin must be one of {GRID_ORIGINS}, got {p.grid_origin!r}")
         return p
 
     @property
@@ -103,6 +110,57 @@ def keep_patches(
         return frac_ok
     points = four_point_hits(mask, mask_downsample, coords, footprint)
     return points if rule == "four_points" else points & frac_ok
+
+
+def tissue_grid_patches(
+    mask: np.ndarray,
+    mask_downsample: float,
+    size: tuple[int, int],
+    footprint: int,
+    step: int,
+    pad: bool,
+    rule: str,
+    min_fraction: float,
+) -> tuple[np.ndarray, int]:
+    """Kept patches on one grid per tissue piece, as CLAM's per-contour grids: each connected
+    piece of ``mask`` (8-connected) gets a grid starting at its bounding box's top-left corner
+    and spanning that box; positions are kept by ``rule`` on the whole mask.
+
+    Pieces are taken largest first; a later piece's patch is dropped when it lies less than one
+    grid step from an already kept patch in both x and y (it would repeat pixels a neighbouring
+    grid already took). Returns the kept level-0 coordinates, row-major, and the candidate count.
+    """
+    width, height = size
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    boxes = ndi.find_objects(labels)
+    areas = ndi.sum_labels(mask, labels, np.arange(1, n + 1)) if n else np.zeros(0)
+    # the boxes in level-0 px; without padding no patch may reach past the slide
+    last_x = width - (1 if pad else footprint)
+    last_y = height - (1 if pad else footprint)
+    grids = []
+    for i in np.argsort(-areas, kind="stable"):
+        ys, xs = boxes[i]
+        x0 = min(int(xs.start * mask_downsample), max(last_x, 0))
+        y0 = min(int(ys.start * mask_downsample), max(last_y, 0))
+        gx = np.arange(x0, min(int(np.ceil(xs.stop * mask_downsample)), last_x + 1), step, dtype=np.int64)
+        gy = np.arange(y0, min(int(np.ceil(ys.stop * mask_downsample)), last_y + 1), step, dtype=np.int64)
+        cx, cy = np.meshgrid(gx, gy)
+        grids.append(np.stack([cx.ravel(), cy.ravel()], axis=1))
+    cand = np.concatenate(grids) if grids else np.zeros((0, 2), np.int64)
+    piece = np.repeat(np.arange(len(grids)), [len(g) for g in grids])
+    # one keep test over all pieces' positions (it builds a summed-area table of the whole mask)
+    keep = keep_patches(mask, mask_downsample, cand, footprint, rule, min_fraction)
+    kept = [np.zeros((0, 2), np.int64)]
+    for k in range(len(grids)):
+        mine = cand[keep & (piece == k)]
+        taken = np.concatenate(kept)
+        if len(taken) and len(mine):
+            # Chebyshev distance <= step - 0.5 on integer coordinates: |dx| < step and |dy| < step
+            dist, _ = cKDTree(taken).query(mine, k=1, p=np.inf, distance_upper_bound=step - 0.5)
+            mine = mine[np.isinf(dist)]
+        kept.append(mine)
+    coords = np.concatenate(kept)
+    return coords[np.lexsort((coords[:, 0], coords[:, 1]))], len(cand)
 
 
 def background_rgb(thumb_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -211,20 +269,34 @@ def tile_slide(
     mask, threshold = slide_tissue_mask(thumb_rgb, tissue, mask_mpp=mask_ds * base_mpp)
     tissue_area_mm2 = float(mask.sum() * (mask_ds * base_mpp) ** 2 / 1e6)
 
-    candidates = grid_coords(width, height, plan.footprint, plan.step, pad=tiling.pad_edges)
-    coords = candidates[
-        keep_patches(mask, mask_ds, candidates, plan.footprint, tiling.keep_rule, tiling.min_tissue_fraction)
-    ]
+    if tiling.grid_origin == "tissue":
+        coords, n_candidates = tissue_grid_patches(
+            mask,
+            mask_ds,
+            (width, height),
+            plan.footprint,
+            plan.step,
+            tiling.pad_edges,
+            tiling.keep_rule,
+            tiling.min_tissue_fraction,
+        )
+    else:
+        candidates = grid_coords(width, height, plan.footprint, plan.step, pad=tiling.pad_edges)
+        coords = candidates[
+            keep_patches(mask, mask_ds, candidates, plan.footprint, tiling.keep_rule, tiling.min_tissue_fraction)
+        ]
+        n_candidates = len(candidates)
     background = background_rgb(thumb_rgb, mask)
     log.info(
         "slide %s: tissue %.2f mm^2 (saturation threshold %.0f); kept %d of %d grid positions (keep_rule %s, "
-        "min_tissue_fraction %.2f, pad_edges %s, background %s)",
+        "grid_origin %s, min_tissue_fraction %.2f, pad_edges %s, background %s)",
         slide_id,
         tissue_area_mm2,
         threshold,
         len(coords),
-        len(candidates),
+        n_candidates,
         tiling.keep_rule,
+        tiling.grid_origin,
         tiling.min_tissue_fraction,
         tiling.pad_edges,
         background.tolist(),
@@ -265,8 +337,9 @@ def tile_slide(
             tissue_area_mm2=tissue_area_mm2,
             saturation_threshold=threshold,
             label_method=tiling.labels["method"],
-            n_candidates=len(candidates),
+            n_candidates=n_candidates,
             keep_rule=tiling.keep_rule,
+            grid_origin=tiling.grid_origin,
             min_tissue_fraction=tiling.min_tissue_fraction,
             background_rgb=background,
         ),
@@ -327,7 +400,7 @@ def tile_slide(
     result = SlideTiles(
         slide_id,
         writer.n,
-        len(candidates),
+        n_candidates,
         base_mpp,
         mpp_source,
         plan,

@@ -1,7 +1,7 @@
 """Tissue detection, in the spirit of CLAM's segmentation but in physical units.
 
-Slide level: HSV saturation of a low-resolution thumbnail, median-blurred, thresholded by Otsu
-(with a floor so a blank slide is not "half tissue"), pen ink removed, then morphological closing,
+Slide level: HSV saturation of a low-resolution thumbnail (optionally median-blurred), thresholded
+by Otsu (with a floor so a blank slide is not "half tissue"), pen ink removed, then morphological closing,
 removal of small objects and filling of small holes. Sizes are given in micrometres so the same
 config works at any scan resolution.
 

@@ -12,7 +12,15 @@ from histosynth.demo import write_pyramidal_tiff
 from histosynth.errors import InputError
 from histosynth.labels import DabParams, batch_dab_density, dab_labels, dab_positive_fraction
 from histosynth.patchfile import PAD_FRACTION, PatchFile, check_patch_file
-from histosynth.tiling import TilingParams, four_point_hits, keep_patches, pad_outside, tile_slide
+from histosynth.tiling import (
+    TilingParams,
+    four_point_hits,
+    keep_patches,
+    pad_outside,
+    tile_slide,
+    tissue_grid_patches,
+)
+from histosynth.wsi import grid_coords
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +55,67 @@ def test_keep_rules_on_a_mask():
     assert keep_patches(mask, 10.0, coords, 40, "both", 0.9).tolist() == [False, False, False]
     with pytest.raises(ValueError, match="keep_rule"):
         TilingParams.from_config({**_cfg_tiling(), "keep_rule": "any"})
+    with pytest.raises(ValueError, match="grid_origin"):
+        TilingParams.from_config({**_cfg_tiling(), "grid_origin": "contour"})
+
+
+def _two_pieces():
+    """A 10x10 mask at downsample 10 (slide 100x100 level-0 px): piece A at x 10-50, y 10-90
+    (32 mask px), piece B at x 70-100, y 20-60 (12 px), touching the right edge."""
+    mask = np.zeros((10, 10), bool)
+    mask[1:9, 1:5] = True
+    mask[2:6, 7:10] = True
+    return mask
+
+
+def _covered(mask, coords):
+    """Share of the mask's tissue (downsample 10) under patches of 40 level-0 px."""
+    covered = np.zeros((100, 100), bool)
+    for x, y in coords:
+        covered[y : y + 40, x : x + 40] = True
+    tissue = np.kron(mask, np.ones((10, 10), bool))
+    return (covered & tissue).sum() / tissue.sum()
+
+
+def test_tissue_grid_starts_at_each_piece_corner():
+    mask = _two_pieces()
+    for rule in ("four_points", "fraction"):
+        coords, n = tissue_grid_patches(mask, 10.0, (100, 100), 40, 40, True, rule, 0.5)
+        # A: x from 10, y from 10 and 50; B: from its own corner (70, 20), reaching past the right edge
+        assert coords.tolist() == [[10, 10], [70, 20], [10, 50]], rule  # row-major
+        assert n == 3
+        assert _covered(mask, coords) == 1.0
+    # the slide-corner grid cuts both pieces: six patches for 91 % (four_points), two for 48 % (fraction)
+    slide = grid_coords(100, 100, 40, 40, pad=True)
+    assert _covered(mask, slide[keep_patches(mask, 10.0, slide, 40, "four_points", 0.0)]) < 0.95
+    assert _covered(mask, slide[keep_patches(mask, 10.0, slide, 40, "fraction", 0.5)]) < 0.5
+
+
+def test_tissue_grid_without_padding_stays_inside_the_slide():
+    coords, _ = tissue_grid_patches(_two_pieces(), 10.0, (100, 100), 40, 40, False, "four_points", 0.0)
+    assert (coords + 40 <= 100).all()
+    assert [60, 20] in coords.tolist()  # B's grid is moved left to fit, not dropped
+
+
+def test_tissue_grid_takes_no_patch_twice_where_pieces_are_close():
+    mask = np.zeros((10, 10), bool)
+    mask[0:8, 0:2] = True  # A (16 px): patches at (0, 0) and (0, 40)
+    mask[0:2, 3:4] = True  # B (2 px), not touching A but inside A's patch at (0, 0)
+    # B's own grid proposes (30, 0), 1/8 tissue: kept by the rule, but 30 px from A's (0, 0), so not taken again
+    coords, n = tissue_grid_patches(mask, 10.0, (100, 100), 40, 40, True, "fraction", 0.1)
+    assert n == 3
+    assert coords.tolist() == [[0, 0], [0, 40]]
+    assert _covered(mask, coords) == 1.0
+    # with a step of 20 (a 40 px footprint), no two patches are closer than one step in both x and y
+    coords, _ = tissue_grid_patches(mask, 10.0, (100, 100), 40, 20, True, "fraction", 0.1)
+    d = np.abs(coords[:, None] - coords[None]).max(-1)
+    np.fill_diagonal(d, 99)
+    assert (d >= 20).all() and len(coords) > 2
+
+
+def test_tissue_grid_on_an_empty_mask_keeps_nothing():
+    coords, n = tissue_grid_patches(np.zeros((10, 10), bool), 10.0, (100, 100), 40, 40, True, "fraction", 0.5)
+    assert coords.shape == (0, 2) and n == 0
 
 
 def _cfg_tiling():
@@ -165,3 +234,17 @@ def test_mild_upsampling_is_allowed(demo_slide, tmp_path, cfg):
         progress=False,
     )
     assert res.plan.downsample == pytest.approx(0.25)
+
+
+def test_tile_slide_with_tissue_grid_origin(demo_slide, tmp_path, cfg):
+    cfg["tiling"].update(grid_origin="tissue", keep_rule="four_points")
+    out = tmp_path / "t.h5"
+    res = tile_slide(
+        demo_slide, "d", "c", out, tmp_path / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False
+    )
+    assert check_patch_file(out) == res.n_patches > 0
+    with PatchFile(out) as pf:
+        assert pf.attrs["grid_origin"] == "tissue"
+        xy = pf.coords
+    assert len(np.unique(xy, axis=0)) == len(xy)
+    assert ((xy % 128) != 0).any()  # the grid starts at the tissue's corner, not the slide's

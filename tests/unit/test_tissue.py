@@ -49,6 +49,28 @@ def test_small_holes_are_filled(params):
     assert mask[98:102, 98:102].all()
 
 
+def test_lumen_is_not_filled(params):
+    img = glass()
+    img[50:150, 50:150] = (190, 110, 170)
+    # a 12x12 px lumen = 9216 um^2 at 8 um/px: wider than the closing bridges (2 x 32 um) and
+    # larger than max_hole, so it stays glass
+    img[90:102, 90:102] = 242
+    mask, _ = slide_tissue_mask(img, params, mask_mpp=8.0)
+    assert not mask[93:99, 93:99].any()
+
+
+def test_thin_tissue_strand_is_kept(params):
+    """A strand 3 mask px (24 um) wide attached to a tissue piece: a 7 px median would erase it
+    (bench/bench_clam.py found such a strand on the real CMU-1 region)."""
+    img = glass()
+    img[40:160, 20:100] = (190, 110, 170)
+    img[99:102, 100:190] = (200, 120, 175)  # the strand, running right from the piece
+    mask, _ = slide_tissue_mask(img, params, mask_mpp=8.0)
+    assert mask[99:102, 105:185].all()
+    blurred = TissueParams.from_config({**params.__dict__, "median_kernel": 7})
+    assert not slide_tissue_mask(img, blurred, mask_mpp=8.0)[0][99:102, 120:185].any()
+
+
 @pytest.mark.parametrize("ink", [(20, 160, 120), (200, 30, 40), (30, 60, 200)])
 def test_marker_ink_is_not_tissue(params, ink):
     img = np.zeros((32, 32, 3), np.uint8) + np.array(ink, np.uint8)
