@@ -553,3 +553,23 @@ def test_til_aware_dropout_is_refused_for_prompts_without_til_levels():
     check_train_settings(cfg, "report", "report")
     with pytest.raises(InputError, match="prompt_dropout_low_til_only.*'label'.*'label_only'"):
         check_train_settings(cfg, "label_only", "label")
+
+
+def test_batches_drawn_ahead_in_a_thread_are_the_batches_drawn_inline(pathldm):
+    import torch
+
+    from histosynth.diffusion.latents import LatentCache
+    from histosynth.diffusion.train import batches_ahead, draw_batch
+
+    cfg = pathldm_train_cfg()
+    numbers = [torch.tensor([k]) for k in (3, 0, 7, 1)]  # as the prepared DataLoader yields them
+    with LatentCache(pathldm["latents"]) as cache:
+        ahead = list(batches_ahead(cache, cfg, numbers, 1000))
+        assert [k for k, _ in ahead] == [3, 0, 7, 1]
+        for k, batch in ahead:
+            for got, want in zip(batch, draw_batch(cache, cfg, k, 1000)):
+                assert torch.equal(got, want)  # the same arithmetic on the same numbers: bit for bit
+        # a loop that stops early (a killed run's checkpoint step) closes the generator without hanging
+        it = batches_ahead(cache, cfg, numbers, 1000)
+        next(it)
+        it.close()
