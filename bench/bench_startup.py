@@ -17,7 +17,7 @@ The cluster variants need ``snakemake-executor-plugin-cluster-generic`` importab
 ``pip install --target DIR snakemake-executor-plugin-cluster-generic`` and ``PYTHONPATH=DIR``);
 they are skipped with a reason when it is absent.
 
-    .venv/bin/python bench/bench_startup.py --workdir /tmp/cohort [--slides 50] [--variants local cluster grouped]
+    .venv/bin/python bench/bench_startup.py --workdir /tmp/cohort [--slides 50] [--mpp 0.5] [--variants local cluster grouped]
 
 Wall times on a shared machine vary with its load; the CPU seconds are the comparable figures.
 """
@@ -55,8 +55,9 @@ def parse_timing(line: str) -> tuple[float, float, float, float]:
     return sw, float(m["sc"]), float(m["ww"]), float(m["wc"])
 
 
-def make_cohort(workdir: Path, slides: int) -> list[str]:
-    """A slide sheet of ``slides`` demo slides (made by the workflow's make_demo_slide) in ``workdir``."""
+def make_cohort(workdir: Path, slides: int, mpp: float | None) -> list[str]:
+    """A slide sheet of ``slides`` demo slides (made by the workflow's make_demo_slide) and the demo config
+    reading it (tiling at ``mpp`` when given), in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config"
     if not config.exists():
@@ -64,6 +65,11 @@ def make_cohort(workdir: Path, slides: int) -> list[str]:
     ids = [f"demo_{i:02d}" for i in range(1, slides + 1)]
     rows = ["slide_id\tslide_path\tcase_id\tlabel"] + [f"{s}\tresources/demo/{s}.tiff\tcase_{s}\t" for s in ids]
     (workdir / "cohort.tsv").write_text("\n".join(rows) + "\n")
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["slides"] = "cohort.tsv"
+    if mpp is not None:
+        cfg["tiling"]["mpp"] = mpp
+    (workdir / "cohort.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ids
 
 
@@ -84,9 +90,7 @@ def snakemake_cmd(workdir: Path, targets: list[str], variant: str, times_file: P
         "--directory",
         str(workdir),
         "--configfile",
-        "config/config.yaml",
-        "--config",
-        "slides=cohort.tsv",
+        "cohort.yaml",
         "--quiet",
         "progress",
     ]
@@ -174,12 +178,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--slides", type=int, default=50)
+    ap.add_argument("--mpp", type=float, help="tiling.mpp (the demo's 1.0 when not given; 0.5 reads 4x the patches)")
     ap.add_argument("--variants", nargs="+", default=["local", "cluster", "grouped"])
     ap.add_argument("--rules", nargs="+", default=["tile_slide"], choices=["make_demo_slide", "tile_slide"])
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     workdir = args.workdir.resolve()
-    ids = make_cohort(workdir, args.slides)
+    ids = make_cohort(workdir, args.slides, args.mpp)
     has_generic = importlib.util.find_spec("snakemake_executor_plugin_cluster_generic") is not None
     # the slides themselves, once, locally (when make_demo_slide is not one of the measured rules)
     if "make_demo_slide" not in args.rules:
