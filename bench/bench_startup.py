@@ -90,7 +90,7 @@ def snakemake_cmd(workdir: Path, targets: list[str], variant: str, times_file: P
         "--directory",
         str(workdir),
         "--configfile",
-        "cohort.yaml",
+        str(workdir / "cohort.yaml"),  # absolute: snakemake resolves it against the calling directory
         "--quiet",
         "progress",
     ]
