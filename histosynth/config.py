@@ -252,8 +252,16 @@ def experiment_settings(config: dict, experiment: str, section: str) -> dict:
 
 def default_config(**overrides) -> dict:
     """The schema's defaults, with top-level ``overrides`` merged in (for tests and notebooks)."""
-    cfg = copy.deepcopy(overrides)
-    return validate_config(cfg)
+    if not overrides:
+        return copy.deepcopy(_schema_defaults())
+    return validate_config(copy.deepcopy(overrides))
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict:
+    # once per process: snakemake's validate re-reads the schema with the pure-Python YAML parser
+    # (~0.3 s of CPU each), and the Snakefile's checks ask for the defaults once per experiment
+    return validate_config({})
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -7,15 +7,17 @@ filter acceptance, coverage PCA); every chart goes through :func:`figure` and :f
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .patchfile import PatchFile
 from .qc import BLUR_COLOUR as QC_REJECTED_COLOUR
+
+if TYPE_CHECKING:  # the charts take data frames; the thumbnails (tile_slide) do not need pandas
+    import pandas as pd
 
 CELL = 96
 TITLE_CHARS = 30  # a title wraps at this many characters, so long prompts are shown whole

@@ -9,11 +9,14 @@ per-slide output (``minx, miny``) give them. PathLDM turns a probability into a 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("slide_id", "x", "y", "tumor", "til")
 TUMOR_LEVEL_NAMES = ["low_tumor", "high_tumor"]  # label names of tiling.labels.method: scores
@@ -21,6 +24,8 @@ TUMOR_LEVEL_NAMES = ["low_tumor", "high_tumor"]  # label names of tiling.labels.
 
 def read_scores(path: str | os.PathLike, slide_id: str | None = None) -> pd.DataFrame:
     """The scores table indexed by (slide_id, x, y); only ``slide_id``'s rows when given."""
+    import pandas as pd  # here, not at the top: tile_slide imports this module, and pandas costs it ~0.3 s CPU per job
+
     try:
         df = pd.read_csv(path, sep="\t", dtype={"slide_id": str})
     except (OSError, pd.errors.ParserError) as e:
@@ -44,6 +49,8 @@ def read_scores(path: str | os.PathLike, slide_id: str | None = None) -> pd.Data
 
 def lookup(scores: pd.DataFrame, slide_ids, coords: np.ndarray, path) -> pd.DataFrame:
     """The (tumor, til) row of every patch; a patch without one stops with the slide and corner named."""
+    import pandas as pd
+
     key = pd.MultiIndex.from_arrays(
         [np.asarray(slide_ids, dtype=object), np.asarray(coords)[:, 0], np.asarray(coords)[:, 1]]
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def run(snakemake, main) -> None:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     where = f"histosynth: rule {snakemake.rule}{_wildcards(snakemake)}"
     stopped_by_signal = None
+    started = _since_process_start(), time.process_time(), time.monotonic()  # what the interpreter and the imports cost
     try:
         main(snakemake)
+        log.info("%s", _timing_line(started))
     except InputError as e:
         log.error("%s", e)
         _report_failure(f"{where}: {e}", snakemake, console)
@@ -71,6 +74,31 @@ def run(snakemake, main) -> None:
         sys.stdout.flush()
         console.flush()
         os._exit(stopped_by_signal)
+
+
+TIMING_PREFIX = "job timing:"  # read back by bench/bench_startup.py
+
+
+def _since_process_start() -> float | None:
+    """Wall seconds since this process was created (None where psutil cannot tell)."""
+    try:
+        import psutil  # a snakemake dependency; only its create_time is needed
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - timing is informational: never fail a job over it
+        return None
+
+
+def _timing_line(started) -> str:
+    """One log line: the job's start-up (interpreter, snakemake's preamble, imports) against its work."""
+    startup_wall, startup_cpu, t0 = started
+    work_wall = time.monotonic() - t0
+    work_cpu = time.process_time() - startup_cpu
+    wall = "unknown" if startup_wall is None else f"{startup_wall:.3f}"
+    return (
+        f"{TIMING_PREFIX} start-up {wall} s wall {startup_cpu:.3f} s CPU;"
+        f" work {work_wall:.3f} s wall {work_cpu:.3f} s CPU"
+    )
 
 
 FAILURES = Path(".snakemake") / "histosynth-failures.txt"  # read back by the Snakefile's onerror

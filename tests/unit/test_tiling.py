@@ -205,6 +205,17 @@ def test_model_free_rules_never_import_torch(script):
     assert r.stdout.strip() == "[]", f"{script} imports {r.stdout.strip()}"
 
 
+@pytest.mark.parametrize("script", ["tile_slide", "make_demo_slide"])
+def test_per_slide_rules_never_import_pandas(script):
+    """The jobs run once per slide, where ~0.3 s of CPU for pandas is a large part of a small slide's job."""
+    src = (REPO / "workflow_scripts" / f"{script}.py").read_text()
+    imports = [line for line in src.splitlines() if line.startswith(("from histosynth", "import histosynth"))]
+    code = "import sys\n" + "\n".join(imports) + "\nprint('pandas' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False", f"{script} imports pandas"
+
+
 def test_absurd_tiling_mpp_is_an_error_naming_the_key(demo_slide, tmp_path, cfg):
     cfg["tiling"]["mpp"] = 0.001
     with pytest.raises(

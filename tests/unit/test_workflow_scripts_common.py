@@ -47,3 +47,20 @@ def test_a_failed_job_prints_one_line(tmp_path, kind, line):
     assert (tmp_path / ".snakemake" / "histosynth-failures.txt").read_text() == line.format(log=log) + "\n"
     if kind == "bug":
         assert "Traceback (most recent call last)" in log.read_text()
+
+
+def test_a_finished_job_logs_its_start_up_against_its_work(tmp_path):
+    """bench/bench_startup.py reads this line: the start-up (interpreter, imports) and the work, wall and CPU."""
+    log = tmp_path / "job.log"
+    code = COMMON.replace("    if {kind!r}", "    return\n    if {kind!r}").format(
+        scripts=str(REPO / "workflow_scripts"), kind="none", log=str(log)
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    line = [x for x in log.read_text().splitlines() if "job timing:" in x]
+    assert len(line) == 1
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_startup import parse_timing
+
+    startup_wall, startup_cpu, work_wall, work_cpu = parse_timing(line[0])
+    assert startup_wall > 0 and startup_cpu > 0 and work_wall >= 0 and work_cpu >= 0
