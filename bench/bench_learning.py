@@ -29,7 +29,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from histosynth.config import load_config  # noqa: E402
 from histosynth.diffusion.sample import generate, load_pipeline  # noqa: E402
-from histosynth.evaluation.features import harmonise, make_extractor, read_features  # noqa: E402
+from histosynth.evaluation.features import (  # noqa: E402
+    REFERENCE_FILE,
+    harmonise,
+    make_extractor,
+    read_features,
+    reference_field,
+)
 from histosynth.evaluation.metrics import frechet  # noqa: E402
 from histosynth.patchfile import PatchFile  # noqa: E402
 from histosynth.text.prompts import label_text  # noqa: E402
@@ -63,7 +69,7 @@ def main() -> None:
     wd = Path(args.workdir).resolve()
     cfg = load_config(wd / args.config)
     ev = cfg["evaluation"]
-    ref = wd / f"results/eval/reference/{ev['feature_extractor']}.h5"
+    ref = wd / REFERENCE_FILE.format(kind=ev["feature_extractor"], field=reference_field(cfg["train"]))
     rf, _, rattrs = read_features(ref)
     kind = str(rattrs["kind"])
     model = EXTRACTOR_MODEL[kind]

@@ -20,6 +20,7 @@ from histosynth.config import (
 from histosynth.qc import active_settings
 from histosynth.text.prompts import strategy_inputs, strategy_settings
 from histosynth.importers import resamples
+from histosynth.evaluation.features import REFERENCE_FILE, field_px, reference_field
 
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or [DEMO_CONFIG]
 # schema check + defaults; an unknown or mistyped key stops here, naming the key and its file
@@ -44,6 +45,7 @@ wildcard_constraints:
     split="|".join(SPLITS),
     experiment=_alternation(list(EXPERIMENTS)),
     kind="inception|backbone|classifier",
+    field=r"whole|\d+px",
 
 
 def slide_path(wildcards):
@@ -151,8 +153,9 @@ def feature_model(wildcards):
     return {"weights": config["evaluation"]["inception_weights"]} if config["evaluation"]["inception_weights"] else {}
 
 
-def reference_features_file():
-    return f"results/eval/reference/{FEATURES}.h5"
+def reference_features_file(wildcards):
+    """The real reference over the experiment's synthetic field of view: the whole patch, or its train.crop."""
+    return REFERENCE_FILE.format(kind=FEATURES, field=reference_field(train_settings(wildcards)))
 
 
 GENERATION_METRICS = ["fd", "kid", "prdc"]

@@ -53,11 +53,11 @@ rule reference_features:
         unpack(feature_model),
         patches=f"results/splits/{config['evaluation']['reference_split']}.h5",
     output:
-        features="results/eval/reference/{kind}.h5",
+        features=REFERENCE_FILE,
     log:
-        "results/logs/reference_features/{kind}.log",
+        "results/logs/reference_features/{kind}_{field}.log",
     benchmark:
-        "results/benchmarks/reference_features/{kind}.tsv"
+        "results/benchmarks/reference_features/{kind}_{field}.tsv"
     conda:
         "../envs/diffusion.yaml"
     resources:
@@ -66,6 +66,8 @@ rule reference_features:
     params:
         evaluation=evaluation_settings("reference_split", "inception_weights", "max_reference", "device", "seed"),
         pooling=config["embedding"]["pooling"],
+        # the synthetic field of view (px of real patches) the reference is centre-cropped to; None: whole patches
+        field_px=lambda wildcards: field_px(wildcards.field),
     script:
         "../workflow_scripts/reference_features.py"
 
@@ -75,7 +77,7 @@ rule evaluate_generation:
         unpack(feature_model),
         raw="results/synthetic/{experiment}/raw.h5",
         filtered="results/synthetic/{experiment}/filtered.h5",
-        reference=reference_features_file(),
+        reference=reference_features_file,
     output:
         fd="results/eval/{experiment}/fd.json",
         kid="results/eval/{experiment}/kid.json",

@@ -12,6 +12,7 @@ def main(sm):
         model_dir=sm.input.get("model"),
         pooling=sm.params.pooling,
         split=cfg["reference_split"],
+        field=sm.params.field_px,
     )
 
 

@@ -17,7 +17,7 @@ from ..classifier import load_classifier, predict_file, train_classifier
 from ..errors import InputError
 from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
 from ..plots import coverage_plot
-from .features import RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
+from .features import FOV_TOLERANCE, RANDOM_NOTE, file_features, make_extractor, pixel_geometry, read_features
 from .metric_files import (
     KEY_EXTRACTOR,
     KEY_FILTER_CLASSIFIER,
@@ -48,7 +48,6 @@ from .metrics import (
 log = logging.getLogger(__name__)
 SETS = ("raw", "filtered")
 PUBLISHED_FID_MIN_N = 5000  # papers report FID on thousands of images; fewer inflate it
-FOV_TOLERANCE = 0.05  # relative difference of field of view (µm) tolerated between real and synthetic
 # metric -> (display name, better direction)
 GENERATIVE = {"fd": ("FD", "lower"), "kid": ("KID", "lower"), "prdc": ("PRDC", "higher")}
 
@@ -83,6 +82,8 @@ def harmonisation(real_geo: dict, fake_geo: dict) -> tuple[dict, list[str]]:
         "synthetic_mpp_after": after,
         "method": "PIL Lanczos (antialiased)" if fpx != px else "none",
     }
+    if real_geo.get("crop"):  # the reference was cut to the synthetic field of view (features.reference_crop)
+        rec["real_crop"] = real_geo["crop"]
     w = []
     if fpx < px:
         w.append(

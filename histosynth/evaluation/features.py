@@ -13,8 +13,12 @@ Three extractors (``evaluation.feature_extractor``):
 
 Like for like: before any extractor, synthetic images are resized to the real patches' pixel
 size (``harmonise``): both sets then cover the same field of view at the same µm/px, so the
-extractor's own resize treats them alike. Reference features of the real split are cached in
-``results/eval/reference/{extractor}.h5`` with the pixel size, µm/px and labels they came from.
+extractor's own resize treats them alike. A synthetic image cannot gain field of view, so where it
+covers less tissue than a real patch at the same µm/px (PathLDM's 256 px ``train.crop`` of 448 px
+tiles), the real patches are centre-cropped to the synthetic field first (``reference_crop``).
+Reference features of the real split are cached in ``results/eval/reference/{extractor}_{field}.h5``
+(``field``: ``whole`` or the crop's px, ``reference_field``) with the pixel size, µm/px, crop and
+labels they came from.
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ log = logging.getLogger(__name__)
 INCEPTION_FILE = "inception-2015-12-05.pt"
 EXTRACTORS = ("inception", "backbone", "classifier")
 RANDOM_NOTE = "random network: mechanics only"
+FOV_TOLERANCE = 0.05  # relative difference of field of view (µm) tolerated between real and synthetic
+REFERENCE_FILE = "results/eval/reference/{kind}_{field}.h5"
+WHOLE = "whole"
+
+
+def reference_field(train: dict) -> str:
+    """The field of view the synthetic images of an experiment cover (its ``train`` settings), as the
+    reference file's ``{field}``: ``whole`` (the whole patch, at any resolution) or ``<crop>px``."""
+    return f"{train['crop']}px" if train.get("crop") else WHOLE
+
+
+def field_px(field: str) -> int | None:
+    """``reference_field``'s name back to px (None: the whole patch)."""
+    if field == WHOLE:
+        return None
+    if not (field.endswith("px") and field[:-2].isdigit()):
+        raise InputError(f"reference field {field!r}: expected {WHOLE!r} or '<N>px'")
+    return int(field[:-2])
 
 
 def inception_extractor(weights: str, device: str):
@@ -155,11 +177,24 @@ def harmonise(imgs: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+def centre_crop(imgs: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` px of each patch (the same µm/px, a smaller field of view)."""
+    y = (imgs.shape[1] - size) // 2
+    x = (imgs.shape[2] - size) // 2
+    return imgs[:, y : y + size, x : x + size]
+
+
 def file_features(
-    extract, patch_h5, batch: int = 64, limit: int | None = None, seed: int = 0, size: int | None = None
+    extract,
+    patch_h5,
+    batch: int = 64,
+    limit: int | None = None,
+    seed: int = 0,
+    size: int | None = None,
+    crop: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of a patch file (at most ``limit`` patches, chosen at random but fixed),
-    each patch first resized to ``size`` px when given."""
+    each patch first centre-cropped to ``crop`` px, then resized to ``size`` px, when given."""
     with PatchFile(patch_h5) as pf:
         idx = np.arange(len(pf))
         if limit and len(idx) > limit:
@@ -171,7 +206,10 @@ def file_features(
             unit="batch",
             mininterval=5,
         )
-        feats = [extract(harmonise(imgs, size) if size else imgs) for _, imgs in batches]
+        feats = []
+        for _, imgs in batches:
+            imgs = centre_crop(imgs, crop) if crop else imgs
+            feats.append(extract(harmonise(imgs, size) if size else imgs))
         labels = pf.labels[idx]
     dim = feats[0].shape[1] if feats else 0
     return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), labels
@@ -207,10 +245,30 @@ def read_features(path) -> tuple[np.ndarray, np.ndarray, dict]:
         return h["features"][:], h["labels"][:], attrs
 
 
-def reference_features(patch_h5, out_h5, kind: str, cfg: dict, model_dir, pooling: str, split: str) -> int:
-    """Features of the real reference split at its own pixel size, with its geometry and labels."""
+def reference_crop(geo: dict, field: int | None) -> tuple[dict, int | None]:
+    """The reference geometry once real patches are cut to a synthetic field of ``field`` px (at their own
+    µm/px), and the crop in px; no crop where the field is the whole patch or within ``FOV_TOLERANCE``."""
+    px = geo["px"]
+    if not field or field >= px * (1 - FOV_TOLERANCE):
+        return geo, None
+    # the centre, not a seeded random window: the tiling grid is arbitrary with respect to the tissue, so the
+    # central window is as typical as any, is the window training validates on, and needs no seed or draw order
+    return {
+        **geo,
+        "px": int(field),
+        "cropped_from_px": int(px),
+        "crop": f"real patches centre-cropped from {px} to {field} px (the synthetic field of view, same µm/px)",
+    }, int(field)
+
+
+def reference_features(
+    patch_h5, out_h5, kind: str, cfg: dict, model_dir, pooling: str, split: str, field: int | None = None
+) -> int:
+    """Features of the real reference split at its own pixel size, with its geometry and labels; centre-cropped
+    to ``field`` px first when the synthetic images cover that smaller field (``reference_crop``)."""
     extract, info = make_extractor(kind, cfg, model_dir, pooling)
-    feats, labels = file_features(extract, patch_h5, limit=cfg["max_reference"], seed=cfg["seed"])
+    geo, crop = reference_crop(pixel_geometry(patch_h5), field)
+    feats, labels = file_features(extract, patch_h5, limit=cfg["max_reference"], seed=cfg["seed"], crop=crop)
     with PatchFile(patch_h5) as pf:
         names, n_available = pf.label_names, len(pf)
     write_features(
@@ -223,17 +281,18 @@ def reference_features(patch_h5, out_h5, kind: str, cfg: dict, model_dir, poolin
             "split": split,
             "n": len(feats),
             "n_available": n_available,
-            "geometry": pixel_geometry(patch_h5),
+            "geometry": geo,
             "label_names": names,
             "source": str(patch_h5),
         },
     )
     log.info(
-        "reference features: %d of %d %s patches, %s, dim %d",
+        "reference features: %d of %d %s patches, %s, dim %d%s",
         len(feats),
         n_available,
         split,
         info["name"],
         feats.shape[1] if len(feats) else 0,
+        f"; {geo['crop']}" if crop else "",
     )
     return len(feats)

@@ -204,6 +204,45 @@ def test_generation_metrics_record_geometry_classes_n_and_extractor(two_resoluti
     assert json.loads(outs["prdc"].read_text())["sets"]["raw"]["overall"]["precision"] == 1.0
 
 
+def test_reference_is_cropped_to_the_synthetic_field_of_view(tmp_path, monkeypatch):
+    """PathLDM's case: real 32 px tiles, synthetic 16 px crops of the same tissue at the same 1 µm/px (the tiles'
+    centres here). The whole tiles as reference: the fields of view differ and the resized crops are far from them;
+    the reference cropped to the synthetic field: no warning, the crop recorded, no distance left."""
+    import json
+
+    from histosynth.evaluation import evaluate, features
+
+    tiles = _textures(60, 32, seed=5)
+    labels = np.arange(60) % 2
+    real_h5 = _write_patches(tmp_path / "real.h5", tiles, labels, 1.0)
+    fake_h5 = _write_patches(tmp_path / "fake.h5", np.ascontiguousarray(tiles[:, 8:24, 8:24]), labels, 1.0)
+    info = {"kind": "backbone", "name": "fixed test features", "random_network": False}
+    monkeypatch.setattr(features, "make_extractor", lambda *a, **k: (_extract, info))
+    monkeypatch.setattr(evaluate, "make_extractor", lambda *a, **k: (_extract, info))
+    cfg = {"max_reference": None, "max_synthetic": None, "seed": 0, "prdc_k": 3, "match_classes": "reference"}
+    docs = {}
+    for name, field in (("whole", None), ("crop", features.field_px(features.reference_field({"crop": 16})))):
+        ref = tmp_path / f"ref_{name}.h5"
+        features.reference_features(real_h5, ref, "backbone", cfg, None, "cls", "test", field=field)
+        outs = {m: tmp_path / f"{name}_{m}.json" for m in ("fd", "kid", "prdc")}
+        evaluate.evaluate_generation(
+            {"raw": fake_h5}, ref, cfg, None, "cls", outs | {"coverage": tmp_path / f"{name}.png"}, "exp"
+        )
+        docs[name] = json.loads(outs["fd"].read_text())
+    whole, crop = docs["whole"]["sets"]["raw"], docs["crop"]["sets"]["raw"]
+    assert any(w.startswith("fields of view differ: real 32 µm, synthetic 16 µm") for w in whole["warnings"])
+    assert "real_crop" not in whole["harmonisation"] and whole["overall"] > 1
+    assert not any("fields of view differ" in w for w in crop["warnings"])
+    assert crop["harmonisation"]["real_crop"].startswith("real patches centre-cropped from 32 to 16 px")
+    assert crop["harmonisation"]["field_of_view_um"] == {"real": 16.0, "synthetic": 16.0}
+    geo = docs["crop"]["reference"]["geometry"]
+    assert geo["px"] == 16 and geo["cropped_from_px"] == 32 and geo["mpp"] == 1.0
+    assert crop["overall"] < 1e-3 * whole["overall"]
+    # a field within FOV_TOLERANCE of the whole patch, or the whole patch itself, is not cropped
+    assert features.reference_crop({"px": 32, "mpp": 1.0}, 31) == ({"px": 32, "mpp": 1.0}, None)
+    assert features.field_px("whole") is None
+
+
 def test_macro_metrics_name_a_class_absent_from_the_test_split():
     from histosynth.classifier import evaluate as classifier_evaluate
     from histosynth.evaluation.metrics import macro_over_present

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from histosynth.config import REPO_ROOT, load_config
+from histosynth.evaluation.features import REFERENCE_FILE, reference_field
 
 PRESETS = sorted((REPO_ROOT / "config" / "presets").glob("*.yaml"))
 
@@ -74,3 +75,9 @@ def test_presets_validate_and_dry_run(preset, tmp_path, run_snakemake):
     res = run_snakemake(tmp_path, "--configfile", str(preset), "-n")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "train_diffusion" in res.stdout and "html_report" in res.stdout
+    # FD / KID / PRDC compare like with like: with train.crop (PathLDM's 256 px of 448 px tiles) the real reference is
+    # cut to the synthetic field of view, a file of its own
+    field = reference_field(cfg["train"])
+    assert REFERENCE_FILE.format(kind=ev["feature_extractor"], field=field) in res.stdout
+    if preset.stem == "pathldm":
+        assert field == "256px" and "results/eval/reference/inception_256px.h5" in res.stdout

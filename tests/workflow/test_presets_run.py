@@ -48,3 +48,8 @@ def test_preset_runs_end_to_end_with_only_its_own_experiments(preset, tmp_path, 
     if preset == "pathldm":  # tumour level as the class; the report prompts carry PathLDM's level prefix
         prompts = (tmp_path / "results/prompts/report.tsv").read_text()
         assert re.search(r"(low|high) tumor; (low|high) til; ", prompts)
+        # FD / KID / PRDC against real tiles centre-cropped to the 256 px synthetic field: no field-of-view warning
+        for e in experiments:
+            for name, s in json.loads((tmp_path / f"results/eval/{e}/fd.json").read_text())["sets"].items():
+                assert s["harmonisation"]["real_crop"].startswith("real patches centre-cropped from 448 to 256 px")
+                assert not any("fields of view differ" in w for w in s["warnings"]), (e, name, s["warnings"])
