@@ -4,6 +4,13 @@ ImageNet weights come from a local file when ``classifier.weights`` names one (t
 ``resnet18-f37072fd.pth`` or a safetensors copy), otherwise the network starts from random init.
 Model selection keeps the epoch with the best validation macro AUC, as the paper does; test
 metrics (accuracy, macro AUC, per-class report) come from scikit-learn.
+
+Field of view (``field_px``, the workflow's ``train.crop``): synthetic images of PathLDM's preset cover
+256 px of the 448 px real tiles at the same µm/px. With ``field_px`` set, every image larger than the
+field (beyond ``FOV_TOLERANCE``; in practice the real tiles) is cut to ``field_px`` before the resize:
+a random window per image and epoch in training, the central window when validating, testing and
+predicting. Images at the field (the synthetic ones) pass whole. ``classifier.json`` records the
+field, so whoever loads the model crops as training did.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from .progress import progress_bar
 from .atomic import atomic_dir
 from .device import pick_device
 from .errors import InputError
+from .evaluation.features import centre_crop, field_crop, random_crop
 from .evaluation.metric_files import KEY_TEST, with_interval, write_classifier_metrics
 from .evaluation.metrics import BOOTSTRAP_METHOD, bootstrap_interval
 from .patchfile import PatchFile
@@ -29,6 +37,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "classifier.json"
+# the training crops draw from their own seeded stream, so the order and flips stay those of an uncropped run
+CROP_STREAM = 1
 
 
 def build_resnet18(n_classes: int, weights: str = ""):
@@ -64,24 +74,69 @@ def to_tensor(imgs: np.ndarray, size: int):
     return (x - mean) / std
 
 
-def predict_proba(net, imgs: np.ndarray, size: int, device: str, batch: int = 128) -> np.ndarray:
+def fit_field(imgs: np.ndarray, field_px: int | None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Images larger than the field cut to ``field_px`` (``field_crop``): a random window per image with ``rng``
+    (training), else the centre; images at the field, or without one, are returned as they are."""
+    crop = field_crop(imgs.shape[1], field_px)
+    if crop is None:
+        return imgs
+    return centre_crop(imgs, crop) if rng is None else random_crop(imgs, crop, rng)
+
+
+def field_description(field_px: int | None, sizes: dict, image_size: int) -> str:
+    """One sentence for the metrics JSON: what the classifier saw of each patch file (``sizes``: file -> px)."""
+    if not field_px:
+        return f"whole patches, resized to {image_size} px (no field of view set)"
+    cut = {f: px for f, px in sizes.items() if field_crop(px, field_px)}
+    whole = [f for f in sizes if f not in cut]
+    parts = [
+        f"{f}: {px} px patches cut to {field_px} px (a random window per epoch in training, the centre in "
+        "validation and test: the synthetic field of view, same µm/px)"
+        for f, px in cut.items()
+    ] + [f"{f}: whole {sizes[f]} px images (at the {field_px} px field already)" for f in whole]
+    return "; ".join(parts) + f"; then resized to {image_size} px"
+
+
+def describe_field(px: int | None) -> str:
+    return f"{px} px fields of view" if px else "whole patches"
+
+
+def field_mismatch(classifier_field: int | None, synthetic_field: int | None, classifier: str) -> str | None:
+    """Why a classifier shared by every experiment (trained at the global ``train.crop``) does not see an
+    experiment's synthetic images at its own field of view; None when the two agree."""
+    if (classifier_field or None) == (synthetic_field or None):
+        return None
+    return (
+        f"{classifier} was trained on {describe_field(classifier_field)} (the global train.crop) but this "
+        f"experiment's synthetic images cover {describe_field(synthetic_field)} (its own train.crop): its numbers do not compare like "
+        "with like; larger images are centre-cropped to the classifier's field, smaller ones only resized"
+    )
+
+
+def predict_proba(
+    net, imgs: np.ndarray, size: int, device: str, batch: int = 128, field_px: int | None = None
+) -> np.ndarray:
+    """Class probabilities; images larger than ``field_px`` are centre-cropped to it first (``fit_field``)."""
     import torch
 
     net.eval()
     out = []
     with torch.inference_mode():
         for s in range(0, len(imgs), batch):
-            out.append(torch.softmax(net(to_tensor(imgs[s : s + batch], size).to(device)), dim=1).float().cpu().numpy())
+            x = to_tensor(fit_field(imgs[s : s + batch], field_px), size)
+            out.append(torch.softmax(net(x.to(device)), dim=1).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, net.fc.out_features), np.float32)
 
 
-def predict_file(net, patch_h5, size: int, device: str, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities for every patch of a file (streamed) and its labels."""
+def predict_file(
+    net, patch_h5, size: int, device: str, batch: int = 128, field_px: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities for every patch of a file (streamed; centre-cropped to ``field_px``) and its labels."""
     probs = []
     with PatchFile(patch_h5) as pf:
         labels = pf.labels
         for _, imgs in pf.iter_batches(batch):
-            probs.append(predict_proba(net, imgs, size, device, batch))
+            probs.append(predict_proba(net, imgs, size, device, batch, field_px))
     return (np.concatenate(probs) if probs else np.zeros((0, net.fc.out_features), np.float32)), labels
 
 
@@ -153,10 +208,12 @@ def train_classifier(
     image_size: int,
     progress: bool = True,
     name: str = "classifier",
+    field_px: int | None = None,
 ) -> dict:
     """Train on one patch file or several (e.g. real + synthetic); select on ``val_h5``; test on ``test_h5``.
 
-    ``cfg`` is the ``classifier:`` section, ``image_size`` the input size. Writes the best model to
+    ``cfg`` is the ``classifier:`` section, ``image_size`` the input size, ``field_px`` the field of view
+    (``train.crop``; None: whole patches) larger patches are cut to (``fit_field``). Writes the best model to
     ``out_dir`` (safetensors + config, read by :func:`load_classifier`) and the metrics to
     ``metrics_json``; returns the metrics. ``name`` heads its progress lines (the judge's and the
     downstream ones run beside the filter's). Nothing is cached between runs.
@@ -165,6 +222,7 @@ def train_classifier(
 
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
+    crop_rng = np.random.default_rng([cfg["seed"], CROP_STREAM]) if field_px else None  # fresh windows every epoch
     device = pick_device(cfg["device"])
     train_files = [train_h5] if isinstance(train_h5, (str, os.PathLike)) else list(train_h5)
     sources = [PatchFile(p) for p in train_files]
@@ -176,6 +234,7 @@ def train_classifier(
         rows = np.concatenate([np.stack([np.full(len(pf), i), np.arange(len(pf))], 1) for i, pf in enumerate(sources)])
         labels = np.concatenate([pf.labels for pf in sources])
         n = len(rows)
+        sizes = {str(p): pf.patch_size for p, pf in zip(train_files, sources)}
         if n == 0:
             raise InputError(f"{', '.join(map(str, train_files))}: no training patches; cannot train the classifier")
         if (labels < 0).any():
@@ -200,7 +259,7 @@ def train_classifier(
                 for i, pf in enumerate(sources):  # read each file's rows together, resize to one size
                     sel = batch[rows[batch, 0] == i]
                     if len(sel):
-                        parts.append((sel, to_tensor(pf.read(rows[sel, 1]), image_size)))
+                        parts.append((sel, to_tensor(fit_field(pf.read(rows[sel, 1]), field_px, crop_rng), image_size)))
                 x = torch.cat([t for _, t in parts])
                 y = torch.from_numpy(np.concatenate([labels[sel] for sel, _ in parts]))
                 flip = torch.from_numpy(rng.random(len(x)) < 0.5)
@@ -210,7 +269,7 @@ def train_classifier(
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(x)
-            vprobs, vlabels = predict_file(net, val_h5, image_size, device)
+            vprobs, vlabels = predict_file(net, val_h5, image_size, device, field_px=field_px)
             vauc = macro_auc(vlabels, vprobs, len(names))
             score = vauc if np.isfinite(vauc) else -total  # no usable validation: keep the lowest training loss
             history.append({"epoch": epoch, "train_loss": total / n, "val_macro_auc": vauc})
@@ -223,12 +282,17 @@ def train_classifier(
             pf.close()
     net.load_state_dict(best)
     seconds = time.perf_counter() - t0
-    tprobs, tlabels = predict_file(net, test_h5, image_size, device)
+    tprobs, tlabels = predict_file(net, test_h5, image_size, device, field_px=field_px)
+    for p in (val_h5, test_h5):
+        with PatchFile(p) as pf:
+            sizes.setdefault(str(p), pf.patch_size)
     metrics = {
         KEY_TEST: evaluate(tlabels, tprobs, names),
         "history": history,
         "best_epoch": best_epoch,
         "image_size": image_size,
+        "field_px": field_px,
+        "crop": field_description(field_px, sizes, image_size),
         "weights": cfg["weights"] or "random init",
         "seconds": seconds,
         "device": device,
@@ -237,7 +301,7 @@ def train_classifier(
         "n_train": int(n),
         "test_file": str(test_h5),
     }
-    save_classifier(net, out_dir, names, image_size)
+    save_classifier(net, out_dir, names, image_size, field_px)
     write_classifier_metrics(metrics_json, metrics)
     log.info(
         "classifier: test accuracy %.4f, macro AUC %.4f (best epoch %d) in %.1f s",
@@ -249,7 +313,7 @@ def train_classifier(
     return metrics
 
 
-def save_classifier(net, out_dir, names, image_size: int) -> None:
+def save_classifier(net, out_dir, names, image_size: int, field_px: int | None = None) -> None:
     from safetensors.torch import save_file
 
     with atomic_dir(out_dir) as tmp:
@@ -260,6 +324,8 @@ def save_classifier(net, out_dir, names, image_size: int) -> None:
                     "architecture": "torchvision.resnet18",
                     "label_names": names,
                     "image_size": image_size,
+                    # the field of view (px) larger inputs are centre-cropped to before the resize; None: whole
+                    "field_px": field_px,
                     "mean": IMAGENET_MEAN,
                     "std": IMAGENET_STD,
                 }
@@ -268,7 +334,9 @@ def save_classifier(net, out_dir, names, image_size: int) -> None:
 
 
 def load_classifier(folder, device: str = "auto"):
-    """(network, config) from a folder written by ``train_classifier`` (safetensors, no pickle)."""
+    """(network, config) from a folder written by ``train_classifier`` (safetensors, no pickle). The config's
+    ``field_px`` is what ``predict_proba`` / ``predict_file`` crop larger images to (None, also for a model
+    saved before the key existed: whole images)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -276,4 +344,4 @@ def load_classifier(folder, device: str = "auto"):
     net = build_resnet18(len(cfg["label_names"]))
     net.load_state_dict(load_file(folder / MODEL_FILE))
     device = pick_device(device)
-    return net.to(device).eval(), {**cfg, "device": device}
+    return net.to(device).eval(), {"field_px": None, **cfg, "device": device}

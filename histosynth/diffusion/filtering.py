@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..classifier import load_classifier, predict_proba
+from ..classifier import field_mismatch, load_classifier, predict_proba
 from ..errors import InputError
 from ..patchfile import PatchFile, PatchWriter
 from ..plots import acceptance_plot
@@ -47,6 +47,7 @@ def filter_shard(
     sample_cfg: dict,
     resolution: int,
     experiment: str,
+    synthetic_field: int | None = None,
 ) -> pd.DataFrame:
     """Filter one (shard of a) raw set into ``out_h5``, rows ordered by round; return its tried/accepted
     counts per round and class (``round``, ``label``, ``label_name``, ``tried``, ``accepted``).
@@ -54,10 +55,15 @@ def filter_shard(
     ``filter_cfg`` is the ``filter:`` section; ``classifier_cfg`` needs ``device`` and ``batch_size`` (the
     classifier's own section: scoring runs where and in batches as the classifier is configured);
     ``sample_cfg`` (the experiment's ``sampling:`` settings) drives regeneration with the trained model
-    in ``model_dir`` on ``base_dir``. Nothing is cached: every run starts from the raw set.
+    in ``model_dir`` on ``base_dir``. Nothing is cached: every run starts from the raw set. The classifier
+    scores at the field of view it was trained at (its ``field_px``); ``synthetic_field`` is the experiment's
+    ``train.crop``, and a warning is logged where the two differ.
     """
     net, ccfg = load_classifier(classifier_dir, classifier_cfg["device"])
-    size, device = ccfg["image_size"], ccfg["device"]
+    size, device, field = ccfg["image_size"], ccfg["device"], ccfg["field_px"]
+    mismatch = field_mismatch(field, synthetic_field, f"the filter's classifier {classifier_dir}")
+    if mismatch:
+        log.warning("filter of %s: %s", experiment, mismatch)
     with PatchFile(raw_h5) as raw:
         names = raw.label_names
         if ccfg["label_names"] != names:
@@ -71,7 +77,8 @@ def filter_shard(
         with PatchWriter(out_h5, spec) as w:
 
             def judge(rnd, idx, imgs, img_seeds):
-                ok = accept(predict_proba(net, imgs, size, device), labels[idx], filter_cfg["min_confidence"])
+                probs = predict_proba(net, imgs, size, device, field_px=field)
+                ok = accept(probs, labels[idx], filter_cfg["min_confidence"])
                 if ok.any():
                     write_batches(w, imgs[ok], labels[idx][ok], prompts[idx][ok], img_seeds[ok], rnd, experiment)
                 prev_idx, prev_ok = tried.get(rnd, (np.zeros(0, int), np.zeros(0, bool)))
@@ -179,6 +186,7 @@ def filter_synthetic(
     sample_cfg: dict,
     resolution: int,
     experiment: str,
+    synthetic_field: int | None = None,
 ) -> dict:
     """The unsharded loop: one shard, gathered (arguments as ``filter_shard``; ``acceptance_tsv``,
     ``plot_png`` and ``grid_png`` as ``gather_filtered``). ``out_h5`` references ``<out_h5>.shard.h5`` beside it."""
@@ -195,5 +203,6 @@ def filter_synthetic(
         sample_cfg=sample_cfg,
         resolution=resolution,
         experiment=experiment,
+        synthetic_field=synthetic_field,
     )
     return gather_filtered([shard], [table], out_h5, acceptance_tsv, plot_png, grid_png, filter_cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classifier import load_classifier, predict_file, train_classifier
+from ..classifier import describe_field, field_mismatch, load_classifier, predict_file, train_classifier
 from ..errors import InputError
 from ..patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter
 from ..plots import coverage_plot
@@ -205,9 +205,18 @@ def judge_description(cfg: dict, classifier_seed: int) -> str:
 
 
 def train_judge(
-    train_h5, val_h5, test_h5, out_dir, metrics_json, classifier_cfg: dict, cfg: dict, image_size: int
+    train_h5,
+    val_h5,
+    test_h5,
+    out_dir,
+    metrics_json,
+    classifier_cfg: dict,
+    cfg: dict,
+    image_size: int,
+    field_px: int | None = None,
 ) -> dict:
-    """The independent classifier that judges the filtered set: another seed, optionally half the cases."""
+    """The independent classifier that judges the filtered set: another seed, optionally half the cases; at
+    the synthetic field of view ``field_px`` like the filter's classifier (``train_classifier``)."""
     if cfg["judge_seed"] == classifier_cfg["seed"] and cfg["judge_cases"] == "all":
         raise InputError(
             f"evaluation.judge_seed ({cfg['judge_seed']}) equals classifier.seed with evaluation.judge_cases: all: "
@@ -220,7 +229,9 @@ def train_judge(
             if cfg["judge_cases"] == "all"
             else case_half(train_h5, Path(tmp) / "train_half.h5", cfg["judge_seed"])
         )
-        metrics = train_classifier(train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size, name="judge")
+        metrics = train_classifier(
+            train, val_h5, test_h5, out_dir, metrics_json, ccfg, image_size, name="judge", field_px=field_px
+        )
     return metrics
 
 
@@ -248,12 +259,21 @@ def case_half(patch_h5, out_h5, seed: int) -> Path:
 
 
 def evaluate_agreement(
-    sets: dict, filter_classifier_dir, judge_dir, judge_note: str, device: str, out_json, experiment: str
+    sets: dict,
+    filter_classifier_dir,
+    judge_dir,
+    judge_note: str,
+    device: str,
+    out_json,
+    experiment: str,
+    synthetic_field: int | None = None,
 ) -> dict:
     """Classifier agreement (the LoRA paper's P/R/F1 vs each image's prompt class).
 
     The independent judge scores both sets; the filter's own classifier scores the raw set only:
-    on the set it accepted, its agreement is high by construction and is not a result.
+    on the set it accepted, its agreement is high by construction and is not a result. Each scores at
+    the field of view it was trained at (its ``field_px``); ``synthetic_field`` is the experiment's
+    ``train.crop``: where it differs, the JSON says the numbers are not like with like.
     """
     doc = {
         KEY_METRIC: "agreement",
@@ -265,14 +285,21 @@ def evaluate_agreement(
             KEY_SETS: {},
             "note": "the filter's own classifier, raw set only: on the filtered set it agrees by construction",
         },
+        "synthetic_field_px": synthetic_field,
+        KEY_WARNINGS: [],
     }
     for role, folder, names in (
         (KEY_JUDGE, judge_dir, list(sets)),
         (KEY_FILTER_CLASSIFIER, filter_classifier_dir, ["raw"]),
     ):
         net, ccfg = load_classifier(folder, device)
+        doc[role]["field_px"] = ccfg["field_px"]
+        mismatch = field_mismatch(ccfg["field_px"], synthetic_field, f"{role} {folder}")
+        if mismatch:
+            log.warning("agreement of %s: %s", experiment, mismatch)
+            doc[KEY_WARNINGS].append(mismatch)
         for name in names:
-            probs, labels = predict_file(net, sets[name], ccfg["image_size"], ccfg["device"])
+            probs, labels = predict_file(net, sets[name], ccfg["image_size"], ccfg["device"], field_px=ccfg["field_px"])
             doc[role][KEY_SETS][name] = classifier_agreement(
                 labels, probs.argmax(1) if len(probs) else labels, ccfg["label_names"]
             )
@@ -290,10 +317,17 @@ def evaluate_downstream(
     models_dir,
     out_json,
     experiment: str,
+    field_px: int | None = None,
+    synthetic_field: int | None = None,
 ) -> dict:
     """Osorio et al.'s utility test: a classifier trained on synthetic only and on real + synthetic,
     tested on the real test split, next to the real-only classifier of ``train_classifier``.
-    Writes both classifiers (and their metrics) under ``models_dir``."""
+    Writes both classifiers (and their metrics) under ``models_dir``.
+
+    ``field_px`` is the classifiers' field of view (the global ``train.crop``, as the real-only one's):
+    real tiles larger than it are cut to it (random windows in training, the centre for validation and
+    test), so all three classifiers are tested on the same central field of the real test tiles.
+    ``synthetic_field`` is the experiment's own ``train.crop``; where it differs, the JSON says so."""
     ccfg = {**classifier_cfg, "epochs": cfg["downstream_epochs"] or classifier_cfg["epochs"]}
     real_doc = read_classifier_metrics(real_metrics_json)
     names = real_doc["label_names"]
@@ -305,6 +339,8 @@ def evaluate_downstream(
         "classifier": "torchvision resnet18",
         "epochs": ccfg["epochs"],
         KEY_RESULTS: {"real_only": _brief(real_doc[KEY_TEST], names)},
+        "field_px": field_px,
+        "synthetic_field_px": synthetic_field,
     }
     with PatchFile(synthetic_h5) as pf:
         n_syn, present = len(pf), sorted(set(pf.labels.tolist()))
@@ -316,6 +352,26 @@ def evaluate_downstream(
         ]
         if lacking
         else []
+    )
+    # the real-only baseline is the filter's classifier: trained at the same field unless its metrics are stale
+    real_field = real_doc.get("field_px")  # absent from metrics written before the key: whole patches
+    problems = []
+    if (real_field or None) != (field_px or None):
+        problems.append(
+            f"the real-only classifier ({real_metrics_json}) saw {describe_field(real_field)}, the downstream ones "
+            f"{describe_field(field_px)}: rerun train_classifier before comparing them"
+        )
+    mismatch = field_mismatch(field_px, synthetic_field, "the downstream classifiers")
+    if mismatch:
+        problems.append(mismatch)
+    for problem in problems:
+        log.warning("downstream of %s: %s", experiment, problem)
+    doc[KEY_WARNINGS] += problems
+    doc["like_for_like"] = (
+        "no: " + "; ".join(problems)
+        if problems
+        else f"yes: all three classifiers are trained on {describe_field(field_px)} and tested on "
+        + (f"the central {field_px} px of the real test tiles (the synthetic field of view)" if field_px else "them")
     )
     absent = doc[KEY_RESULTS]["real_only"]["classes_absent_from_test"]
     if absent:
@@ -338,6 +394,7 @@ def evaluate_downstream(
             ccfg,
             image_size,
             name=f"downstream {experiment} ({name.replace('_', ' ')})",
+            field_px=field_px,
         )
         doc[KEY_RESULTS][name] = {**_brief(m[KEY_TEST], names), "n_train": m["n_train"]}
     write_metrics(out_json, doc)

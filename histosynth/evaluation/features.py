@@ -123,7 +123,11 @@ def backbone_extractor(model_dir, pooling: str, device: str):
 
 
 def classifier_extractor(model_dir, device: str):
-    """Penultimate (global-average-pooled) layer of a ResNet-18 saved by ``train_classifier``."""
+    """Penultimate (global-average-pooled) layer of a ResNet-18 saved by ``train_classifier``.
+
+    It extracts the images it is given, resized to the network's input, and never applies the judge's
+    ``field_px`` crop (as the filter and agreement do): ``file_features`` has already brought both sets to one
+    field of view (``reference_crop``, ``harmonise``), so the reference of a ``whole`` field stays whole."""
     import torch
 
     from ..classifier import load_classifier, to_tensor
@@ -140,6 +144,7 @@ def classifier_extractor(model_dir, device: str):
     info = {
         "kind": "classifier",
         "name": f"ResNet-18 penultimate layer (512-d) of the independent judge, {size} px input"
+        + (f", trained on {ccfg['field_px']} px fields of view" if ccfg["field_px"] else "")
         + (f", {meta}" if meta else ""),
         "random_network": False,
     }
@@ -182,6 +187,25 @@ def centre_crop(imgs: np.ndarray, size: int) -> np.ndarray:
     y = (imgs.shape[1] - size) // 2
     x = (imgs.shape[2] - size) // 2
     return imgs[:, y : y + size, x : x + size]
+
+
+def random_crop(imgs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size`` px window of each patch at its own random offset (PathLDM's training crops, in pixels)."""
+    ys = rng.integers(0, imgs.shape[1] - size + 1, len(imgs))
+    xs = rng.integers(0, imgs.shape[2] - size + 1, len(imgs))
+    return (
+        np.stack([im[y : y + size, x : x + size] for im, y, x in zip(imgs, ys, xs)])
+        if len(imgs)
+        else imgs[:, :size, :size]
+    )
+
+
+def field_crop(px: int, field: int | None) -> int | None:
+    """The crop (px) that cuts ``px`` px patches to a synthetic field of ``field`` px at the same µm/px; None
+    where the field is the whole patch, or within ``FOV_TOLERANCE`` of it (the patch is used whole)."""
+    if not field or field >= px * (1 - FOV_TOLERANCE):
+        return None
+    return int(field)
 
 
 def file_features(
@@ -249,7 +273,7 @@ def reference_crop(geo: dict, field: int | None) -> tuple[dict, int | None]:
     """The reference geometry once real patches are cut to a synthetic field of ``field`` px (at their own
     µm/px), and the crop in px; no crop where the field is the whole patch or within ``FOV_TOLERANCE``."""
     px = geo["px"]
-    if not field or field >= px * (1 - FOV_TOLERANCE):
+    if field_crop(px, field) is None:
         return geo, None
     # the centre, not a seeded random window: the tiling grid is arbitrary with respect to the tissue, so the
     # central window is as typical as any, is the window training validates on, and needs no seed or draw order
