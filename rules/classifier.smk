@@ -23,5 +23,7 @@ rule train_classifier:
     params:
         classifier=config["classifier"],
         image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+        # real patches larger than the synthetic field of view are cut to it (random windows; the centre to test)
+        field_px=classifier_field(),
     script:
         "../workflow_scripts/train_classifier.py"

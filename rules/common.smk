@@ -123,6 +123,17 @@ def resolution(wildcards):
     return train["crop"] or train["resolution"] or config["tiling"]["patch_size"]
 
 
+def classifier_field():
+    """The field of view (px) every classifier is trained and scores at: the global train.crop, None = whole patches
+    (one filter classifier and one judge serve all experiments; an experiment's own crop gets a warning)."""
+    return config["train"]["crop"]
+
+
+def synthetic_field(wildcards):
+    """The field of view (px) of an experiment's synthetic images: its own train.crop (None: whole patches)."""
+    return train_settings(wildcards)["crop"]
+
+
 def evaluation_settings(*keys):
     """Only the evaluation settings a rule reads, so an unrelated change does not rerun it."""
     return {k: config["evaluation"][k] for k in keys}

@@ -189,6 +189,8 @@ rule filter_synthetic:
         classifier={k: config["classifier"][k] for k in ("device", "batch_size")},
         sampling=sampling_params,
         resolution=resolution,
+        # the classifier scores at the field in its classifier.json; a different experiment crop is warned about
+        synthetic_field=synthetic_field,
     script:
         "../workflow_scripts/filter_synthetic.py"
 

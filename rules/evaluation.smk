@@ -44,6 +44,7 @@ rule train_judge:
         evaluation=evaluation_settings("judge_seed", "judge_cases"),
         classifier=config["classifier"],
         image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+        field_px=classifier_field(),
     script:
         "../workflow_scripts/train_judge.py"
 
@@ -127,6 +128,8 @@ rule evaluate_agreement:
     params:
         evaluation=evaluation_settings("judge_seed", "judge_cases", "device"),
         classifier_seed=config["classifier"]["seed"],
+        # both classifiers score at the field recorded in their classifier.json; this is the experiment's own
+        synthetic_field=synthetic_field,
     script:
         "../workflow_scripts/evaluate_agreement.py"
 
@@ -157,5 +160,7 @@ rule evaluate_downstream:
         evaluation=evaluation_settings("downstream_set", "downstream_epochs"),
         classifier=config["classifier"],
         image_size=config["classifier"]["image_size"] or config["tiling"]["patch_size"],
+        field_px=classifier_field(),
+        synthetic_field=synthetic_field,
     script:
         "../workflow_scripts/evaluate_downstream.py"

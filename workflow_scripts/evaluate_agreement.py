@@ -12,6 +12,7 @@ def main(sm):
         device=cfg["device"],
         out_json=sm.output.agreement,
         experiment=sm.wildcards.experiment,
+        synthetic_field=sm.params.synthetic_field,
     )
 
 

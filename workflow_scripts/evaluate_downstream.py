@@ -13,6 +13,8 @@ def main(sm):
         models_dir=sm.output.models,
         out_json=sm.output.downstream,
         experiment=sm.wildcards.experiment,
+        field_px=sm.params.field_px,
+        synthetic_field=sm.params.synthetic_field,
     )
 
 

@@ -16,6 +16,7 @@ def main(sm):
         sample_cfg=sm.params.sampling,
         resolution=sm.params.resolution,
         experiment=sm.wildcards.experiment,
+        synthetic_field=sm.params.synthetic_field,
     )
     with atomic_path(sm.output.acceptance) as tmp:
         table.to_csv(tmp, sep="\t", index=False)

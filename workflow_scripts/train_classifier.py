@@ -11,6 +11,7 @@ def main(sm):
         metrics_json=sm.output.metrics,
         cfg=sm.params.classifier,
         image_size=sm.params.image_size,
+        field_px=sm.params.field_px,
     )
 
 

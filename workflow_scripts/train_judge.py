@@ -12,6 +12,7 @@ def main(sm):
         classifier_cfg=sm.params.classifier,
         cfg=sm.params.evaluation,
         image_size=sm.params.image_size,
+        field_px=sm.params.field_px,
     )
 
 
