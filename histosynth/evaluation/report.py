@@ -407,6 +407,9 @@ def warnings(experiments: list[str], docs: dict, filter_summaries: dict) -> list
             for s, d in docs[e][m][KEY_SETS].items():
                 for w in d.get(KEY_WARNINGS, []):
                     add(w, e, s)
+        for w in docs[e]["agreement"].get(KEY_WARNINGS, []):  # e.g. a field of view other than the classifiers'
+            for s in docs[e]["agreement"][KEY_JUDGE][KEY_SETS]:
+                add(w, e, s)
         for s, d in docs[e]["agreement"][KEY_JUDGE][KEY_SETS].items():
             if d.get("classes_absent"):
                 add(f"judge F1 is a macro over {d['macro_over']}; absent: {', '.join(d['classes_absent'])}", e, s)

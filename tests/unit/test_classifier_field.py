@@ -187,6 +187,11 @@ def test_agreement_and_downstream_record_the_field(files, tmp_path):
     assert same["warnings"] == [] and same["judge"]["field_px"] == 16
     other = agreement(None)  # an experiment whose own train.crop is off: 448 µm images, 256 µm classifiers
     assert len(other["warnings"]) == 2 and all("not compare like with like" in w for w in other["warnings"])
+    from histosynth.evaluation.report import warnings
+
+    none = {"sets": {}}
+    docs = {"e": {"fd": none, "kid": none, "prdc": none, "agreement": other, "downstream": {"synthetic_set": "raw"}}}
+    assert [w["text"] for w in warnings(["e"], docs, {})] == other["warnings"]  # the report shows them
 
     real = train(files, tmp_path / "real", 16)
     cfg = {"downstream_set": "filtered", "downstream_epochs": 1}
