@@ -53,3 +53,9 @@ def test_preset_runs_end_to_end_with_only_its_own_experiments(preset, tmp_path, 
             for name, s in json.loads((tmp_path / f"results/eval/{e}/fd.json").read_text())["sets"].items():
                 assert s["harmonisation"]["real_crop"].startswith("real patches centre-cropped from 448 to 256 px")
                 assert not any("fields of view differ" in w for w in s["warnings"]), (e, name, s["warnings"])
+            # the classifiers too: trained on 256 px windows of the 448 px tiles, tested on their centres
+            downstream = json.loads((tmp_path / f"results/eval/{e}/downstream.json").read_text())
+            assert downstream["like_for_like"].startswith("yes"), downstream["like_for_like"]
+            agreement = json.loads((tmp_path / f"results/eval/{e}/agreement.json").read_text())
+            assert agreement["synthetic_field_px"] == 256 and not agreement["warnings"], agreement
+        assert json.loads((tmp_path / "results/classifier/model/classifier.json").read_text())["field_px"] == 256
