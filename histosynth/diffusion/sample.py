@@ -39,7 +39,8 @@ def scheduler_class(name: str):
         "ddim": ("DDIMScheduler", {}),
         "ddpm": ("DDPMScheduler", {}),
         "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-        "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}),
+        # first-order DPM-Solver cannot step to sigma 0 (diffusers refuses its default final_sigmas_type)
+        "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),
         "euler": ("EulerDiscreteScheduler", {}),
         "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
         "pndm": ("PNDMScheduler", {}),
