@@ -46,8 +46,13 @@ from histosynth.device import pick_device  # noqa: E402
 from histosynth.diffusion import train as train_module  # noqa: E402
 from histosynth.diffusion.latents import cache_latents  # noqa: E402
 from histosynth.diffusion.sample import generate, load_pipeline  # noqa: E402
-from histosynth.models.base_model import build_tiny_pipeline, check_base_model_dir  # noqa: E402
-from histosynth.models.clip_tokenizer import CLIP_MAX_LENGTH, build_clip_tokenizer, load_tokenizer  # noqa: E402
+from histosynth.models.base_model import (  # noqa: E402
+    assemble_pipeline,
+    build_tiny_pipeline,
+    check_base_model_dir,
+    clip_text_encoder,
+)
+from histosynth.models.clip_tokenizer import build_clip_tokenizer, load_tokenizer  # noqa: E402
 from histosynth.patchfile import PatchBatch, PatchFile, PatchFileSpec, PatchWriter  # noqa: E402
 from histosynth.text.prompts import build_prompts, token_counter  # noqa: E402
 
@@ -62,8 +67,7 @@ def build_sd15_sized_pipeline(tokenizer_dir, device: str, seed: int = 0):
     """Stable Diffusion 1.5's architecture (its published configs) with random weights; the CLIP tokenizer
     of ``tokenizer_dir`` when it holds one, else built there from open_clip's vocabulary."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
     have = (Path(tokenizer_dir) / "vocab.json").is_file()
@@ -78,39 +82,16 @@ def build_sd15_sized_pipeline(tokenizer_dir, device: str, seed: int = 0):
             latent_channels=4,
             sample_size=512,
         )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=tokenizer.vocab_size,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                projection_dim=768,
-                hidden_act="quick_gelu",
-                max_position_embeddings=CLIP_MAX_LENGTH,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+        text_encoder = clip_text_encoder(
+            tokenizer,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+            hidden_act="quick_gelu",
         )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer)
 
 
 def prepare_base(name: str, work: Path, device: str, tokenizer: str | None) -> Path:

@@ -52,11 +52,12 @@ VALIDATION_STEPS = 20
 VALIDATION_GUIDANCE = 7.5
 CHECKPOINT_PREFIX = "checkpoint-"  # diffusers' examples name their save_state folders checkpoint-<step>
 CHECKPOINT_META = "histosynth_checkpoint.json"
-CHECKPOINT_UNET, CHECKPOINT_EMA = "unet", "unet_ema"  # a full fine-tuning checkpoint's model folders
+# a full fine-tuning checkpoint's model folders
+CHECKPOINT_UNET, CHECKPOINT_EMA, CHECKPOINT_TEXT_ENCODER = "unet", "unet_ema", "text_encoder"
 LOSS_FILE = "loss.tsv"
 # options that only one method reads: set away from their defaults under the other method, they are errors
 METHOD_OPTIONS = {
-    "lora": ("rank", "alpha", "target_modules", "train_text_encoder", "text_encoder_target_modules"),
+    "lora": ("rank", "alpha", "target_modules", "text_encoder_target_modules"),
     "full": ("use_ema", "use_8bit_adam"),
 }
 WARM_RESTARTS = "cosine_annealing_warm_restarts"
@@ -147,17 +148,22 @@ def set_up_lora(m: SimpleNamespace, cfg: dict, device, weight_dtype) -> list:
 
 
 def set_up_full(m: SimpleNamespace, cfg: dict, device, weight_dtype) -> list:
-    """The whole UNet trains in fp32 (accelerate autocasts the forward pass); optionally an EMA copy of it."""
+    """The whole UNet (and, with ``train_text_encoder``, the whole text encoder) trains in fp32 (accelerate
+    autocasts the forward pass); optionally an EMA copy of the UNet."""
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
     m.unet.requires_grad_(True)
     m.unet.to(device)
-    m.text_encoder.to(device, dtype=weight_dtype)
+    if cfg["train_text_encoder"]:
+        m.text_encoder.requires_grad_(True)
+        m.text_encoder.to(device)
+    else:
+        m.text_encoder.to(device, dtype=weight_dtype)
     if cfg["use_ema"]:
         m.ema = EMAModel(m.unet.parameters(), model_cls=UNet2DConditionModel, model_config=m.unet.config)
         m.ema.to(device)
-    return [m.unet]
+    return [m.unet] + ([m.text_encoder] if cfg["train_text_encoder"] else [])
 
 
 def make_optimizer(params: list, cfg: dict, device: str):
@@ -236,6 +242,8 @@ def register_checkpoint_hooks(acc, m: SimpleNamespace, cfg: dict) -> None:
             write_lora(output_dir, unet, te)
         else:
             unet.save_pretrained(Path(output_dir) / CHECKPOINT_UNET)
+            if te is not None:
+                te.save_pretrained(Path(output_dir) / CHECKPOINT_TEXT_ENCODER)
             if m.ema is not None:
                 m.ema.save_pretrained(Path(output_dir) / CHECKPOINT_EMA)
         weights.clear()  # written above; accelerate must not save them again
@@ -249,6 +257,8 @@ def register_checkpoint_hooks(acc, m: SimpleNamespace, cfg: dict) -> None:
                 cast_training_params([x for x in (unet, te) if x is not None], dtype=torch.float32)
         else:
             read_full(Path(input_dir) / CHECKPOINT_UNET, unet)
+            if te is not None:
+                te.load_state_dict(te_cls.from_pretrained(Path(input_dir) / CHECKPOINT_TEXT_ENCODER).state_dict())
             if m.ema is not None:
                 m.ema.load_state_dict(
                     EMAModel.from_pretrained(Path(input_dir) / CHECKPOINT_EMA, UNet2DConditionModel).state_dict()
@@ -478,7 +488,7 @@ def _train(
     lr_scheduler = make_lr_scheduler(optimizer, cfg)
     register_checkpoint_hooks(acc, m, cfg)
     m.unet, optimizer, lr_scheduler = acc.prepare(m.unet, optimizer, lr_scheduler)
-    if cfg["method"] == "lora" and cfg["train_text_encoder"]:
+    if cfg["train_text_encoder"]:
         m.text_encoder = acc.prepare(m.text_encoder)
 
     # resume the newest checkpoint of these settings on this data, if any
@@ -492,7 +502,7 @@ def _train(
 
     embeds = torch.from_numpy(cache.embeds.astype(np.float32))
     ids = torch.from_numpy(cache.ids)
-    encode_text = cfg["method"] == "lora" and cfg["train_text_encoder"]
+    encode_text = cfg["train_text_encoder"]
     m.unet.train()
     t0, aside = time.perf_counter(), 0.0
     bar = progress_bar(

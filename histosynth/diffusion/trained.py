@@ -5,6 +5,8 @@ sampling and the filter. Two plain diffusers formats, one per ``train.method``:
   (UNet and, when trained, text-encoder adapters); load with ``pipe.load_lora_weights(folder)``;
 - ``full``: a UNet folder from ``UNet2DConditionModel.save_pretrained``; load with
   ``StableDiffusionPipeline.from_pretrained(base, unet=UNet2DConditionModel.from_pretrained(folder))``.
+  With ``train.train_text_encoder`` it also holds the trained text encoder in ``text_encoder/``
+  (``CLIPTextModel.save_pretrained``): add ``text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")``.
 
 Both carry ``histosynth_training.json`` with the method and the base model they were trained on,
 so a folder is never applied to a base model it does not fit.
@@ -23,6 +25,7 @@ LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name for save/load_
 UNET_CONFIG = "config.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"  # save_pretrained's weights file
 META_FILE = "histosynth_training.json"
+TEXT_ENCODER_DIR = "text_encoder"  # a full fine-tune's trained text encoder, when it trained one
 METHODS = ("lora", "full")
 
 
@@ -91,6 +94,8 @@ def save_trained(out_dir, method: str, unet, text_encoder, base, settings: dict)
             write_lora(tmp, unet, text_encoder)
         else:
             unet.save_pretrained(tmp)
+            if text_encoder is not None:
+                text_encoder.save_pretrained(tmp / TEXT_ENCODER_DIR)
         (tmp / META_FILE).write_text(
             json.dumps(
                 {"method": method, "base_model": base_fingerprint(base), "settings": settings}, indent=2, default=str
@@ -136,6 +141,10 @@ def load_trained_pipeline(base_dir, folder=None):
         raise InputError(f"LoRA folder {folder} has no {LORA_FILE}")
     try:
         if method == "full":
+            if (folder / TEXT_ENCODER_DIR / UNET_CONFIG).is_file():
+                from transformers import CLIPTextModel
+
+                kwargs["text_encoder"] = CLIPTextModel.from_pretrained(folder, subfolder=TEXT_ENCODER_DIR)
             return StableDiffusionPipeline.from_pretrained(
                 base, unet=UNet2DConditionModel.from_pretrained(folder), **kwargs
             )

@@ -3,8 +3,8 @@
 A hub id or local folder is loaded with ``StableDiffusionPipeline.from_pretrained`` and saved
 (safetensors), so every later rule reads one local, validated folder. ``tiny`` builds a small
 randomly initialised UNet / VAE / CLIP text encoder of the real classes, with OpenAI's CLIP BPE
-tokenizer (from open_clip's shipped vocabulary), so tests and the demo run the same loading,
-LoRA and sampling code as a real model, offline.
+tokenizer (from open_clip's shipped vocabulary) and a zero-terminal-SNR v-prediction schedule, so
+tests and the demo run the same loading, LoRA and sampling code as a real model, offline.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 def build_tiny_pipeline(tokenizer_dir: str | os.PathLike, seed: int = 0):
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer(tokenizer_dir)
@@ -49,26 +48,55 @@ def build_tiny_pipeline(tokenizer_dir: str | os.PathLike, seed: int = 0):
         up_block_types=("UpDecoderBlock2D",) * 3,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
+    text_encoder = clip_text_encoder(
+        tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    # zero terminal SNR with v-prediction (Lin et al. 2024): with Stable Diffusion's schedule the last
+    # timestep still shows the image's mean colour, so a model learns to read the colour from the noise
+    # and sampling cannot make it follow the prompt; the demo's classes differ mostly in colour
+    return assemble_pipeline(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
+
+
+def clip_text_encoder(tokenizer, **size):
+    """A randomly initialised ``CLIPTextModel`` of the given size whose vocabulary and special tokens are ``tokenizer``'s."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             max_position_embeddings=CLIP_MAX_LENGTH,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            **size,
         )
     )
+
+
+def assemble_pipeline(unet, vae, text_encoder, tokenizer, **scheduler_options):
+    """A ``StableDiffusionPipeline`` of these components with Stable Diffusion 1.x's DDIM noise schedule
+    (its published scheduler config, changed by ``scheduler_options``) and no safety checker, as the tiny
+    base and the GPU bench build it."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
     scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
+        **{
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "clip_sample": False,
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+            **scheduler_options,
+        }
     )
     return StableDiffusionPipeline(
         vae=vae,

@@ -8,7 +8,14 @@ method works. This step makes ``tiny`` behave like a (very small) pretrained Sta
    posterior sample + ``kl_weight`` x the posterior's KL), and its ``scaling_factor`` is set to
    1 / std of the training latents, the rule Stable Diffusion's 0.18215 was chosen by;
 2. the UNet is fully fine-tuned on those latents through the workflow's own training code
-   (``histosynth.diffusion.train.fine_tune``, ``method: full``) with label prompts (or empty ones).
+   (``histosynth.diffusion.train.fine_tune``, ``method: full``) with label prompts (or empty ones),
+   and with ``train_text_encoder`` the tiny text encoder with it: a random CLIP text model maps
+   "DAB-negative" and "DAB-positive" prompts to states that differ by a few per cent, too little for
+   the UNet to learn a class condition in a few hundred steps.
+
+The tiny base is built with a zero-terminal-SNR noise schedule and v-prediction (``base_model.py``):
+the demo's classes differ mostly in overall colour, which Stable Diffusion's own schedule cannot
+tie to the prompt (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed").
 
 Everything lives under ``<work root>/<settings hash>-<data fingerprint>/``: the hash of the
 ``pretrain`` settings, resolution and untrained base, and a SHA-256 of the training patches' pixels
@@ -127,6 +134,7 @@ def unet_train_settings(cfg: dict, resolution: int) -> dict:
     return {
         **default_config()["train"],
         "method": "full",
+        "train_text_encoder": cfg["train_text_encoder"],
         "resolution": resolution,
         "batch_size": cfg["batch_size"],
         "max_steps": steps,
@@ -175,7 +183,7 @@ def pretrain_base(
     """
     from ..diffusion.latents import cache_latents
     from ..diffusion.train import fine_tune
-    from ..diffusion.trained import UNET_CONFIG, UNET_WEIGHTS, base_fingerprint
+    from ..diffusion.trained import TEXT_ENCODER_DIR, UNET_CONFIG, UNET_WEIGHTS, base_fingerprint
 
     base = Path(untrained_dir)
     check_base_model_dir(base)
@@ -260,6 +268,9 @@ def pretrain_base(
         (tmp / "unet").mkdir()
         for name in (UNET_CONFIG, UNET_WEIGHTS):
             shutil.copy2(unet_dir / name, tmp / "unet" / name)
+        if (unet_dir / TEXT_ENCODER_DIR).is_dir():  # the text encoder trained with the UNet
+            shutil.rmtree(tmp / "text_encoder")
+            shutil.copytree(unet_dir / TEXT_ENCODER_DIR, tmp / "text_encoder")
         (tmp / SOURCE_FILE).write_text(
             json.dumps(
                 {

@@ -35,6 +35,7 @@ from histosynth.diffusion.latents import cache_image_latents, cache_prompt_laten
 from histosynth.diffusion.sample import gather_samples, sample
 from histosynth.diffusion.train import fine_tune
 from histosynth.diffusion.trained import LORA_FILE, UNET_WEIGHTS
+from diffusers import UNet2DConditionModel
 from histosynth.patchfile import PatchFile
 
 pytestmark = pytest.mark.slow  # trains tiny diffusion models: minutes on 2 cores
@@ -97,6 +98,31 @@ def test_full_fine_tuning_with_ema_resumes_exactly(setup, full_ema):  # noqa: F8
     summary, _ = run_training(setup, "full_ema_resumed", cfg)
     assert summary["resumed_from"] == 4
     assert same_weights(full_ema[1] / "model", d / "model")
+
+
+def test_full_fine_tuning_trains_the_text_encoder_saves_it_and_resumes_exactly(setup):  # noqa: F811
+    """train_text_encoder under method full: the whole text encoder trains with the UNet, is written to the
+    model folder's text_encoder/ (and to each checkpoint), loaded by the sampler, and a killed run resumes
+    to the weights of an uninterrupted one."""
+    from transformers import CLIPTextModel
+
+    cfg = full_cfg(train_text_encoder=True)
+    summary, d = run_training(setup, "full_te", cfg)
+    base_te = CLIPTextModel.from_pretrained(setup["base"], subfolder="text_encoder")
+    te = CLIPTextModel.from_pretrained(d / "model", subfolder="text_encoder")
+    assert summary["trainable_parameters"] == sum(
+        p.numel() for m in (base_te, UNet2DConditionModel.from_pretrained(d / "model")) for p in m.parameters()
+    )
+    changed = [not torch.equal(a, b) for a, b in zip(te.parameters(), base_te.parameters())]
+    assert sum(changed) > len(changed) // 2  # the text encoder learnt, not just a bias or two
+    pipe = load_pipeline(setup["base"], d / "model", "ddim", "cpu")
+    assert torch.equal(next(pipe.text_encoder.parameters()), next(te.parameters()))
+    stopped, r = run_training(setup, "full_te_resumed", cfg, stop_after_step=4)
+    ckpt = list_checkpoints(next((r / "ckpt").iterdir()))[-1][1]
+    assert stopped == {"stopped_at": 4} and (ckpt / "text_encoder" / "config.json").is_file()
+    assert run_training(setup, "full_te_resumed", cfg)[0]["resumed_from"] == 4
+    assert same_weights(d / "model", r / "model")
+    assert same_weights(d / "model" / "text_encoder", r / "model" / "text_encoder", name="model.safetensors")
 
 
 @pytest.fixture()
@@ -207,7 +233,7 @@ def test_latent_cache_without_a_fingerprint_is_refused(setup, tmp_path):  # noqa
     "method, key, value",
     [
         ("full", "rank", 8),
-        ("full", "train_text_encoder", True),
+        ("full", "text_encoder_target_modules", ["q_proj"]),
         ("full", "target_modules", ["to_q"]),
         ("lora", "use_ema", True),
         ("lora", "use_8bit_adam", True),

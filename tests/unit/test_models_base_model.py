@@ -29,6 +29,10 @@ def test_tiny_base_model_is_a_loadable_diffusers_folder(tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     assert pipe.tokenizer("histology")["input_ids"][0] == 49406
     assert json.loads((out / "histosynth_source.json").read_text()) == {"base_model": "tiny"}
+    # zero terminal SNR (the last timestep is pure noise) with v-prediction, so colour can follow the prompt
+    sched = pipe.scheduler.config
+    assert sched.prediction_type == "v_prediction" and sched.rescale_betas_zero_snr
+    assert pipe.scheduler.alphas_cumprod[-1] == 0 and sched.timestep_spacing == "trailing"
     (out / "vae" / "config.json").unlink()
     (out / "vae").rename(tmp_path / "vae_moved")
     with pytest.raises(InputError, match=r"missing component folder\(s\) \['vae'\]"):

@@ -55,6 +55,15 @@ def test_killed_pretraining_keeps_the_vae_and_resumes_the_unet(setup, tmp_path, 
     assert done["unet"]["resumed_from"] == 2
     src = json.loads((tmp_path / "base" / SOURCE_FILE).read_text())
     assert src["base_model"] == f"tiny+pretrained:{done['key']}" and src["untrained"] == "tiny"
+    # the text encoder trained with the UNet (pretrain.train_text_encoder, on by default) is the base's
+    from safetensors.torch import load_file
+
+    def text_encoder(base):
+        return load_file(base / "text_encoder" / "model.safetensors")
+
+    trained, untrained = text_encoder(tmp_path / "base"), text_encoder(setup["base"])
+    assert trained.keys() == untrained.keys() and any(not (trained[k] == untrained[k]).all() for k in trained)
+    assert load_trained_pipeline(tmp_path / "base").scheduler.config.prediction_type == "v_prediction"
 
 
 def test_other_settings_or_data_never_reuse_a_cache_and_models_of_another_base_are_refused(setup, tmp_path, caplog):  # noqa: F811
