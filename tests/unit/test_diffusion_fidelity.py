@@ -7,10 +7,13 @@ the random UNet with samples of the trained UNet loaded back through the workflo
 (``load_pipeline`` -> ``load_trained_pipeline``). Only the UNet's learning separates the two, so a
 wrong loss target (epsilon vs v_prediction), latents not scaled by the VAE's ``scaling_factor``
 during training, or a sampler that drops the trained weights all leave the distance where it was.
-Measured by breaking each once locally (FD untrained -> trained; the assertion needs < 0.5x):
-intact 0.116 -> 0.041 (passes); v target for the epsilon scheduler 0.116 -> 0.129, latents not
-multiplied by scaling_factor (0.367) in the training step 0.116 -> 0.082, sampler loading the base
-UNet instead of the trained one 0.116 -> 0.116 (all three fail).
+Measured by breaking each once locally (FD untrained -> trained; the assertion needs < 0.5x), with
+the tiny base's zero-terminal-SNR v-prediction schedule and its text encoder trained with the UNet:
+intact 0.0549 -> 0.0141 (passes); epsilon target for the v-prediction scheduler 0.0549 -> 0.0573,
+latents not multiplied by scaling_factor (0.376) in the training step 0.0549 -> 0.0874, sampler
+loading the base UNet instead of the trained one (the trained text encoder still loaded)
+0.0549 -> 0.0567 (all three fail). With the earlier epsilon schedule the same three breaks failed too
+(0.116 -> 0.041 intact; 0.129, 0.082, 0.116 broken).
 
 Feature for the Fréchet distance: per-patch colour and texture statistics (RGB means and standard
 deviations, mean absolute horizontal/vertical gradients per channel: 12 numbers). No weights are
