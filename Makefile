@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 # The whole workflow on config/config.yaml, offline (no model hub, no ../shared data).
+# One thread per job: the demo's models are tiny, so a second torch thread speeds a training job up
+# 1.19x while two one-thread jobs side by side do 2.2x the work (bench/bench_threads.py); the rules'
+# `threads: 4` are for real models on a GPU node.
+JOB_THREADS ?= 1
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --printshellcmds --show-failed-logs
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --max-threads $(JOB_THREADS) --printshellcmds --show-failed-logs
 	@echo "demo finished. The report: $(abspath results/html_report/index.html)"
 	@echo "open it in a browser, e.g.  xdg-open results/html_report/index.html  (one self-contained file: copy it anywhere)"
 

@@ -7,7 +7,8 @@ and prints, as a Markdown table and as JSON:
   untrained tiny base (``results/models/base_untrained``), the pretrained base
   (``results/models/base``) and each experiment's final model (its ``raw.h5``), all with the
   feature extractor and the reference features the run itself used (``results/eval/reference``);
-- the filter classifier's raw agreement (macro F1 vs the prompt's class), the filter's acceptance
+- raw agreement (macro F1 vs the prompt's class) by the filter classifier and by the independent
+  judge (``evaluate_agreement``), the filter's acceptance
   per class (every round), and the synthetic-only and real+synthetic AUC of ``evaluate_downstream``.
 
     .venv/bin/python bench/bench_learning.py [--workdir .] [--json bench_learning.json]
@@ -96,6 +97,7 @@ def main() -> None:
             fd = fd_of(pf.read(np.arange(len(pf))))
         agreement = json.loads((wd / f"results/eval/{exp}/agreement.json").read_text())
         raw_f1 = agreement["filter_classifier"]["sets"]["raw"].get("macro_f1")
+        judge_f1 = agreement["judge"]["sets"]["raw"].get("macro_f1")  # the independent classifier (seed 1)
         acc = pd.read_csv(wd / f"results/synthetic/{exp}/acceptance.tsv", sep="\t")
         down = json.loads((wd / f"results/eval/{exp}/downstream.json").read_text())["results"]
         rows.append(
@@ -103,6 +105,7 @@ def main() -> None:
                 "model": f"experiment {exp}",
                 "fd": fd,
                 "raw_macro_f1": raw_f1,
+                "raw_macro_f1_judge": judge_f1,
                 "accepted_per_class": acceptance_per_class(acc, names),
                 "auc_synthetic_only": down.get("synthetic_only", {}).get("macro_auc"),
                 "auc_real_plus_synthetic": down.get("real_plus_synthetic", {}).get("macro_auc"),
@@ -114,15 +117,17 @@ def main() -> None:
     doc = {"workdir": str(wd), "extractor": info, "reference": str(ref), "n_reference": int(len(rf)), "rows": rows}
     print(f"features: {info['name']}; real reference: {len(rf)} patches of {rattrs['split']}\n")
     print(
-        "| model | FD to real test | FD / untrained | raw macro F1 (filter classifier) | accepted per class | AUC synthetic only | AUC real + synthetic |"
+        "| model | FD to real test | FD / untrained | raw macro F1, filter classifier / judge | accepted per class | AUC synthetic only | AUC real + synthetic |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        f1 = "" if r.get("raw_macro_f1") is None else f"{fmt(r['raw_macro_f1'])} / {fmt(r['raw_macro_f1_judge'])}"
         print(
-            f"| {r['model']} | {r['fd']:.1f} | {r['fd_vs_untrained']:.2f} | {fmt(r.get('raw_macro_f1'))} | "
+            f"| {r['model']} | {r['fd']:.1f} | {r['fd_vs_untrained']:.2f} | {f1} | "
             f"{r.get('accepted_per_class', '')} | {fmt(r.get('auc_synthetic_only'))} | {fmt(r.get('auc_real_plus_synthetic'))} |"
         )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2, default=float))
 
 

@@ -4,7 +4,8 @@ the same run where there is one.
     .venv/bin/python bench/run_all.py [--e2e]
 
 Rows: tiling (the whole tile_slide vs a bare read_region loop, the decode limit), embedding images/s, LoRA steps/s
-with vs without the latent cache, sampling images/s per scheduler, the Fréchet-distance + KID
+with vs without the latent cache, sampling images/s per scheduler, jobs per hour with 1 or 2 threads per
+job (bench_threads.py), the Fréchet-distance + KID
 time on embedding features, and with --e2e the whole demo's wall time from a fresh working
 directory and the time of the no-op rerun that follows it.
 """
@@ -90,6 +91,8 @@ def e2e() -> tuple[float, float]:
             str(wd),
             "--cores",
             str(os.cpu_count() or 2),
+            "--max-threads",  # as `make demo` (Makefile: JOB_THREADS)
+            "1",
         ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -118,6 +121,14 @@ def main(argv=None):
     rows += [("LoRA", "no cache", nc, "steps/s", 1.0), ("LoRA", "latent cache", lc, "steps/s", lc / nc)]
     s = diff["sampling_images_per_s"]
     rows += [("sampling", name, r, "images/s", r / s["ddim"]) for name, r in s.items()]
+    threads = run_json("bench_threads.py")
+    one = threads["1 job x 1 thread"]["jobs_per_hour"]
+    rows += [
+        ("threads", f"{name}: training + sampling jobs", threads[name]["jobs_per_hour"], "jobs/h", r / one)
+        for name, r in (
+            (n, threads[n]["jobs_per_hour"]) for n in ("1 job x 1 thread", "1 job x 2 threads", "2 jobs x 1 thread")
+        )
+    ]
     t_fd, t_kid = fd_time()
     rows += [
         ("metrics", "Fréchet distance, 2048 x 768 features", t_fd, "s", None),

@@ -1,4 +1,4 @@
-# Classifier: ResNet-18 on the real train split (model selection by validation macro AUC).
+# Classifier: ResNet-18 on the real train split (model selection by validation macro AUC, ties by macro F1).
 
 
 rule train_classifier:

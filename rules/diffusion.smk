@@ -86,6 +86,9 @@ rule train_diffusion:
         "results/logs/train_diffusion/{experiment}.log",
     benchmark:
         "results/benchmarks/train_diffusion/{experiment}.tsv"
+    # the experiments' generation (train, sample, filter) before their evaluations, so that the
+    # evaluations of all experiments fill the cores at the end instead of one experiment's trailing alone
+    priority: 1
     conda:
         "../envs/diffusion.yaml"
     # train.num_processes > 1: that many processes (accelerate launch), each with its GPU, 4 threads and memory
@@ -118,6 +121,7 @@ rule sample_synthetic:
         "results/benchmarks/sample_synthetic/{experiment}.{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
+    priority: 1
     conda:
         "../envs/diffusion.yaml"
     threads: 4
@@ -176,6 +180,7 @@ rule filter_synthetic:
         "results/benchmarks/filter_synthetic/{experiment}.{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
+    priority: 1
     conda:
         "../envs/diffusion.yaml"
     threads: 4

@@ -9,7 +9,8 @@ derived from :data:`STRATEGIES`, so adding a strategy is one function here and i
 - ``label``: "Histology image of {label} tissue" (Osorio et al.'s baseline).
 - ``morphology``: "... tissue, morphology type {cluster}" with the k-means cluster written in words.
 - ``report``: PathLDM's "{low|high} tumor; {low|high} til; {summary}" — the level parts only when
-  per-patch tumour / TIL scores are given (then a ``til_level`` column too, for TIL-aware prompt dropout); patches whose case has no usable summary fall back to
+  per-patch tumour / TIL scores are given (then a ``til_level`` column too, for TIL-aware prompt dropout); a
+  template may also name the patch's ``{label}``; patches whose case has no usable summary fall back to
   the label prompt, or to the empty (unconditional) prompt when unlabelled (counted and logged).
 - ``class_description``: "a histopathological image of an area with {description}" (LoRA paper).
 
@@ -202,10 +203,20 @@ def report_prompts(ctx: PromptContext):
         levels = [pathldm_levels(t, til) for t, til in zip(sc["tumor"], sc["til"])]
         # training's TIL-aware prompt dropout (train.prompt_dropout_low_til_only) reads this column
         ctx.columns["til_level"] = np.array([pathldm_level(til) for til in sc["til"]], np.int64)
+    template = ctx.cfg["report_template"]
+    # "{label}" in the template: the patch's own class beside its case's report (the demo's stand-in for
+    # PathLDM's per-patch levels); an unlabelled patch cannot fill it
+    uses_label = "{label}" in template
+    if uses_label and (ctx.labels == UNLABELLED).any():
+        raise InputError(
+            f"{ctx.patch_h5}: {int((ctx.labels == UNLABELLED).sum())} unlabelled patch(es), but "
+            f"prompts.report_template {template!r} uses {{label}}; drop it or label every patch"
+        )
     prompts, fallback = [], np.zeros(n, bool)
     for i, case in enumerate(ctx.case_ids):
         if case in summaries:
-            prompts.append(ctx.cfg["report_template"].format(levels=levels[i], summary=summaries[case]))
+            label = ctx.label_text(i) if uses_label else None
+            prompts.append(template.format(levels=levels[i], summary=summaries[case], label=label))
         else:  # no summary: the label prompt, or the unconditional one for an unlabelled patch
             prompts.append(ctx.label_prompt(i))
             fallback[i] = True

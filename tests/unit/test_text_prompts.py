@@ -201,3 +201,18 @@ def test_number_words():
 def test_prompts_carry_til_levels(pathldm):
     df = pd.read_csv(pathldm["prompts"], sep="\t")
     assert df["til_level"].tolist() == pathldm["til_level"].tolist()
+
+
+def test_report_template_can_name_the_patch_label(train_h5, unlabelled_h5, cfg, tmp_path):
+    """The demo's report prompts: each patch's class before its case's summary (PathLDM's per-patch levels)."""
+    summaries = tmp_path / "s.tsv"
+    pd.DataFrame({"case_id": ["c1", "c2", "c3"], "summary": ["adenocarcinoma; grade 2"] * 3}).to_csv(
+        summaries, sep="\t", index=False
+    )
+    cfg["report_template"] = "Histology image of {label} tissue; {levels}{summary}"
+    df = build_prompts("report", train_h5, cfg, words, 77, inputs={"summaries": summaries})
+    assert df["prompt"][0] == "Histology image of healthy tissue; adenocarcinoma; grade 2"
+    assert df["prompt"][1] == "Histology image of tumor tissue; adenocarcinoma; grade 2"
+    assert not df["fallback"].any()
+    with pytest.raises(InputError, match=r"unlabelled\.h5: 3 unlabelled patch\(es\).*report_template.*\{label\}"):
+        build_prompts("report", unlabelled_h5, cfg, words, 77, inputs={"summaries": summaries})
