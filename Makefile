@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 # The whole workflow on config/config.yaml, offline (no model hub, no ../shared data).
-# One thread per job: the demo's models are tiny, so a second torch thread speeds a training job up
-# 1.19x while two one-thread jobs side by side do 2.2x the work (bench/bench_threads.py); the rules'
-# `threads: 4` are for real models on a GPU node.
+# One thread per job: the demo's models are tiny, so a second torch thread makes a training + sampling
+# job 1.26x faster while two one-thread jobs side by side do 2.24x the work (bench/bench_threads.py);
+# the rules' `threads: 4` are for real models on a GPU node.
 JOB_THREADS ?= 1
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores $(CORES) --max-threads $(JOB_THREADS) --printshellcmds --show-failed-logs

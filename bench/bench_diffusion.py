@@ -36,6 +36,24 @@ from histosynth.text.prompts import build_prompts, token_counter  # noqa: E402
 from histosynth.tiling import TilingParams, tile_slide  # noqa: E402
 
 
+def demo_tiling(size: int) -> dict:
+    """The ``tiling:`` overrides of the benchmarks' one demo slide: DAB labels, ``size`` px at 0.5 um/px."""
+    return {"patch_size": size, "mpp": 0.5, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}}
+
+
+def prepare_training_data(d: Path, cfg: dict, base_name: str, size: int, device: str) -> tuple[Path, float]:
+    """In ``d``: one demo slide tiled (``p.h5``), the base (``base/``), label prompts (``prompts.tsv``) and the
+    latent cache (``lat.h5``) that LoRA training reads; returns the base folder and the caching seconds."""
+    slide = make_demo_slide(d / "s.tiff", 0, size=2048)
+    tile_slide(slide, "s", "c", d / "p.h5", d / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False)
+    base = prepare_base_model(base_name, d / "base")
+    tok = load_tokenizer(str(base / "tokenizer"))
+    build_prompts("label", d / "p.h5", cfg["prompts"], token_counter(tok), 77, out_tsv=d / "prompts.tsv")
+    t0 = time.perf_counter()
+    cache_latents(d / "p.h5", d / "prompts.tsv", base, d / "lat.h5", size, True, device=device, progress=False)
+    return base, time.perf_counter() - t0
+
+
 def no_cache_steps(patch_h5, prompts_tsv, base, cfg, size, steps, device) -> float:
     """steps/s of a LoRA trainer that encodes images and prompts every step."""
     import pandas as pd
@@ -103,7 +121,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         cfg = default_config(
-            tiling={"patch_size": a.size, "mpp": 0.5, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}},
+            tiling=demo_tiling(a.size),
             train={
                 "max_steps": a.steps,
                 "batch_size": 8,
@@ -112,14 +130,7 @@ def main(argv=None):
                 "device": device,
             },
         )
-        slide = make_demo_slide(d / "s.tiff", 0, size=2048)
-        tile_slide(slide, "s", "c", d / "p.h5", d / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False)
-        base = prepare_base_model(a.base, d / "base")
-        tok = load_tokenizer(str(base / "tokenizer"))
-        build_prompts("label", d / "p.h5", cfg["prompts"], token_counter(tok), 77, out_tsv=d / "prompts.tsv")
-        t0 = time.perf_counter()
-        cache_latents(d / "p.h5", d / "prompts.tsv", base, d / "lat.h5", a.size, True, device=device, progress=False)
-        cache_s = time.perf_counter() - t0
+        base, cache_s = prepare_training_data(d, cfg, a.base, a.size, device)
         rate_nocache = no_cache_steps(d / "p.h5", d / "prompts.tsv", base, cfg["train"], a.size, a.steps, device)
         s = fine_tune(
             d / "lat.h5", base, d / "lora", d / "l.tsv", d / "l.png", d / "v", d / "c", cfg["train"], progress=False

@@ -37,23 +37,11 @@ VARIANTS = {"1 job x 1 thread": (1, 1), "1 job x 2 threads": (1, 2), "2 jobs x 1
 
 def prepare(d: Path, size: int) -> None:
     """The demo's data in ``d``: one tiled demo slide, the tiny base, label prompts, the latent cache."""
-    from histosynth.config import default_config
-    from histosynth.demo import make_demo_slide
-    from histosynth.diffusion.latents import cache_latents
-    from histosynth.models.base_model import prepare_base_model
-    from histosynth.models.clip_tokenizer import load_tokenizer
-    from histosynth.text.prompts import build_prompts, token_counter
-    from histosynth.tiling import TilingParams, tile_slide
+    from bench_diffusion import demo_tiling, prepare_training_data  # this folder is on sys.path
 
-    cfg = default_config(
-        tiling={"patch_size": size, "mpp": 0.5, "labels": {"method": "dab"}, "tissue": {"max_saturation": 12}}
-    )
-    slide = make_demo_slide(d / "s.tiff", 0, size=2048)
-    tile_slide(slide, "s", "c", d / "p.h5", d / "t.png", TilingParams.from_config(cfg["tiling"]), progress=False)
-    base = prepare_base_model("tiny", d / "base")
-    tok = load_tokenizer(str(base / "tokenizer"))
-    build_prompts("label", d / "p.h5", cfg["prompts"], token_counter(tok), 77, out_tsv=d / "prompts.tsv")
-    cache_latents(d / "p.h5", d / "prompts.tsv", base, d / "lat.h5", size, True, device="cpu", progress=False)
+    from histosynth.config import default_config
+
+    prepare_training_data(d, default_config(tiling=demo_tiling(size)), "tiny", size, "cpu")
 
 
 def worker(d: Path, job: int, steps: int, images: int, size: int, out: Path) -> None:
