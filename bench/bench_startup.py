@@ -17,7 +17,10 @@ The cluster variants need ``snakemake-executor-plugin-cluster-generic`` importab
 ``pip install --target DIR snakemake-executor-plugin-cluster-generic`` and ``PYTHONPATH=DIR``);
 they are skipped with a reason when it is absent.
 
-    .venv/bin/python bench/bench_startup.py --workdir /tmp/cohort [--slides 50] [--mpp 0.5] [--variants local cluster grouped]
+``--slides-per-job 1 10 25`` runs every variant with each ``tiling.slides_per_job``: above 1 a job
+(rule ``tile_slides_<n>``) tiles that many slides in one process.
+
+    .venv/bin/python bench/bench_startup.py --workdir /tmp/cohort [--slides 50] [--mpp 0.5] [--variants local cluster grouped] [--slides-per-job 1 10]
 
 Wall times on a shared machine vary with its load; the CPU seconds are the comparable figures.
 """
@@ -55,9 +58,9 @@ def parse_timing(line: str) -> tuple[float, float, float, float]:
     return sw, float(m["sc"]), float(m["ww"]), float(m["wc"])
 
 
-def make_cohort(workdir: Path, slides: int, mpp: float | None) -> list[str]:
+def make_cohort(workdir: Path, slides: int, mpp: float | None, slides_per_job: int = 1) -> list[str]:
     """A slide sheet of ``slides`` demo slides (made by the workflow's make_demo_slide) and the demo config
-    reading it (tiling at ``mpp`` when given), in ``workdir``."""
+    reading it (tiling at ``mpp`` when given, ``slides_per_job`` slides per tiling job), in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config"
     if not config.exists():
@@ -69,6 +72,7 @@ def make_cohort(workdir: Path, slides: int, mpp: float | None) -> list[str]:
     cfg["slides"] = "cohort.tsv"
     if mpp is not None:
         cfg["tiling"]["mpp"] = mpp
+    cfg["tiling"]["slides_per_job"] = slides_per_job
     (workdir / "cohort.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ids
 
@@ -180,6 +184,13 @@ def main() -> None:
     ap.add_argument("--slides", type=int, default=50)
     ap.add_argument("--mpp", type=float, help="tiling.mpp (the demo's 1.0 when not given; 0.5 reads 4x the patches)")
     ap.add_argument("--variants", nargs="+", default=["local", "cluster", "grouped"])
+    ap.add_argument(
+        "--slides-per-job",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="tiling.slides_per_job values to run each variant with",
+    )
     ap.add_argument("--rules", nargs="+", default=["tile_slide"], choices=["make_demo_slide", "tile_slide"])
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -195,20 +206,24 @@ def main() -> None:
         )
     rows = []
     for rule in args.rules:
-        for variant in args.variants:
-            if variant != "local" and not has_generic:
-                print(
-                    f"skipped {variant}: snakemake-executor-plugin-cluster-generic is not importable", file=sys.stderr
-                )
-                continue
-            rows.append(run_variant(workdir, ids, variant, rule))
-            print(json.dumps(rows[-1]), flush=True)
+        for per_job in args.slides_per_job if rule == "tile_slide" else [1]:
+            make_cohort(workdir, args.slides, args.mpp, per_job)
+            for variant in args.variants:
+                if variant != "local" and not has_generic:
+                    print(
+                        f"skipped {variant}: snakemake-executor-plugin-cluster-generic is not importable",
+                        file=sys.stderr,
+                    )
+                    continue
+                rows.append({**run_variant(workdir, ids, variant, rule), "slides_per_job": per_job})
+                print(json.dumps(rows[-1]), flush=True)
     print(
-        f"\n{'rule':<16} {'variant':<8} {'jobs':>4} {'subm.':>5} {'job CPU':>8} {'work CPU':>8} {'start-up share (CPU)':>21} {'(wall)':>7}"
+        f"\n{'rule':<16} {'variant':<8} {'slides/job':>10} {'jobs':>4} {'subm.':>5} {'job CPU':>8} {'work CPU':>8} "
+        f"{'start-up share (CPU)':>21} {'(wall)':>7}"
     )
     for r in rows:
         print(
-            f"{r['rule']:<16} {r['variant']:<8} {r['jobs']:>4} {r['submissions']:>5} {r['job_cpu_s']:>8} "
+            f"{r['rule']:<16} {r['variant']:<8} {r['slides_per_job']:>10} {r['jobs']:>4} {r['submissions']:>5} {r['job_cpu_s']:>8} "
             f"{r['work_cpu_s']:>8} {r['startup_share_cpu']:>21.1%} {r['startup_share_wall']:>7.1%}"
         )
     if args.json:

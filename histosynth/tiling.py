@@ -57,7 +57,8 @@ class TilingParams:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TilingParams":
-        p = cls(**cfg)
+        # slides_per_job only bundles slides into jobs (the workflow's rules): not how a slide is tiled
+        p = cls(**{k: v for k, v in cfg.items() if k != "slides_per_job"})
         if p.keep_rule not in KEEP_RULES:
             raise ValueError(f"tiling.keep_rule must be one of {KEEP_RULES}, got {p.keep_rule!r}")
         if p.grid_origin not in GRID_ORIGINS:

@@ -52,14 +52,15 @@ def slide_path(wildcards):
     return SLIDES.loc[wildcards.slide, "slide_path"]
 
 
+def slide_cell(slide, column):
+    """One slide-sheet cell as text (None when empty)."""
+    value = SLIDES.loc[slide, column]
+    return None if pd.isna(value) else str(value)
+
+
 def slide_value(column):
     """Input function returning one slide-sheet cell (None when empty)."""
-
-    def get(wildcards):
-        value = SLIDES.loc[wildcards.slide, column]
-        return None if pd.isna(value) else str(value)
-
-    return get
+    return lambda wildcards: slide_cell(wildcards.slide, column)
 
 
 def tile_files():
@@ -70,6 +71,31 @@ def tile_files():
 
 def tile_thumbnails():
     return [f"results/slide_patches/{s}.thumbnail.png" for s in sorted(SLIDES["slide_id"])]
+
+
+def slide_batches():
+    """The slides tiled together by one job (tiling.slides_per_job > 1), in slide-sheet order so that a
+    slide added at the end changes only the last batch; empty when every slide is its own job."""
+    n = config["tiling"]["slides_per_job"]
+    ids = list(SLIDES["slide_id"])
+    return [ids[i : i + n] for i in range(0, len(ids), n)] if n > 1 else []
+
+
+def single_slide_jobs():
+    """tile_slide's wildcard constraint: every slide, or none when the slides are tiled in batches"""
+    return _alternation([] if config["tiling"]["slides_per_job"] > 1 else list(SLIDES["slide_id"]))
+
+
+def tiling_params():
+    """tiling settings that change a slide's patches: batch_size only trades memory for speed (it travels
+    as a resource), and slides_per_job only bundles jobs"""
+    return {k: v for k, v in config["tiling"].items() if k not in ("batch_size", "slides_per_job")}
+
+
+def tiling_scores():
+    """per-patch tumour / TIL scores of tiling.labels.method scores: replacing them re-tiles"""
+    labels = config["tiling"]["labels"]
+    return [labels["scores"]] if labels["method"] == "scores" else []
 
 
 def qc_settings():

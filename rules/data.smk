@@ -21,8 +21,7 @@ rule tile_slide:
     input:
         slide=slide_path,
         stain_reference=stain_reference,
-        # per-patch tumour / TIL scores of tiling.labels.method scores: replacing them re-tiles
-        scores=[config["tiling"]["labels"]["scores"]] if config["tiling"]["labels"]["method"] == "scores" else [],
+        scores=tiling_scores(),
     output:
         patches="results/slide_patches/{slide}.h5",
         thumbnail=report(
@@ -36,6 +35,9 @@ rule tile_slide:
         "results/logs/tile_slide/{slide}.log",
     benchmark:
         "results/benchmarks/tile_slide/{slide}.tsv"
+    # no slide when tiling.slides_per_job > 1: the batch rules below make them
+    wildcard_constraints:
+        slide=single_slide_jobs(),
     conda:
         "../envs/data.yaml"
     # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
@@ -45,8 +47,7 @@ rule tile_slide:
         runtime=60,
         batch_size=config["tiling"]["batch_size"],
     params:
-        # batch_size only trades memory for speed: it travels as a resource, so changing it reruns nothing
-        tiling={k: v for k, v in config["tiling"].items() if k != "batch_size"},
+        tiling=tiling_params(),
         case_id=slide_value("case_id"),
         # only this slide's own label: the split merges vocabularies by name, so adding a slide
         # with a new class does not re-tile the others
@@ -54,6 +55,51 @@ rule tile_slide:
         qc=qc_settings(),
     script:
         "../workflow_scripts/tile_slide.py"
+
+
+# tiling.slides_per_job > 1: one job (one process, one set of imports) tiles a batch of slides, for
+# cohorts of small slides where start-up outweighs the tiling (bench/bench_startup.py). Snakemake
+# outputs cannot vary in number with a wildcard, so each batch is its own rule with its files named.
+for batch_index, batch in enumerate(slide_batches()):
+
+    rule:
+        name:
+            f"tile_slides_{batch_index}"
+        input:
+            slides=[SLIDES.loc[s, "slide_path"] for s in batch],
+            stain_reference=stain_reference,
+            scores=tiling_scores(),
+        output:
+            patches=[f"results/slide_patches/{s}.h5" for s in batch],
+            thumbnails=[
+                report(
+                    f"results/slide_patches/{s}.thumbnail.png",
+                    caption="../report/tile_thumbnail.rst",
+                    category="1. Data",
+                    subcategory="Tiling",
+                    labels={"slide": s},
+                )
+                for s in batch
+            ],
+        log:
+            f"results/logs/tile_slide/batch_{batch_index:04d}.log",
+        benchmark:
+            f"results/benchmarks/tile_slide/batch_{batch_index:04d}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=min(60 * len(batch), 24 * 60),  # minutes; a batch is meant for small slides
+            batch_size=config["tiling"]["batch_size"],
+        params:
+            tiling=tiling_params(),
+            slide_ids=batch,
+            case_ids=[slide_cell(s, "case_id") for s in batch],
+            labels=[slide_cell(s, "label") for s in batch],
+            qc=qc_settings(),
+        script:
+            "../workflow_scripts/tile_slide.py"
 
 
 rule import_patches:
