@@ -262,7 +262,8 @@ def build_prompts(
             "for every patch (the 'report' strategy does not)"
         )
     prompts, fallback = spec.build(ctx)
-    n_tokens = np.array([count_tokens(p) for p in prompts])
+    tokens_of = {p: count_tokens(p) for p in set(prompts)}  # patches share few prompts: tokenise each once
+    n_tokens = np.array([tokens_of[p] for p in prompts], np.int64)
     truncated = n_tokens > max_tokens
     if truncated.any():
         log.warning(

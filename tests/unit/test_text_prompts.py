@@ -35,6 +35,18 @@ def cfg():
     return default_config()["prompts"]
 
 
+def test_each_distinct_prompt_is_tokenised_once(train_h5, cfg):
+    seen = []
+
+    def counting(text):
+        seen.append(text)
+        return words(text)
+
+    df = build_prompts("label", train_h5, cfg, counting, 77)
+    assert sorted(seen) == ["Histology image of healthy tissue", "Histology image of tumor tissue"]
+    assert df["n_tokens"].tolist() == [words(p) for p in df["prompt"]]
+
+
 def test_label_and_class_description(train_h5, cfg):
     df = build_prompts("label", train_h5, cfg, words, 77)
     assert df["prompt"].tolist()[:2] == ["Histology image of healthy tissue", "Histology image of tumor tissue"]
