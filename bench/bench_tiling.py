@@ -4,7 +4,7 @@ The baseline is the decode limit: one thread calling ``read_region`` at the leve
 reads, over exactly the patches ``tile_slide`` kept, and converting each to RGB - no tissue test,
 no labels, no writing. ``tile_slide`` rows are the complete job (thumbnail and tissue mask, grid,
 reading, labels, HDF5 writing, QC preview), with labels from the slide sheet and with DAB labels,
-at several thread counts. Wall-clock figures are ratios is a ratio against the baseline measured in the same run
+at several thread counts. Wall-clock figures are ratios against the baseline measured in the same run
 (best of ``--repeats`` rounds, each round running the baseline and every variant in turn). CPU seconds (all threads) per patch are printed too: on a
 shared machine they show the work done, whatever the load. Output sizes are printed next to the
 slide's own size.
