@@ -17,7 +17,12 @@ which is what the rule's ``mem_mb`` is set from.
 ``--stage split`` and ``--stage cluster`` give the same growth rows for the split (the real
 ``split_patches`` over N 64 px patches in ``--files`` tile files, one case each) and the
 morphology clustering (the real ``cluster_morphology`` with the config's ``morphology`` defaults
-on N random 768-wide embeddings, 70/15/15 over the splits).
+on N random 768-wide embeddings, 70/15/15 over the splits). ``--stage prompts`` runs the real
+``build_prompts`` (``label`` strategy, the config's ``prompts`` defaults, the tiny base's CLIP
+tokenizer counting every prompt's tokens) on a training split of N patches; ``--stage latents``
+runs the real ``cache_image_latents`` (with flips) and one ``cache_prompt_latents`` on N 32 px
+patches, through a VAE of the tiny base's class cut to 8 channels per block (what is kept per
+patch is the latents, whose size the bench reports; the VAE's width changes only the time).
 """
 
 from __future__ import annotations
@@ -130,7 +135,7 @@ def cluster_child(patches: str, out: str) -> None:
         n = len(pf)
     rng = np.random.default_rng(0)
     cut = np.cumsum([int(0.7 * n), int(0.15 * n)])
-    feats = dict(zip(("train", "val", "test"), np.split(rng.normal(size=(n, 768)).astype(np.float32), cut)))
+    feats = dict(zip(("train", "val", "test"), np.split(rng.standard_normal((n, 768), dtype=np.float32), cut)))
     labels = {k: rng.integers(0, 2, len(v)) for k, v in feats.items()}
     o = Path(out)
     o.mkdir()
@@ -140,8 +145,73 @@ def cluster_child(patches: str, out: str) -> None:
     )
 
 
-def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return (peak RSS of it and its children in MiB, seconds)."""
+def make_latent_base(folder: Path) -> None:
+    """The tiny offline base with its VAE narrowed to 8 channels per block (4 blocks: 8x down, as SD's)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from histosynth.models.base_model import prepare_base_model
+
+    prepare_base_model("tiny", folder)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=32,
+    )
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+
+
+def prompts_child(patches: str, base: str, out: str) -> None:
+    from histosynth.config import default_config
+    from histosynth.models.clip_tokenizer import load_tokenizer
+    from histosynth.text.prompts import build_prompts, token_counter
+
+    tokenizer = load_tokenizer(str(Path(base) / "tokenizer"))
+    o = Path(out)
+    o.mkdir()
+    build_prompts(
+        "label",
+        patches,
+        default_config()["prompts"],
+        token_counter(tokenizer),
+        tokenizer.model_max_length,
+        out_tsv=o / "prompts.tsv",
+        out_freq=o / "frequencies.tsv",
+    )
+
+
+def latents_child(patches: str, base: str, out: str) -> None:
+    from histosynth.config import default_config
+    from histosynth.diffusion.latents import cache_image_latents, cache_prompt_latents
+    from histosynth.models.clip_tokenizer import load_tokenizer
+    from histosynth.text.prompts import build_prompts, token_counter
+
+    o = Path(out)
+    o.mkdir()
+    tokenizer = load_tokenizer(str(Path(base) / "tokenizer"))
+    build_prompts("label", patches, default_config()["prompts"], token_counter(tokenizer), 77, out_tsv=o / "p.tsv")
+    t0 = time.process_time()
+    cache_image_latents(patches, base, o / "images.h5", 32, True, batch_size=256, device="cpu", progress=False)
+    t1 = time.process_time()
+    cache_prompt_latents(o / "images.h5", o / "p.tsv", base, o / "experiment.h5", device="cpu")
+    print(
+        f"latents: images {t1 - t0:.1f} s CPU, {(o / 'images.h5').stat().st_size / 2**20:.1f} MiB; "
+        f"one experiment's prompts {time.process_time() - t1:.1f} s CPU, "
+        f"{(o / 'experiment.h5').stat().st_size / 2**20:.2f} MiB",
+        flush=True,
+    )
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd``; return (peak RSS of it and its children in MiB, wall seconds, CPU seconds)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
     ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
@@ -163,7 +233,9 @@ def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
     t.join()
     if rc:
         raise SystemExit(f"benchmark child failed ({rc}): {' '.join(cmd)}")
-    return peak / 2**20, time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return peak / 2**20, time.perf_counter() - t0, cpu
 
 
 def main(argv=None):
@@ -174,7 +246,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", default="results/bench/memory.json")
-    ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster"])
+    ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster", "prompts", "latents"])
     ap.add_argument(
         "--files", type=int, default=20, help="tile files (slides, one case each) the N patches come in (--stage split)"
     )
@@ -186,12 +258,16 @@ def main(argv=None):
             "embed": lambda: child(*args, a.batch_size, a.workers),
             "split": lambda: split_child(*args),
             "cluster": lambda: cluster_child(*args),
+            "prompts": lambda: prompts_child(*args),
+            "latents": lambda: latents_child(*args),
         }[kind]()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         if a.stage == "embed":
             make_embedder(d / "emb", a.layers, a.patch)
+        elif a.stage in ("prompts", "latents"):
+            make_latent_base(d / "base")
         for n in a.sizes:
             if a.stage == "split":
                 make_slide_files(d / f"tiles{n}", n, -(-n // a.files))
@@ -199,6 +275,9 @@ def main(argv=None):
             elif a.stage == "cluster":
                 make_patches(d / f"p{n}.h5", int(0.7 * n))
                 args = ["cluster", str(d / f"p{n}.h5"), str(d / f"out{n}")]
+            elif a.stage in ("prompts", "latents"):
+                make_patches(d / f"p{n}.h5", n)
+                args = [a.stage, str(d / f"p{n}.h5"), str(d / "base"), str(d / f"out{n}")]
             else:
                 make_patches(d / f"p{n}.h5", n)
                 args = ["embed", str(d / f"p{n}.h5"), str(d / "emb"), str(d / f"e{n}.h5")]
@@ -212,9 +291,9 @@ def main(argv=None):
                 "--child",
                 *args,
             ]
-            mib, sec = peak_rss_of(cmd)
-            rows.append({"patches": n, "peak_rss_mib": mib, "seconds": sec})
-            print(f"N={n}: peak {mib:.0f} MiB in {sec:.0f} s", flush=True)
+            mib, sec, cpu = peak_rss_of(cmd)
+            rows.append({"patches": n, "peak_rss_mib": mib, "seconds": sec, "cpu_seconds": cpu})
+            print(f"N={n}: peak {mib:.0f} MiB in {sec:.0f} s ({cpu:.0f} s CPU)", flush=True)
     base = rows[0]
     if a.stage != "embed":
         print(f"\nstage {a.stage}, {os.cpu_count()} CPUs")
@@ -222,7 +301,7 @@ def main(argv=None):
             r["ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
             print(
                 f"{r['patches']:8d} patches: peak {r['peak_rss_mib']:.0f} MiB ({r['ratio']:.2f}x), {r['seconds']:.0f} s "
-                f"({r['seconds'] / base['seconds']:.2f}x)"
+                f"({r['seconds'] / base['seconds']:.2f}x), {r['cpu_seconds']:.0f} s CPU"
             )
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"stage": a.stage, "cpus": os.cpu_count(), "rows": rows}, indent=2))
