@@ -125,14 +125,12 @@ def split_child(folder: str, out: str) -> None:
     )
 
 
-def cluster_child(patches: str, out: str) -> None:
+def cluster_child(patches: str, out: str, n: str) -> None:
+    """``n`` embeddings over the three splits; ``patches`` holds the training split's patches (the example grid)."""
     from histosynth.config import default_config
     from histosynth.morphology import cluster_morphology
 
-    from histosynth.patchfile import PatchFile
-
-    with PatchFile(patches) as pf:
-        n = len(pf)
+    n = int(n)
     rng = np.random.default_rng(0)
     cut = np.cumsum([int(0.7 * n), int(0.15 * n)])
     feats = dict(zip(("train", "val", "test"), np.split(rng.standard_normal((n, 768), dtype=np.float32), cut)))
@@ -274,7 +272,7 @@ def main(argv=None):
                 args = ["split", str(d / f"tiles{n}"), str(d / f"out{n}")]
             elif a.stage == "cluster":
                 make_patches(d / f"p{n}.h5", int(0.7 * n))
-                args = ["cluster", str(d / f"p{n}.h5"), str(d / f"out{n}")]
+                args = ["cluster", str(d / f"p{n}.h5"), str(d / f"out{n}"), str(n)]
             elif a.stage in ("prompts", "latents"):
                 make_patches(d / f"p{n}.h5", n)
                 args = [a.stage, str(d / f"p{n}.h5"), str(d / "base"), str(d / f"out{n}")]

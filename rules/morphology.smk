@@ -51,9 +51,10 @@ rule cluster_morphology:
         "results/benchmarks/cluster_morphology/clusters.tsv"
     conda:
         "../envs/data.yaml"
+    # bench/bench_memory.py --stage cluster: 2.6 GiB and 30 min of CPU at 200 k patches (README growth table)
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=120,
     params:
         morphology=config["morphology"],
     script:
