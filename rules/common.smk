@@ -98,6 +98,17 @@ def tiling_scores():
     return [labels["scores"]] if labels["method"] == "scores" else []
 
 
+def tile_thumbnail(path, slide):
+    """A slide's tiling preview as a report item (the per-slide and the batch tiling rules)"""
+    return report(
+        path,
+        caption="../report/tile_thumbnail.rst",
+        category="1. Data",
+        subcategory="Tiling",
+        labels={"slide": slide},
+    )
+
+
 def qc_settings():
     """The QC steps that are switched on (tiling and import); an inactive step's settings trigger no rerun."""
     return active_settings(config["qc"])

@@ -1,5 +1,9 @@
 # Data stage: demo slides, tiling, dataset import, train/val/test split.
 
+# one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
+TILING_THREADS = 2
+TILING_MEM_MB = 4000  # one slide at a time, flat in its size (bench/bench_memory.py)
+
 
 rule make_demo_slide:
     output:
@@ -24,13 +28,7 @@ rule tile_slide:
         scores=tiling_scores(),
     output:
         patches="results/slide_patches/{slide}.h5",
-        thumbnail=report(
-            "results/slide_patches/{slide}.thumbnail.png",
-            caption="../report/tile_thumbnail.rst",
-            category="1. Data",
-            subcategory="Tiling",
-            labels={"slide": "{slide}"},
-        ),
+        thumbnail=tile_thumbnail("results/slide_patches/{slide}.thumbnail.png", "{slide}"),
     log:
         "results/logs/tile_slide/{slide}.log",
     benchmark:
@@ -40,10 +38,9 @@ rule tile_slide:
         slide=single_slide_jobs(),
     conda:
         "../envs/data.yaml"
-    # one decode thread + the HDF5 writer thread; more decoders wait on the writer (bench/bench_tiling.py)
-    threads: 2
+    threads: TILING_THREADS
     resources:
-        mem_mb=4000,
+        mem_mb=TILING_MEM_MB,
         runtime=60,
         batch_size=config["tiling"]["batch_size"],
     params:
@@ -71,25 +68,16 @@ for batch_index, batch in enumerate(slide_batches()):
             scores=tiling_scores(),
         output:
             patches=[f"results/slide_patches/{s}.h5" for s in batch],
-            thumbnails=[
-                report(
-                    f"results/slide_patches/{s}.thumbnail.png",
-                    caption="../report/tile_thumbnail.rst",
-                    category="1. Data",
-                    subcategory="Tiling",
-                    labels={"slide": s},
-                )
-                for s in batch
-            ],
+            thumbnails=[tile_thumbnail(f"results/slide_patches/{s}.thumbnail.png", s) for s in batch],
         log:
             f"results/logs/tile_slide/batch_{batch_index:04d}.log",
         benchmark:
             f"results/benchmarks/tile_slide/batch_{batch_index:04d}.tsv"
         conda:
             "../envs/data.yaml"
-        threads: 2
+        threads: TILING_THREADS
         resources:
-            mem_mb=4000,
+            mem_mb=TILING_MEM_MB,
             runtime=min(60 * len(batch), 24 * 60),  # minutes; a batch is meant for small slides
             batch_size=config["tiling"]["batch_size"],
         params:
