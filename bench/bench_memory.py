@@ -23,6 +23,19 @@ tokenizer counting every prompt's tokens) on a training split of N patches; ``--
 runs the real ``cache_image_latents`` (with flips) and one ``cache_prompt_latents`` on N 32 px
 patches, through a VAE of the tiny base's class cut to 8 channels per block (what is kept per
 patch is the latents, whose size the bench reports; the VAE's width changes only the time).
+
+``--stage sd`` measures the model rules at the presets' model size rather than against N: Stable
+Diffusion 1.5's architecture with random weights (``bench_gpu.py``'s ``sd15-random`` base, built once
+in ``--workdir``), real IHC tissue crops, and in a fresh process each, the real functions of
+``cache_image_latents`` (flips), ``cache_latents`` (one experiment's prompts), ``train_diffusion``
+(``fine_tune``: ``--train-steps`` steps, a checkpoint and the validation grid) and ``sample_synthetic``
+(``sample``, 2 DDIM steps) on the CPU, at each ``--px``. On the CPU every tensor is host memory, so a
+row is what the rule needs on a CPU node; on a GPU node the weights, optimizer state and activations
+move to the GPU and the host keeps the loading copies and the checkpoint's serialisation.
+
+    .venv/bin/python bench/bench_memory.py --stage sd --px 256 512 --train-batches 1 2 --full-px 256
+
+``--sd-base tiny`` runs the same rows on the tiny offline base in a minute (a check of the script).
 """
 
 from __future__ import annotations
@@ -205,6 +218,114 @@ def latents_child(patches: str, base: str, out: str) -> None:
     )
 
 
+# the rules' booked mem_mb (rules/diffusion.smk), printed beside what they use
+SD_RULE_MEM_MB = {"images": 16000, "prompts": 4000, "train": 32000, "sample": 16000}
+
+
+def sd_child(job: str, work: str, base_name: str, *args: str) -> None:
+    """One model rule's real function on the SD 1.5-sized base in ``work`` (see ``--stage sd``)."""
+    from bench_gpu import prepare_base, train_settings
+
+    from histosynth.config import default_config
+
+    work = Path(work)
+    base = work / f"base-{base_name}"
+    if job == "build":
+        prepare_base(base_name, work, "cpu", None)
+        return
+    d = work / f"{args[0]}px"
+    px = int(args[0])
+    cfg = default_config()
+    if job == "images":
+        from histosynth.diffusion.latents import cache_image_latents
+
+        # the rule's call: the function's default batch, flips as train.random_flip's default
+        cache_image_latents(d / "data" / "patches.h5", base, d / "images.h5", px, True, device="cpu", progress=False)
+    elif job == "prompts":
+        from histosynth.diffusion.latents import cache_prompt_latents
+
+        cache_prompt_latents(d / "images.h5", d / "data" / "prompts.tsv", base, d / "experiment.h5", device="cpu")
+    elif job == "train":
+        from histosynth.diffusion.train import fine_tune
+
+        method, batch, steps = args[1], int(args[2]), int(args[3])
+        t = dict(train_settings(cfg["train"], method, steps, batch, "cpu", px), checkpoint_every=steps)
+        out = d / f"train-{method}-b{batch}"
+        fine_tune(
+            d / "experiment.h5",
+            base,
+            out / "trained",
+            out / "loss.tsv",
+            out / "loss.png",
+            out / "validation",
+            out / "checkpoints",
+            t,
+            progress=False,
+        )
+    elif job == "sample":
+        from histosynth.diffusion.sample import sample
+
+        batch = int(args[1])
+        s = dict(cfg["sampling"], steps=2, per_class=batch // 2, batch_size=batch, device="cpu")
+        model = d / "train-lora-b1" / "trained"
+        sample(
+            base,
+            model,
+            d / "data" / "prompts.tsv",
+            d / "data" / "patches.h5",
+            d / f"raw-b{batch}.h5",
+            None,
+            s,
+            px,
+            "bench",
+            progress=False,
+        )
+    else:
+        raise SystemExit(f"unknown sd job {job}")
+
+
+def sd_rows(a) -> list[dict]:
+    """The ``--stage sd`` rows: build the base, then each rule's function in its own process."""
+    from bench_gpu import write_data
+
+    from histosynth.config import default_config
+
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def run(job: str, *args) -> tuple[float, float, float]:
+        cmd = [sys.executable, __file__, "--child", "sd", job, str(work), a.sd_base, *map(str, args)]
+        return peak_rss_of(cmd)
+
+    base = work / f"base-{a.sd_base}"
+    if not (base / "model_index.json").is_file():
+        mib, sec, cpu = run("build")
+        print(f"built the {a.sd_base} base: peak {mib:.0f} MiB, {sec:.0f} s", flush=True)
+    rows = []
+
+    def row(rule: str, job: str, px: int, batch, *args) -> None:
+        mib, sec, cpu = run(job, px, *args)
+        r = {"rule": rule, "px": px, "batch": batch, "peak_rss_mib": mib, "seconds": sec, "cpu_seconds": cpu}
+        r["rule_mem_mb"] = SD_RULE_MEM_MB[job]
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"stage": "sd", "cpus": os.cpu_count(), "rows": rows}, indent=2))
+
+    for px in a.px:
+        d = work / f"{px}px"
+        if not (d / "data" / "prompts.tsv").is_file():
+            write_data(d / "data", px, a.sd_patches, base, default_config())
+        row("cache_image_latents", "images", px, 32)
+        row("cache_latents", "prompts", px, None)
+        for b in a.train_batches:
+            row("train_diffusion lora", "train", px, b, "lora", b, a.train_steps)
+        if px in a.full_px:
+            row("train_diffusion full", "train", px, 1, "full", 1, a.train_steps)
+        row("sample_synthetic", "sample", px, a.sample_batch, a.sample_batch)
+    return rows
+
+
 def peak_rss_of(cmd: list[str]) -> tuple[float, float, float]:
     """Run ``cmd``; return (peak RSS of it and its children in MiB, wall seconds, CPU seconds)."""
     import resource
@@ -244,9 +365,19 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", default="results/bench/memory.json")
-    ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster", "prompts", "latents"])
+    ap.add_argument("--stage", default="embed", choices=["embed", "split", "cluster", "prompts", "latents", "sd"])
     ap.add_argument(
         "--files", type=int, default=20, help="tile files (slides, one case each) the N patches come in (--stage split)"
+    )
+    ap.add_argument("--px", type=int, nargs="+", default=[256, 512], help="--stage sd: resolutions")
+    ap.add_argument("--train-batches", type=int, nargs="+", default=[1, 2], help="--stage sd: LoRA batch sizes")
+    ap.add_argument("--full-px", type=int, nargs="*", default=[256], help="--stage sd: resolutions of a full fine-tune")
+    ap.add_argument("--train-steps", type=int, default=2, help="--stage sd: steps per training row")
+    ap.add_argument("--sample-batch", type=int, default=8, help="--stage sd: sampling.batch_size")
+    ap.add_argument("--sd-patches", type=int, default=32, help="--stage sd: training patches")
+    ap.add_argument("--workdir", default="/tmp/histosynth-memory-sd", help="--stage sd: the base and data, kept")
+    ap.add_argument(
+        "--sd-base", default="sd15-random", choices=["sd15-random", "tiny"], help="--stage sd: tiny checks the script"
     )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -258,7 +389,17 @@ def main(argv=None):
             "cluster": lambda: cluster_child(*args),
             "prompts": lambda: prompts_child(*args),
             "latents": lambda: latents_child(*args),
+            "sd": lambda: sd_child(*args),
         }[kind]()
+    if a.stage == "sd":
+        rows = sd_rows(a)
+        print(f"\n{'rule':24s} {'px':>4s} {'batch':>5s} {'peak RSS MiB':>13s} {'CPU s':>7s} {'mem_mb':>7s}")
+        for r in rows:
+            print(
+                f"{r['rule']:24s} {r['px']:4d} {r['batch'] or '':>5} {r['peak_rss_mib']:13.0f} "
+                f"{r['cpu_seconds']:7.0f} {r['rule_mem_mb']:7d}"
+            )
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
