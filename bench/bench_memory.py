@@ -239,7 +239,7 @@ def sd_child(job: str, work: str, base_name: str, *args: str) -> None:
     if job == "images":
         from histosynth.diffusion.latents import cache_image_latents
 
-        # the rule's call: the function's default batch, flips as train.random_flip's default
+        # the rule's call: the default batch (encode_batch_size), flips as train.random_flip's default
         cache_image_latents(d / "data" / "patches.h5", base, d / "images.h5", px, True, device="cpu", progress=False)
     elif job == "prompts":
         from histosynth.diffusion.latents import cache_prompt_latents
@@ -289,6 +289,7 @@ def sd_rows(a) -> list[dict]:
     from bench_gpu import write_data
 
     from histosynth.config import default_config
+    from histosynth.diffusion.latents import encode_batch_size
 
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,7 @@ def sd_rows(a) -> list[dict]:
         d = work / f"{px}px"
         if not (d / "data" / "prompts.tsv").is_file():
             write_data(d / "data", px, a.sd_patches, base, default_config())
-        row("cache_image_latents", "images", px, 32)
+        row("cache_image_latents", "images", px, encode_batch_size(px))
         row("cache_latents", "prompts", px, None)
         for b in a.train_batches:
             row("train_diffusion lora", "train", px, b, "lora", b, a.train_steps)

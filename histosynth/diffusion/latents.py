@@ -93,6 +93,16 @@ def _open_models(base: Path, device: str, vae: bool, text: bool):
     return out
 
 
+# the VAE's activations grow with the pixels of a batch (SD 1.5's VAE on the CPU: ~5 GB for 32 patches
+# at 256 px, bench/bench_memory.py --stage sd), so 512 px patches go 8 at a time, not 32
+ENCODE_BATCH, ENCODE_PIXELS_PER_BATCH = 32, 32 * 256 * 256
+
+
+def encode_batch_size(encoded_px: int) -> int:
+    """Patches per VAE batch at ``encoded_px``: ENCODE_BATCH, fewer where they exceed ENCODE_PIXELS_PER_BATCH."""
+    return max(1, min(ENCODE_BATCH, ENCODE_PIXELS_PER_BATCH // (encoded_px * encoded_px)))
+
+
 def _write_image_latents(
     h: h5py.File,
     pf: PatchFile,
@@ -100,7 +110,7 @@ def _write_image_latents(
     base: Path,
     resolution: int,
     random_flip: bool,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     progress: bool,
     vertical_flip: bool = False,
@@ -132,6 +142,7 @@ def _write_image_latents(
                 f"VAE's {down}; {pf.path} has {encoded} px patches (tiling.patch_size)"
             )
     shape = (n, vae.config.latent_channels, encoded // down, encoded // down)
+    batch_size = batch_size or encode_batch_size(encoded)
     # what the latents are made of; the pixels are hashed as they stream through the VAE below
     digest = hashlib.sha256(
         json.dumps(
@@ -247,7 +258,7 @@ def cache_image_latents(
     out_h5,
     resolution: int,
     random_flip: bool,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
     vertical_flip: bool = False,
@@ -256,7 +267,8 @@ def cache_image_latents(
     """The image half of the cache, shared by every experiment on the same split, resolution and flips:
     every patch of ``patch_h5`` through the VAE of ``base_dir`` at ``resolution`` (and its mirror image
     when ``random_flip``, upside down when ``vertical_flip``; whole, for per-step crops, with ``crop``)
-    into ``out_h5``. Returns the number of patches."""
+    into ``out_h5``, ``batch_size`` patches at a time (None: ``encode_batch_size``). Returns the number
+    of patches."""
     device = pick_device(device)
     base = Path(base_dir)
     with PatchFile(patch_h5) as pf, atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as h:
@@ -330,7 +342,7 @@ def cache_latents(
     out_h5,
     resolution: int,
     random_flip: bool,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
     vertical_flip: bool = False,

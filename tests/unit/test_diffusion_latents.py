@@ -44,3 +44,25 @@ def test_flip_and_crop_settings_key_the_cache(pathldm, tmp_path):
         assert a.fingerprint != b.fingerprint and b.views == ["", "_flip"]
     with pytest.raises(InputError, match="train.crop 40 and train.resolution 32"):
         cache_latents(p["train"], p["prompts"], p["base"], tmp_path / "x.h5", 32, True, progress=False, crop=40)
+
+
+def test_the_vae_encodes_a_bounded_number_of_pixels_per_batch(setup, tmp_path, monkeypatch):
+    """512 px patches go 8 to a VAE batch where 256 px go 32: the encoder's activations grow with the
+    pixels (SD 1.5's VAE needs ~5 GB for 32 patches at 256 px on the CPU, bench_memory.py --stage sd)."""
+    from diffusers import AutoencoderKL
+
+    from histosynth.diffusion import latents
+
+    assert [latents.encode_batch_size(px) for px in (32, 256, 512, 1024, 4096)] == [32, 32, 8, 2, 1]
+    seen, encode = [], AutoencoderKL.encode
+
+    def recording(self, x, *a, **k):
+        seen.append(x.shape[0])
+        return encode(self, x, *a, **k)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", recording)
+    monkeypatch.setattr(latents, "ENCODE_PIXELS_PER_BATCH", 5 * 32 * 32)  # 5 patches of 32 px
+    n = latents.cache_image_latents(
+        setup["split"]["train"], setup["base"], tmp_path / "i.h5", 32, False, progress=False
+    )
+    assert n > 5 and sum(seen) == n and max(seen) == 5
