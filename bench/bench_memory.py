@@ -29,7 +29,9 @@ Diffusion 1.5's architecture with random weights (``bench_gpu.py``'s ``sd15-rand
 in ``--workdir``), real IHC tissue crops, and in a fresh process each, the real functions of
 ``cache_image_latents`` (flips), ``cache_latents`` (one experiment's prompts), ``train_diffusion``
 (``fine_tune``: ``--train-steps`` steps, a checkpoint and the validation grid) and ``sample_synthetic``
-(``sample``, 2 DDIM steps) on the CPU, at each ``--px``. On the CPU every tensor is host memory, so a
+(``sample``, 2 DDIM steps) on the CPU, at each ``--px`` (``--sd-jobs`` picks the rows; ``--no-validation``
+leaves out the grid that training draws after its last step, 20 steps of inference per class, which
+dominates a row's time). On the CPU every tensor is host memory, so a
 row is what the rule needs on a CPU node; on a GPU node the weights, optimizer state and activations
 move to the GPU and the host keeps the loading copies and the checkpoint's serialisation.
 
@@ -246,12 +248,14 @@ def sd_child(job: str, work: str, base_name: str, *args: str) -> None:
 
         cache_prompt_latents(d / "images.h5", d / "data" / "prompts.tsv", base, d / "experiment.h5", device="cpu")
     elif job == "train":
-        from histosynth.diffusion.train import fine_tune
+        from histosynth.diffusion import train as train_module
 
-        method, batch, steps = args[1], int(args[2]), int(args[3])
+        method, batch, steps, validation = args[1], int(args[2]), int(args[3]), args[4] == "validation"
         t = dict(train_settings(cfg["train"], method, steps, batch, "cpu", px), checkpoint_every=steps)
+        if not validation:  # the grid after the last step: inference, under a training step's peak
+            train_module.validation_grid = lambda *a, **k: None
         out = d / f"train-{method}-b{batch}"
-        fine_tune(
+        train_module.fine_tune(
             d / "experiment.h5",
             base,
             out / "trained",
@@ -307,6 +311,8 @@ def sd_rows(a) -> list[dict]:
     def row(rule: str, job: str, px: int, batch, *args) -> None:
         mib, sec, cpu = run(job, px, *args)
         r = {"rule": rule, "px": px, "batch": batch, "peak_rss_mib": mib, "seconds": sec, "cpu_seconds": cpu}
+        if job == "train":
+            r["validation_grid"] = not a.no_validation
         r["rule_mem_mb"] = SD_RULE_MEM_MB[job]
         rows.append(r)
         print(json.dumps(r), flush=True)
@@ -317,13 +323,17 @@ def sd_rows(a) -> list[dict]:
         d = work / f"{px}px"
         if not (d / "data" / "prompts.tsv").is_file():
             write_data(d / "data", px, a.sd_patches, base, default_config())
-        row("cache_image_latents", "images", px, encode_batch_size(px))
-        row("cache_latents", "prompts", px, None)
-        for b in a.train_batches:
-            row("train_diffusion lora", "train", px, b, "lora", b, a.train_steps)
-        if px in a.full_px:
-            row("train_diffusion full", "train", px, 1, "full", 1, a.train_steps)
-        row("sample_synthetic", "sample", px, a.sample_batch, a.sample_batch)
+        grid = "no-validation" if a.no_validation else "validation"
+        if "images" in a.sd_jobs:
+            row("cache_image_latents", "images", px, encode_batch_size(px))
+        if "prompts" in a.sd_jobs:
+            row("cache_latents", "prompts", px, None)
+        for b in a.train_batches if "lora" in a.sd_jobs else ():
+            row("train_diffusion lora", "train", px, b, "lora", b, a.train_steps, grid)
+        if px in a.full_px and "full" in a.sd_jobs:
+            row("train_diffusion full", "train", px, 1, "full", 1, a.train_steps, grid)
+        if "sample" in a.sd_jobs:
+            row("sample_synthetic", "sample", px, a.sample_batch, a.sample_batch)
     return rows
 
 
@@ -375,6 +385,16 @@ def main(argv=None):
     ap.add_argument("--full-px", type=int, nargs="*", default=[256], help="--stage sd: resolutions of a full fine-tune")
     ap.add_argument("--train-steps", type=int, default=2, help="--stage sd: steps per training row")
     ap.add_argument("--sample-batch", type=int, default=8, help="--stage sd: sampling.batch_size")
+    ap.add_argument(
+        "--sd-jobs",
+        nargs="+",
+        default=["images", "prompts", "lora", "full", "sample"],
+        choices=["images", "prompts", "lora", "full", "sample"],
+        help="--stage sd: the rows to run (sample and the training rows need the images and prompts rows' files)",
+    )
+    ap.add_argument(
+        "--no-validation", action="store_true", help="--stage sd: train without the final validation grid (faster)"
+    )
     ap.add_argument("--sd-patches", type=int, default=32, help="--stage sd: training patches")
     ap.add_argument("--workdir", default="/tmp/histosynth-memory-sd", help="--stage sd: the base and data, kept")
     ap.add_argument(

@@ -25,7 +25,8 @@ rule cache_image_latents:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=16000,
+        # SD 1.5's VAE on the CPU: 6.2 / 6.4 GB at 256 / 512 px (2 Mpx per batch; bench_memory.py --stage sd)
+        mem_mb=8000,
         runtime=120,
         gpu=1,
     params:
