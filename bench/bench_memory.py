@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -220,8 +221,19 @@ def latents_child(patches: str, base: str, out: str) -> None:
     )
 
 
-# the rules' booked mem_mb (rules/diffusion.smk), printed beside what they use
-SD_RULE_MEM_MB = {"images": 16000, "prompts": 4000, "train": 32000, "sample": 16000}
+# the rule each --stage sd job stands for
+SD_RULES = {
+    "images": "cache_image_latents",
+    "prompts": "cache_latents",
+    "train": "train_diffusion",
+    "sample": "sample_synthetic",
+}
+
+
+def booked_mem_mb(rule: str) -> int:
+    """The ``mem_mb`` that ``rule`` books now in rules/diffusion.smk (per process for train_diffusion)."""
+    block = (REPO / "rules" / "diffusion.smk").read_text().split(f"rule {rule}:", 1)[1]
+    return int(re.search(r"mem_mb=(?:lambda wc: )?(\d+)", block).group(1))
 
 
 def sd_child(job: str, work: str, base_name: str, *args: str) -> None:
@@ -313,7 +325,7 @@ def sd_rows(a) -> list[dict]:
         r = {"rule": rule, "px": px, "batch": batch, "peak_rss_mib": mib, "seconds": sec, "cpu_seconds": cpu}
         if job == "train":
             r["validation_grid"] = not a.no_validation
-        r["rule_mem_mb"] = SD_RULE_MEM_MB[job]
+        r["rule_mem_mb"] = booked_mem_mb(SD_RULES[job])
         rows.append(r)
         print(json.dumps(r), flush=True)
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
